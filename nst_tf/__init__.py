@@ -1,0 +1,1 @@
+"""nst-tf: Gatys, Ecker & Bethge neural style transfer in TensorFlow/Keras."""
