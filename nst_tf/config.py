@@ -65,8 +65,8 @@ class LbfgsConfig:
     line_search: LineSearch = LineSearch.none
     learning_rate: float = 1.0
     max_line_search: int = 25
-    tolerance_grad: float = 1e-7
-    tolerance_change: float = 1e-9
+    tolerance_grad: float = 0.0
+    tolerance_change: float = 0.0
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Tests for nst_tf.optim: L-BFGS and Adam on small functions with known minima."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -132,7 +134,7 @@ def test_lbfgs_restarts_when_direction_is_not_downhill(quadratic, line_search):
     opt._direction = lambda g: g
     x_k, g_k = x.numpy(), fn(x.value())[1].numpy()
     opt.step()
-    assert opt._count.numpy() == 0  # history dropped
+    assert opt._count.numpy() == 0 and opt._h_diag.numpy() == 1.0  # history dropped
     assert fn(x.value())[0][0] < fn(tf.constant(x_k))[0][0]
     step = x.numpy() - x_k
     np.testing.assert_allclose(step / -g_k, (step / -g_k)[0], rtol=1e-3)  # along -g
@@ -185,7 +187,7 @@ def torch_strong_wolfe(phi, t, max_ls=25, c1=1e-4, c2=0.9, tolerance_change=1e-9
         d2_square = d1**2 - g1 * g2
         if d2_square < 0:
             return (lo + hi) / 2
-        d2 = d2_square**0.5
+        d2 = math.sqrt(d2_square)
         if x1 <= x2:
             min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
         else:
@@ -245,20 +247,42 @@ def torch_strong_wolfe(phi, t, max_ls=25, c1=1e-4, c2=0.9, tolerance_change=1e-9
 
 
 def phi_wiggly(t):
-    """Several local minima, so the zoom has to bracket and re-bracket."""
+    """Several local minima, so the zoom has to re-bracket."""
     return (t - 2.0) ** 2 / 4 + 0.3 * tf.sin(6.0 * t) - 1.8 * t
 
 
-@pytest.mark.parametrize("phi", [phi_rational, phi_steep, phi_wiggly])
-@pytest.mark.parametrize("t0", [1e-3, 0.5, 4.0])
-def test_strong_wolfe_matches_torch(phi, t0):
+def phi_kink(t):
+    """No point satisfies the curvature condition: the zoom runs until the bracket is tiny."""
+    return tf.abs(t - 1.39) + 0.0138 * t**2
+
+
+def phi_bump(t):
+    """A bump in a long slope: trial steps land near the bracket's ends."""
+    return 0.0607 * t**2 - t + 1.548 * tf.exp(-(((t - 0.1453) / 0.0339) ** 2))
+
+
+@pytest.mark.parametrize(
+    "phi, t0, tolerance_change",
+    [
+        (phi_rational, 1e-3, 1e-9),  # extrapolates
+        (phi_rational, 0.5, 1e-9),
+        (phi_rational, 4.0, 1e-9),  # zooms
+        (phi_steep, 1e-3, 1e-9),
+        (phi_steep, 4.0, 1e-9),
+        (phi_wiggly, 0.3, 1e-9),
+        (phi_wiggly, 2.5, 1e-9),
+        (phi_kink, 0.85, 1e-3),
+        (phi_bump, 0.01429, 1e-9),
+    ],
+)
+def test_strong_wolfe_matches_torch(phi, t0, tolerance_change):
     fn = values_and_grad(lambda x: (tf.reduce_sum(phi(x)), []))
 
     def phi64(t):
         values, g = fn(tf.constant([t], tf.float64))
         return float(values[0]), float(g[0])
 
-    t_ref, evals_ref = torch_strong_wolfe(phi64, t0)
+    t_ref, evals_ref = torch_strong_wolfe(phi64, t0, tolerance_change=tolerance_change)
     # Also in float64: in float32 the cubic fits are too noisy at tiny steps to compare branches.
     f0, g0 = fn(tf.zeros([1], tf.float64))
     d = tf.ones([1], tf.float64)
@@ -268,9 +292,36 @@ def test_strong_wolfe_matches_torch(phi, t0):
         values, g = fn(t * d)
         return _Point(t, values[0], g, tf.reduce_sum(g * d), values)
 
-    accepted, evals = _strong_wolfe(evaluate, start, tf.constant(t0, tf.float64), d, 25, 1e-9)
+    t = tf.constant(t0, tf.float64)
+    accepted, evals = _strong_wolfe(evaluate, start, t, d, 25, tolerance_change)
     assert evals.numpy() == evals_ref
     np.testing.assert_allclose(accepted.t.numpy(), t_ref, rtol=1e-12)
+
+
+def test_lbfgs_stops_at_small_gradient(quadratic):
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = LBFGS(fn, x, 2, tolerance_grad=0.1)
+    _, xs = run(opt, tf.function(opt.step), x, 200)
+    max_grad = [np.abs(fn(tf.constant(x_k))[1].numpy()).max() for x_k in xs]
+    # The step from x_k that finds max|g| <= 0.1 stops without moving; no earlier one does.
+    assert opt.converged.numpy() and max_grad[-1] <= 0.1
+    np.testing.assert_array_equal(xs[-1], xs[-2])
+    assert min(max_grad[:-2]) > 0.1
+
+
+def test_lbfgs_stops_when_objective_stops_changing():
+    # Around 1000 float32 resolves changes of 6e-5 only: f stalls well before the gradient or
+    # the steps get small.
+    x = tf.Variable(tf.fill([10], 2.0))
+    fn = values_and_grad(
+        lambda x: (1000.0 + tf.reduce_sum((x - 1.0) ** 2 * tf.range(1.0, 11.0)), [])
+    )
+    opt = LBFGS(fn, x, 1, line_search="strong_wolfe")
+    values, _ = run(opt, tf.function(opt.step), x, 200)
+    f = values[:, 0]
+    assert opt.converged.numpy()
+    assert f[-1] == f[-2] and np.all(f[1:-1] != f[:-2])
 
 
 def test_lbfgs_without_line_search_evaluates_once_per_step(quadratic):
