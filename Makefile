@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python scripts/run.py size=256 iterations=150 save_every=50
+	$(BIN)/python scripts/run.py size=384 iterations=200 save_every=50
 
 test: setup
 	$(BIN)/ruff check .

@@ -8,12 +8,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_tf.errors import UserError
+from nst_tf.weights import VGG19_CONV_LAYERS
 
-# The paper's names for VGG19's 16 conv layers (post-ReLU), in network order.
+# The paper's names for VGG19's conv layers (post-ReLU), in order: blockB_convI -> convB_I.
 LAYER_NAMES: tuple[str, ...] = tuple(
-    f"conv{block}_{i}"
-    for block, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-    for i in range(1, n + 1)
+    name.replace("block", "conv").replace("_conv", "_") for name in VGG19_CONV_LAYERS
 )
 
 
