@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
+from nst_tf import color
 from nst_tf.cache import default_cache_dir
 from nst_tf.config import RunConfig, layer_weights, register_configs, validate
 from nst_tf.errors import UserError
@@ -60,8 +61,14 @@ def run(cfg: DictConfig) -> dict[str, object]:
              style_path, *style.size)
 
     keras.utils.set_random_seed(settings.seed)
-    init = initial_image(settings.init.value, content, style_raw, settings.seed)
-    content_array, style_array = to_array(content), to_array(style)
+    colors = settings.color.value
+    content_rgb = to_array(content)
+    # init=style starts from the style image stretched to the content's shape.
+    stretched = to_array(style_raw.resize(content.size, Image.Resampling.LANCZOS))
+    content_array, (style_array, stretched) = color.prepare(
+        colors, content_rgb, to_array(style), stretched
+    )
+    init = initial_image(settings.init.value, content_array, stretched, settings.seed)
     transfer, reused = _get_transfer(settings, content_array.shape[:2], cache_dir)
     weights = Weights(
         alpha=settings.alpha,
@@ -83,43 +90,45 @@ def run(cfg: DictConfig) -> dict[str, object]:
         "reused_compiled_step": reused,
         "tensorflow": tf.__version__,
     }
+    def show(image: np.ndarray) -> np.ndarray:
+        return color.present(colors, image, content_rgb)
+
     callbacks = [
         LossLog(out / "losses.csv", out / "loss_curve.png"),
-        Snapshots(out / "snapshots", settings.save_every),
+        Snapshots(out / "snapshots", settings.save_every, show),
     ]
     if settings.progress:
         callbacks.append(ProgressBar(settings.iterations, description=out.name))
     try:
         final = optimise(transfer, settings.iterations, callbacks)
     except KeyboardInterrupt:
-        _finish(out, transfer, summary, interrupted=True)
+        _finish(out, show(transfer.result()), transfer, summary, interrupted=True)
         raise
     summary["final"] = {"iteration": final.iteration, "seconds": final.seconds, **final.values}
-    _finish(out, transfer, summary, interrupted=False)
+    _finish(out, show(transfer.result()), transfer, summary, interrupted=False)
     log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
              final.iteration, final.seconds, final.values["total"], final.values["content"],
              final.values["style"], out / "result.png")
     return summary
 
 
-def _finish(out: Path, transfer: StyleTransfer, summary: dict, interrupted: bool) -> None:
+def _finish(
+    out: Path, image: np.ndarray, transfer: StyleTransfer, summary: dict, interrupted: bool
+) -> None:
     summary["interrupted"] = interrupted
     summary["iterations_done"] = int(transfer.updates.numpy())
-    save_png(out / "result.png", transfer.result())
+    save_png(out / "result.png", image)
     write_summary(out / "summary.json", summary)
 
 
-def initial_image(
-    kind: str, content: Image.Image, style: Image.Image, seed: int
-) -> np.ndarray:
-    """The starting image, float32 (H, W, 3) at the content's size."""
+def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:
+    """The starting image, float32 (H, W, 3): `style` must already have the content's shape."""
     if kind == "content":
-        return to_array(content)
+        return content
     if kind == "style":
-        return to_array(style.resize(content.size, Image.Resampling.LANCZOS))
+        return style
     # White noise around the ImageNet mean pixel, drawn from the run's seed.
-    width, height = content.size
-    noise = np.random.default_rng(seed).standard_normal((height, width, 3), dtype=np.float32)
+    noise = np.random.default_rng(seed).standard_normal(content.shape, dtype=np.float32)
     return IMAGENET_MEAN_BGR[::-1] + noise
 
 

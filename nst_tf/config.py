@@ -38,6 +38,12 @@ class Precision(Enum):
     bf16 = "bf16"
 
 
+class Color(Enum):
+    none = "none"
+    luminance = "luminance"
+    histogram = "histogram"
+
+
 class LineSearch(Enum):
     none = "none"
     strong_wolfe = "strong_wolfe"
@@ -116,6 +122,7 @@ class RunConfig:
     init: Init = Init.noise
     seed: int = 0
     precision: Precision = Precision.fp32
+    color: Color = Color.none
     jit_compile: bool = False
     save_every: int = 100
     progress: bool = True

@@ -1,7 +1,7 @@
 """The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -227,10 +227,16 @@ class ProgressBar:
 
 
 class Snapshots:
-    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early)."""
+    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early),
+    through `show`, which turns the optimised image into what the user sees."""
 
-    def __init__(self, folder: Path, every: int) -> None:
-        self.folder, self.every = folder, every
+    def __init__(
+        self,
+        folder: Path,
+        every: int,
+        show: Callable[[np.ndarray], np.ndarray] = lambda image: image,
+    ) -> None:
+        self.folder, self.every, self.show = folder, every, show
 
     def path(self, iteration: int) -> Path:
         return self.folder / f"iter_{iteration:05d}.png"
@@ -238,8 +244,8 @@ class Snapshots:
     def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
         done = progress.iteration + 1  # the image now holds this many updates
         if self.every and done % self.every == 0:
-            save_png(self.path(done), transfer.result())
+            save_png(self.path(done), self.show(transfer.result()))
 
     def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
         if interrupted:
-            save_png(self.path(progress.iteration), transfer.result())
+            save_png(self.path(progress.iteration), self.show(transfer.result()))
