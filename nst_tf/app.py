@@ -19,7 +19,13 @@ from PIL import Image
 
 from nst_tf import color
 from nst_tf.cache import default_cache_dir
-from nst_tf.config import RunConfig, layer_weights, register_configs, validate
+from nst_tf.config import (
+    ImageConfig,
+    RunConfig,
+    layer_weights,
+    register_configs,
+    validate,
+)
 from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
 from nst_tf.model import IMAGENET_MEAN_BGR, FeatureExtractor
@@ -52,21 +58,23 @@ def run(cfg: DictConfig) -> dict[str, object]:
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
 
     content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
-    style_path = resolve_image(settings.style, "style", images_dir, cache_dir)
     content = fit_long_side(read_rgb(content_path), settings.size)
-    style_raw = read_rgb(style_path)
-    style_long = max(1, round(max(content.size) * settings.style_scale))
-    style = fit_long_side(style_raw, style_long)
-    log.info("content %s at %dx%d; style %s at %dx%d", content_path, *content.size,
-             style_path, *style.size)
+    log.info("content %s at %dx%d", content_path, *content.size)
+    style_paths, raws, style_images, blend = [], [], [], []
+    for source, weight, scale in style_sources(settings):
+        style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
+        raws.append(read_rgb(style_paths[-1]))
+        style_images.append(fit_long_side(raws[-1], max(1, round(max(content.size) * scale))))
+        blend.append(weight)
+        log.info("style %s at %dx%d, weight %g", style_paths[-1], *style_images[-1].size, weight)
+    # init=style starts from the first style, stretched to the content's shape.
+    stretched = to_array(raws[0].resize(content.size, Image.Resampling.LANCZOS))
 
     keras.utils.set_random_seed(settings.seed)
     colors = settings.color.value
     content_rgb = to_array(content)
-    # init=style starts from the style image stretched to the content's shape.
-    stretched = to_array(style_raw.resize(content.size, Image.Resampling.LANCZOS))
-    content_array, (style_array, stretched) = color.prepare(
-        colors, content_rgb, to_array(style), stretched
+    content_array, (stretched, *style_arrays) = color.prepare(
+        colors, content_rgb, stretched, *(to_array(image) for image in style_images)
     )
     init = initial_image(settings.init.value, content_array, stretched, settings.seed)
     transfer, reused = _get_transfer(settings, content_array.shape[:2], cache_dir)
@@ -77,14 +85,17 @@ def run(cfg: DictConfig) -> dict[str, object]:
         content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
         style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
     )
-    transfer.start(content_array, style_array, init, weights)
+    transfer.start(content_array, list(zip(style_arrays, blend, strict=True)), init, weights)
 
     summary: dict[str, object] = {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "weights": {"source": _weights[settings.model.weights].source,
                     "digest": _weights[settings.model.weights].digest},
         "content": {"path": str(content_path), "size": list(content.size)},
-        "style": {"path": str(style_path), "size": list(style.size)},
+        "styles": [
+            {"path": str(path), "size": list(image.size), "weight": weight}
+            for path, image, weight in zip(style_paths, style_images, blend, strict=True)
+        ],
         "loss_weights": asdict(weights),
         "compile_seconds": transfer.compile_seconds,
         "reused_compiled_step": reused,
@@ -119,6 +130,30 @@ def _finish(
     summary["iterations_done"] = int(transfer.updates.numpy())
     save_png(out / "result.png", image)
     write_summary(out / "summary.json", summary)
+
+
+def style_sources(settings: RunConfig) -> list[tuple[ImageConfig, float, float]]:
+    """(image source, blend weight, scale) for each style: `styles` if given, else `style`."""
+    if not settings.styles:
+        return [(settings.style, 1.0, settings.style_scale)]
+    return [
+        (
+            _style_preset(i, entry.preset) if entry.preset else ImageConfig(path=entry.path),
+            entry.weight,
+            entry.scale or settings.style_scale,
+        )
+        for i, entry in enumerate(settings.styles)
+    ]
+
+
+def _style_preset(index: int, name: str) -> ImageConfig:
+    presets = sorted(p.stem for p in (CONF_DIR / "style").glob("*.yaml"))
+    if name not in presets:
+        raise UserError(f"styles[{index}].preset: unknown style preset '{name}'; "
+                        f"choose one of {', '.join(presets)}")
+    preset = OmegaConf.load(CONF_DIR / "style" / f"{name}.yaml")
+    preset.pop("defaults", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), preset))
 
 
 def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:

@@ -64,6 +64,16 @@ class ImageConfig:
 
 
 @dataclass
+class StyleBlend:
+    """One of several styles: a preset name or a file, its blend weight, and its own scale."""
+
+    preset: str | None = None
+    path: str | None = None
+    weight: float = 1.0
+    scale: float | None = None  # None: style_scale
+
+
+@dataclass
 class LbfgsConfig:
     name: str = "lbfgs"
     history_size: int = 100
@@ -105,6 +115,8 @@ class PathsConfig:
 class RunConfig:
     content: ImageConfig = MISSING
     style: ImageConfig = MISSING
+    # Several styles, their Gram targets blended by weight; when set, replaces `style`.
+    styles: list[StyleBlend] = field(default_factory=list)
     optimizer: Any = MISSING
     alpha: float = 1e-3
     beta: float = 1.0
@@ -174,8 +186,22 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise UserError(f"style_scale={run.style_scale} must be > 0")
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
+    _validate_styles(run.styles)
     _validate_optimizer(run.optimizer)
     return run
+
+
+def _validate_styles(styles: list[StyleBlend]) -> None:
+    for i, entry in enumerate(styles):
+        if (entry.preset is None) == (entry.path is None):
+            raise UserError(f"styles[{i}] needs exactly one of preset or path, e.g. "
+                            "styles=[{preset: starry, weight: 1}, {path: art.jpg, weight: 0.5}]")
+        if entry.weight < 0:
+            raise UserError(f"styles[{i}].weight={entry.weight} is negative; use >= 0")
+        if entry.scale is not None and entry.scale <= 0:
+            raise UserError(f"styles[{i}].scale={entry.scale} must be > 0")
+    if styles and sum(entry.weight for entry in styles) <= 0:
+        raise UserError("styles: the blend weights sum to 0; give at least one positive weight")
 
 
 def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:

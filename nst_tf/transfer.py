@@ -111,18 +111,29 @@ class StyleTransfer:
         return {name: losses.gram_matrix(features[name]) for name in self.style_layers}
 
     def start(
-        self, content: np.ndarray, style: np.ndarray, init: np.ndarray, weights: Weights
+        self,
+        content: np.ndarray,
+        style: np.ndarray | Sequence[tuple[np.ndarray, float]],
+        init: np.ndarray,
+        weights: Weights,
     ) -> None:
-        """Begin a new run: compute the targets once, set the weights and the first image."""
+        """Begin a new run: compute the targets once, set the weights and the first image.
+
+        `style` is one image, or (image, weight) pairs whose Gram matrices are blended.
+        """
         if content.shape[:2] != self.shape or init.shape[:2] != self.shape:
             raise ValueError(f"images must be {self.shape}, got {content.shape}, {init.shape}")
         content_features = self._features(tf.constant(content[None]))
         for name in self.content_layers:
             self.content_targets[name].assign(content_features[name])
+        blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
+        total = sum(weight for _, weight in blend)
         if self.style_layers:
-            grams = self._grams(tf.constant(style[None]))
+            grams = [(self._grams(tf.constant(image[None])), weight) for image, weight in blend]
             for name in self.style_layers:
-                self.style_targets[name].assign(grams[name])
+                self.style_targets[name].assign(
+                    tf.add_n([g[name] * (weight / total) for g, weight in grams])
+                )
         self.content_weights.assign([weights.content_layers[n] for n in self.content_layers])
         self.style_weights.assign([weights.style_layers[n] for n in self.style_layers])
         self.loss_weights.assign([weights.alpha, weights.beta, weights.tv])
