@@ -30,6 +30,7 @@ from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
 from nst_tf.model import IMAGENET_MEAN_BGR, FeatureExtractor
 from nst_tf.report import LossLog, write_summary
+from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.transfer import (
     ProgressBar,
     Snapshots,
@@ -50,6 +51,9 @@ _transfer: dict[tuple, StyleTransfer] = {}
 
 def run(cfg: DictConfig) -> dict[str, object]:
     """One style transfer, written to Hydra's output dir; returns its summary."""
+    checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
+    if checkpoint:
+        cfg = resumed_config(cfg, checkpoint, HydraConfig.get().overrides.task)
     settings = validate(cfg)
     out = Path(HydraConfig.get().runtime.output_dir)
     _check_output_dir(out)
@@ -77,6 +81,9 @@ def run(cfg: DictConfig) -> dict[str, object]:
         colors, content_rgb, stretched, *(to_array(image) for image in style_images)
     )
     init = initial_image(settings.init.value, content_array, stretched, settings.seed)
+    first = 0
+    if checkpoint:
+        init, first = resume_image(checkpoint, settings, content_array)
     transfer, reused = _get_transfer(settings, content_array.shape[:2], cache_dir)
     weights = Weights(
         alpha=settings.alpha,
@@ -100,34 +107,36 @@ def run(cfg: DictConfig) -> dict[str, object]:
         "compile_seconds": transfer.compile_seconds,
         "reused_compiled_step": reused,
         "tensorflow": tf.__version__,
+        "resumed_from": str(checkpoint.image) if checkpoint else None,
     }
+
     def show(image: np.ndarray) -> np.ndarray:
         return color.present(colors, image, content_rgb)
 
     callbacks = [
-        LossLog(out / "losses.csv", out / "loss_curve.png"),
+        LossLog(out / "losses.csv", out / "loss_curve.png", checkpoint.rows if checkpoint else ()),
         Snapshots(out / "snapshots", settings.save_every, show),
     ]
     if settings.progress:
-        callbacks.append(ProgressBar(settings.iterations, description=out.name))
+        callbacks.append(ProgressBar(settings.iterations - first, description=out.name))
+    seconds = checkpoint.seconds if checkpoint else 0.0
     try:
-        final = optimise(transfer, settings.iterations, callbacks)
+        final = optimise(transfer, settings.iterations - first, callbacks, first, seconds)
     except KeyboardInterrupt:
-        _finish(out, show(transfer.result()), transfer, summary, interrupted=True)
+        done = first + int(transfer.updates.numpy())
+        _finish(out, show(transfer.result()), summary, done, interrupted=True)
         raise
     summary["final"] = {"iteration": final.iteration, "seconds": final.seconds, **final.values}
-    _finish(out, show(transfer.result()), transfer, summary, interrupted=False)
+    _finish(out, show(transfer.result()), summary, final.iteration, interrupted=False)
     log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
              final.iteration, final.seconds, final.values["total"], final.values["content"],
              final.values["style"], out / "result.png")
     return summary
 
 
-def _finish(
-    out: Path, image: np.ndarray, transfer: StyleTransfer, summary: dict, interrupted: bool
-) -> None:
+def _finish(out: Path, image: np.ndarray, summary: dict, done: int, interrupted: bool) -> None:
     summary["interrupted"] = interrupted
-    summary["iterations_done"] = int(transfer.updates.numpy())
+    summary["iterations_done"] = done
     save_png(out / "result.png", image)
     write_summary(out / "summary.json", summary)
 
@@ -154,6 +163,24 @@ def _style_preset(index: int, name: str) -> ImageConfig:
     preset = OmegaConf.load(CONF_DIR / "style" / f"{name}.yaml")
     preset.pop("defaults", None)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), preset))
+
+
+def resume_image(
+    checkpoint: Checkpoint, settings: RunConfig, content: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The snapshot to start from, in the space the optimisation works in, and its iteration."""
+    if checkpoint.iteration >= settings.iterations:
+        raise UserError(
+            f"resume: {checkpoint.run_dir} already ran {checkpoint.iteration} iterations; "
+            f"ask for more with iterations=N (N > {checkpoint.iteration})"
+        )
+    image = to_array(read_rgb(checkpoint.image))
+    if image.shape != content.shape:
+        raise UserError(f"resume: snapshot {checkpoint.image} is not {content.shape[1]}x"
+                        f"{content.shape[0]} like the content; it was made at another size")
+    # Snapshots are what users see; under colour modes the optimisation ran on another image.
+    image, _ = color.prepare(settings.color.value, image)
+    return image, checkpoint.iteration
 
 
 def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int) -> np.ndarray:

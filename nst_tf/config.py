@@ -93,6 +93,9 @@ class AdamConfig:
     epsilon: float = 1e-8
 
 
+OPTIMIZER_SCHEMAS = {"lbfgs": LbfgsConfig, "adam": AdamConfig}
+
+
 @dataclass
 class ModelConfig:
     pooling: Pooling = Pooling.avg
@@ -138,6 +141,8 @@ class RunConfig:
     jit_compile: bool = False
     save_every: int = 100
     progress: bool = True
+    # An earlier run dir to continue from its last snapshot, with its settings.
+    resume: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -148,8 +153,8 @@ def register_configs() -> None:
     store.store(name="schema", node=RunConfig)
     store.store(group="content", name="schema", node=ImageConfig)
     store.store(group="style", name="schema", node=ImageConfig)
-    store.store(group="optimizer", name="lbfgs_schema", node=LbfgsConfig)
-    store.store(group="optimizer", name="adam_schema", node=AdamConfig)
+    for name, schema in OPTIMIZER_SCHEMAS.items():
+        store.store(group="optimizer", name=f"{name}_schema", node=schema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

@@ -193,21 +193,29 @@ class Callback(Protocol):
 
 
 def optimise(
-    transfer: StyleTransfer, iterations: int, callbacks: Sequence[Callback] = ()
+    transfer: StyleTransfer,
+    iterations: int,
+    callbacks: Sequence[Callback] = (),
+    first: int = 0,
+    seconds: float = 0.0,
 ) -> Progress:
-    """Run `iterations` steps; on Ctrl-C, let every callback save what there is, then re-raise."""
-    started = time.perf_counter()
-    progress = Progress(0, 0.0, {})
+    """Run `iterations` steps; on Ctrl-C, let every callback save what there is, then re-raise.
+
+    A resumed run counts on from iteration `first` and `seconds` of earlier wall time.
+    """
+    started = time.perf_counter() - seconds
+    progress = Progress(first, seconds, {})
     try:
-        for iteration in range(iterations):
+        for iteration in range(first, first + iterations):
             values = transfer.step()
             progress = Progress(iteration, time.perf_counter() - started, values)
             for callback in callbacks:
                 callback.on_step(progress, transfer)
-        progress = Progress(iterations, time.perf_counter() - started, transfer.evaluate())
+        last = first + iterations
+        progress = Progress(last, time.perf_counter() - started, transfer.evaluate())
     except KeyboardInterrupt:
         # A step interrupted mid-call still completes, so count updates rather than log rows.
-        done = int(transfer.updates.numpy())
+        done = first + int(transfer.updates.numpy())
         progress = Progress(done, time.perf_counter() - started, transfer.evaluate())
         for callback in callbacks:
             callback.on_end(progress, transfer, interrupted=True)

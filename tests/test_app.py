@@ -111,6 +111,13 @@ def test_ctrl_c_saves_image_and_losses(tmp_path, images_dir):
     assert (out / "result.png").exists()
     assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
     assert read_csv(out / "losses.csv")[-1]["iteration"] == done
+    # The stopped run resumes from the snapshot Ctrl-C wrote.
+    again = tmp_path / "again"
+    result = run_nst("resume=" + str(out), f"iterations={done + 3}", f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr
+    iterations = [r["iteration"] for r in read_csv(again / "losses.csv")]
+    # A step cut short by Ctrl-C finished unlogged, so one row before `done` may be missing.
+    assert iterations == sorted(set(iterations)) and iterations[-4:] == list(range(done, done + 4))
 
 
 def _file(tmp_path: Path, kind: str) -> Path:
