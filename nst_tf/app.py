@@ -29,6 +29,7 @@ from nst_tf.config import (
 from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
 from nst_tf.model import IMAGENET_MEAN_BGR, FeatureExtractor
+from nst_tf.normalize import normalized_weights
 from nst_tf.report import LossLog, write_summary
 from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.transfer import (
@@ -84,7 +85,9 @@ def run(cfg: DictConfig) -> dict[str, object]:
     first = 0
     if checkpoint:
         init, first = resume_image(checkpoint, settings, content_array)
-    transfer, reused = _get_transfer(settings, content_array.shape[:2], cache_dir)
+    vgg = vgg_weights(settings, cache_dir)
+    log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
+    transfer, reused = _get_transfer(settings, vgg, content_array.shape[:2])
     weights = Weights(
         alpha=settings.alpha,
         beta=settings.beta,
@@ -96,8 +99,7 @@ def run(cfg: DictConfig) -> dict[str, object]:
 
     summary: dict[str, object] = {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        "weights": {"source": _weights[settings.model.weights].source,
-                    "digest": _weights[settings.model.weights].digest},
+        "weights": {"source": vgg.source, "digest": vgg.digest},
         "content": {"path": str(content_path), "size": list(content.size)},
         "styles": [
             {"path": str(path), "size": list(image.size), "weight": weight}
@@ -210,15 +212,27 @@ def _check_output_dir(out: Path) -> None:
         ) from error
 
 
-def _get_transfer(
-    settings: RunConfig, shape: tuple[int, int], cache_dir: Path
-) -> tuple[StyleTransfer, bool]:
-    spec = settings.model.weights
+def vgg_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
+    """The configured weights, normalised if asked; loaded once per process."""
+    model = settings.model
+    spec = model.weights
     if spec not in _weights:
         _weights[spec] = load_weights(spec, cache_dir)
-        log.info("weights: %s (sha256 %s)", _weights[spec].source, _weights[spec].digest[:12])
+    if not model.normalize:
+        return _weights[spec]
+    key = f"{spec} normalised {model.pooling.value} {model.calibration}"
+    if key not in _weights:
+        _weights[key] = normalized_weights(
+            _weights[spec], model.pooling.value, model.calibration, cache_dir
+        )
+    return _weights[key]
+
+
+def _get_transfer(
+    settings: RunConfig, weights: VGGWeights, shape: tuple[int, int]
+) -> tuple[StyleTransfer, bool]:
     layers = tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
-    model_key = (spec, settings.model.pooling.value, settings.precision.value, layers)
+    model_key = (weights.digest, settings.model.pooling.value, settings.precision.value, layers)
     optimizer = {
         k: (v.value if hasattr(v, "value") else v)
         for k, v in asdict(settings.optimizer).items()
@@ -232,7 +246,7 @@ def _get_transfer(
     started = time.perf_counter()
     if model_key not in _extractors:
         _extractors[model_key] = FeatureExtractor(
-            _weights[spec].arrays, settings.model.pooling.value, layers, settings.precision.value
+            weights.arrays, settings.model.pooling.value, layers, settings.precision.value
         )
     _transfer.clear()  # one compiled step at a time: each holds image-sized state
     _transfer[key] = StyleTransfer(
