@@ -31,3 +31,23 @@ def total_variation(image: tf.Tensor) -> tf.Tensor:
     dy = image[:, 1:, :, :] - image[:, :-1, :, :]
     dx = image[:, :, 1:, :] - image[:, :, :-1, :]
     return tf.reduce_sum(tf.square(dy)) + tf.reduce_sum(tf.square(dx))
+
+
+def guided_style_layer_loss(
+    features: tf.Tensor, masks: tf.Tensor, target_grams: tf.Tensor, weights: tf.Tensor
+) -> tf.Tensor:
+    """Σ_r w_r E_l over regions (Gatys et al. 2017, *Controlling Perceptual Factors*).
+
+    masks: (R, H, W) guidance channels at this layer's resolution; target_grams: (R, N, N).
+    Each region's Gram is divided by the mean squared mask, so a region compares with a whole
+    style image's Gram at the scale of the full image (an all-ones mask gives E_l exactly).
+    """
+    shape = tf.shape(features)
+    n = tf.cast(shape[-1], tf.float32)
+    m = tf.cast(shape[1] * shape[2], tf.float32)
+    guided = features * masks[..., None]  # (R, H, W, N): batch 1 broadcasts over regions
+    flat = tf.reshape(guided, [tf.shape(masks)[0], -1, shape[-1]])
+    area = tf.reduce_mean(tf.square(masks), axis=[1, 2])[:, None, None]
+    grams = tf.matmul(flat, flat, transpose_a=True) / tf.maximum(area, 1e-12)
+    per_region = tf.reduce_sum(tf.square((grams - target_grams) / (2.0 * n * m)), axis=[1, 2])
+    return tf.reduce_sum(weights * per_region)

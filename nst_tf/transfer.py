@@ -46,8 +46,11 @@ class StyleTransfer:
         optimizer: str,
         optimizer_params: Mapping[str, object],
         jit_compile: bool = False,
+        regions: int = 0,
     ) -> None:
+        """`regions` > 0: spatial control, one style per masked region (guided Grams)."""
         self.extractor = extractor
+        self.regions = regions
         self.shape = shape
         self.content_layers = tuple(content_layers)
         self.style_layers = tuple(style_layers)
@@ -57,10 +60,16 @@ class StyleTransfer:
             name: tf.Variable(tf.zeros(feature_shape(name, height, width)), name=f"P_{name}")
             for name in self.content_layers
         }
+        grams = [regions] if regions else []
         self.style_targets = {
-            name: tf.Variable(tf.zeros([feature_channels(name)] * 2), name=f"A_{name}")
+            name: tf.Variable(tf.zeros([*grams, *[feature_channels(name)] * 2]), name=f"A_{name}")
             for name in self.style_layers
         }
+        self.masks = {
+            name: tf.Variable(tf.zeros([regions, *feature_shape(name, height, width)[1:3]]))
+            for name in (self.style_layers if regions else ())
+        }
+        self.region_weights = tf.Variable(tf.zeros([regions]))
         self.content_weights = tf.Variable(tf.zeros([len(self.content_layers)]))
         self.style_weights = tf.Variable(tf.zeros([len(self.style_layers)]))
         self.loss_weights = tf.Variable(tf.zeros([3]))  # α, β, TV
@@ -86,13 +95,19 @@ class StyleTransfer:
             [losses.content_loss(f[n], self.content_targets[n]) for n in self.content_layers],
         )
         style = _weighted_sum(
-            self.style_weights,
-            [losses.style_layer_loss(f[n], self.style_targets[n]) for n in self.style_layers],
+            self.style_weights, [self._style_term(f[n], n) for n in self.style_layers]
         )
         tv = losses.total_variation(image)
         alpha, beta, tv_weight = tf.unstack(self.loss_weights)
         total = alpha * content + beta * style + tv_weight * tv
         return tf.stack([total, content, style, tv])
+
+    def _style_term(self, features: tf.Tensor, name: str) -> tf.Tensor:
+        if not self.regions:
+            return losses.style_layer_loss(features, self.style_targets[name])
+        return losses.guided_style_layer_loss(
+            features, self.masks[name], self.style_targets[name], self.region_weights
+        )
 
     def _values_and_grad(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -116,10 +131,12 @@ class StyleTransfer:
         style: np.ndarray | Sequence[tuple[np.ndarray, float]],
         init: np.ndarray,
         weights: Weights,
+        masks: Sequence[np.ndarray] = (),
     ) -> None:
         """Begin a new run: compute the targets once, set the weights and the first image.
 
-        `style` is one image, or (image, weight) pairs whose Gram matrices are blended.
+        `style` is one image, or (image, weight) pairs whose Gram matrices are blended; with
+        regions, the pairs' styles go one to each of `masks` ((H, W) in 0..1, content-sized).
         """
         if content.shape[:2] != self.shape or init.shape[:2] != self.shape:
             raise ValueError(f"images must be {self.shape}, got {content.shape}, {init.shape}")
@@ -128,12 +145,18 @@ class StyleTransfer:
             self.content_targets[name].assign(content_features[name])
         blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
         total = sum(weight for _, weight in blend)
-        if self.style_layers:
-            grams = [(self._grams(tf.constant(image[None])), weight) for image, weight in blend]
-            for name in self.style_layers:
+        if len(masks) != self.regions or (self.regions and len(blend) != self.regions):
+            raise ValueError(f"{self.regions} regions need as many masks and styles")
+        grams = [(self._grams(tf.constant(image[None])), weight) for image, weight in blend]
+        for name in self.style_layers:
+            if self.regions:
+                self.style_targets[name].assign(tf.stack([g[name] for g, _ in grams]))
+                self.masks[name].assign(np.stack([layer_mask(m, name) for m in masks]))
+            else:
                 self.style_targets[name].assign(
                     tf.add_n([g[name] * (weight / total) for g, weight in grams])
                 )
+        self.region_weights.assign([weight / total for _, weight in grams][: self.regions])
         self.content_weights.assign([weights.content_layers[n] for n in self.content_layers])
         self.style_weights.assign([weights.style_layers[n] for n in self.style_layers])
         self.loss_weights.assign([weights.alpha, weights.beta, weights.tv])
@@ -172,6 +195,14 @@ def feature_shape(name: str, height: int, width: int) -> list[int]:
     for _ in range(int(name[4]) - 1):
         height, width = height // 2, width // 2
     return [1, height, width, feature_channels(name)]
+
+
+def layer_mask(mask: np.ndarray, name: str) -> np.ndarray:
+    """A content-sized mask at a layer's resolution: 2×2 averages, as each pooling does."""
+    for _ in range(int(name[4]) - 1):
+        h, w = mask.shape[0] // 2, mask.shape[1] // 2
+        mask = mask[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+    return mask.astype(np.float32)
 
 
 @dataclass(frozen=True)
