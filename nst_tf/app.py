@@ -27,7 +27,14 @@ from nst_tf.config import (
     validate,
 )
 from nst_tf.errors import UserError
-from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
+from nst_tf.images import (
+    fit_long_side,
+    read_mask,
+    read_rgb,
+    resolve_image,
+    save_png,
+    to_array,
+)
 from nst_tf.model import IMAGENET_MEAN_BGR, FeatureExtractor
 from nst_tf.normalize import normalized_weights
 from nst_tf.report import LossLog, write_summary
@@ -63,8 +70,20 @@ def run(cfg: DictConfig) -> dict[str, object]:
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
 
     content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
-    content = fit_long_side(read_rgb(content_path), settings.size)
+    content_raw = read_rgb(content_path)
+    content = fit_long_side(content_raw, settings.size)
     log.info("content %s at %dx%d", content_path, *content.size)
+    masks = [
+        np.asarray(
+            read_mask(entry.mask, content_raw, f"styles[{i}].mask").resize(
+                content.size, Image.Resampling.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        / 255.0
+        for i, entry in enumerate(settings.styles)
+        if entry.mask
+    ]
     style_paths, raws, style_images, blend = [], [], [], []
     for source, weight, scale in style_sources(settings):
         style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
@@ -87,7 +106,7 @@ def run(cfg: DictConfig) -> dict[str, object]:
         init, first = resume_image(checkpoint, settings, content_array)
     vgg = vgg_weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
-    transfer, reused = _get_transfer(settings, vgg, content_array.shape[:2])
+    transfer, reused = _get_transfer(settings, vgg, content_array.shape[:2], len(masks))
     weights = Weights(
         alpha=settings.alpha,
         beta=settings.beta,
@@ -95,7 +114,9 @@ def run(cfg: DictConfig) -> dict[str, object]:
         content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
         style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
     )
-    transfer.start(content_array, list(zip(style_arrays, blend, strict=True)), init, weights)
+    transfer.start(
+        content_array, list(zip(style_arrays, blend, strict=True)), init, weights, masks
+    )
 
     summary: dict[str, object] = {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
@@ -229,7 +250,7 @@ def vgg_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
 
 
 def _get_transfer(
-    settings: RunConfig, weights: VGGWeights, shape: tuple[int, int]
+    settings: RunConfig, weights: VGGWeights, shape: tuple[int, int], regions: int
 ) -> tuple[StyleTransfer, bool]:
     layers = tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
     model_key = (weights.digest, settings.model.pooling.value, settings.precision.value, layers)
@@ -239,7 +260,8 @@ def _get_transfer(
         if k != "name"
     }
     key = (*model_key, tuple(settings.content_layers), tuple(settings.style_layers), shape,
-           settings.optimizer.name, tuple(sorted(optimizer.items())), settings.jit_compile)
+           settings.optimizer.name, tuple(sorted(optimizer.items())), settings.jit_compile,
+           regions)
     if key in _transfer:
         log.info("reusing the compiled step")
         return _transfer[key], True
@@ -257,6 +279,7 @@ def _get_transfer(
         settings.optimizer.name,
         optimizer,
         jit_compile=settings.jit_compile,
+        regions=regions,
     )
     log.info("built the model and compiled the step in %.1f s", time.perf_counter() - started)
     return _transfer[key], False

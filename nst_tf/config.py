@@ -71,6 +71,8 @@ class StyleBlend:
     path: str | None = None
     weight: float = 1.0
     scale: float | None = None  # None: style_scale
+    # Grey image at the content's size: where this style goes (white) and where not (black).
+    mask: str | None = None
 
 
 @dataclass
@@ -205,6 +207,9 @@ def _validate_styles(styles: list[StyleBlend]) -> None:
             raise UserError(f"styles[{i}].weight={entry.weight} is negative; use >= 0")
         if entry.scale is not None and entry.scale <= 0:
             raise UserError(f"styles[{i}].scale={entry.scale} must be > 0")
+    masked = [entry.mask is not None for entry in styles]
+    if any(masked) and not all(masked):
+        raise UserError("styles: give every style a mask, or none (a mask says where each goes)")
     if styles and sum(entry.weight for entry in styles) <= 0:
         raise UserError("styles: the blend weights sum to 0; give at least one positive weight")
 

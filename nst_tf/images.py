@@ -230,6 +230,18 @@ def fit_long_side(img: Image.Image, long_side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
+def read_mask(path: Path | str, like: Image.Image, key: str) -> Image.Image:
+    """A mask drawn over the content image `like` (same pixel size), as 8-bit grey;
+    `key` names the config entry in the error when the sizes differ."""
+    mask = read_rgb(path).convert("L")
+    if mask.size != like.size:
+        raise UserError(
+            f"{key}: mask '{path}' is {mask.size[0]}x{mask.size[1]} but the content image is "
+            f"{like.size[0]}x{like.size[1]}; draw the mask at the content image's size"
+        )
+    return mask
+
+
 def to_array(img: Image.Image) -> np.ndarray:
     """float32 (H, W, 3) with values 0..255, the range the VGG preprocessing expects."""
     return np.asarray(_to_rgb(img), dtype=np.float32)
