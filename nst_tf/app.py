@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
 import hydra
@@ -57,6 +57,66 @@ _extractors: dict[tuple, FeatureExtractor] = {}
 _transfer: dict[tuple, StyleTransfer] = {}
 
 
+@dataclass
+class Pictures:
+    """The run's pictures as read (content, styles with blend weights and scales, masks)."""
+
+    content_path: Path
+    content: Image.Image
+    style_paths: list[Path]
+    styles: list[Image.Image]
+    blend: list[float]
+    scales: list[float]
+    masks: list[Image.Image]
+
+    def at_size(self, size: int, colors: str) -> "Stage":
+        """Everything one scale optimises against, `size` px on the content's long side."""
+        content = fit_long_side(self.content, size)
+        styles = [
+            fit_long_side(style, max(1, round(max(content.size) * scale)))
+            for style, scale in zip(self.styles, self.scales, strict=True)
+        ]
+        # init=style starts from the first style, stretched to the content's shape.
+        stretched = to_array(self.styles[0].resize(content.size, Image.Resampling.LANCZOS))
+        content_rgb = to_array(content)
+        content_array, (stretched, *style_arrays) = color.prepare(
+            colors, content_rgb, stretched, *(to_array(style) for style in styles)
+        )
+        masks = [
+            np.asarray(m.resize(content.size, Image.Resampling.BILINEAR), np.float32) / 255.0
+            for m in self.masks
+        ]
+        return Stage(content_rgb, content_array, style_arrays, [s.size for s in styles],
+                     stretched, masks)
+
+
+@dataclass
+class Stage:
+    content_rgb: np.ndarray  # the content as the user sees it (colour modes recolour with it)
+    content: np.ndarray  # ... and as the optimisation sees it
+    styles: list[np.ndarray]
+    style_sizes: list[tuple[int, int]]
+    stretched: np.ndarray
+    masks: list[np.ndarray]
+
+
+def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path) -> Pictures:
+    content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
+    content = read_rgb(content_path)
+    style_paths, styles, blend, scales = [], [], [], []
+    for source, weight, scale in style_sources(settings):
+        style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
+        styles.append(read_rgb(style_paths[-1]))
+        blend.append(weight)
+        scales.append(scale)
+    masks = [
+        read_mask(entry.mask, content, f"styles[{i}].mask")
+        for i, entry in enumerate(settings.styles)
+        if entry.mask
+    ]
+    return Pictures(content_path, content, style_paths, styles, blend, scales, masks)
+
+
 def run(cfg: DictConfig) -> dict[str, object]:
     """One style transfer, written to Hydra's output dir; returns its summary."""
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
@@ -68,45 +128,9 @@ def run(cfg: DictConfig) -> dict[str, object]:
     cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
     cache_dir = cache_dir or default_cache_dir()
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
-
-    content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
-    content_raw = read_rgb(content_path)
-    content = fit_long_side(content_raw, settings.size)
-    log.info("content %s at %dx%d", content_path, *content.size)
-    masks = [
-        np.asarray(
-            read_mask(entry.mask, content_raw, f"styles[{i}].mask").resize(
-                content.size, Image.Resampling.BILINEAR
-            ),
-            dtype=np.float32,
-        )
-        / 255.0
-        for i, entry in enumerate(settings.styles)
-        if entry.mask
-    ]
-    style_paths, raws, style_images, blend = [], [], [], []
-    for source, weight, scale in style_sources(settings):
-        style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
-        raws.append(read_rgb(style_paths[-1]))
-        style_images.append(fit_long_side(raws[-1], max(1, round(max(content.size) * scale))))
-        blend.append(weight)
-        log.info("style %s at %dx%d, weight %g", style_paths[-1], *style_images[-1].size, weight)
-    # init=style starts from the first style, stretched to the content's shape.
-    stretched = to_array(raws[0].resize(content.size, Image.Resampling.LANCZOS))
-
-    keras.utils.set_random_seed(settings.seed)
-    colors = settings.color.value
-    content_rgb = to_array(content)
-    content_array, (stretched, *style_arrays) = color.prepare(
-        colors, content_rgb, stretched, *(to_array(image) for image in style_images)
-    )
-    init = initial_image(settings.init.value, content_array, stretched, settings.seed)
-    first = 0
-    if checkpoint:
-        init, first = resume_image(checkpoint, settings, content_array)
+    pictures = read_pictures(settings, images_dir, cache_dir)
     vgg = vgg_weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
-    transfer, reused = _get_transfer(settings, vgg, content_array.shape[:2], len(masks))
     weights = Weights(
         alpha=settings.alpha,
         beta=settings.beta,
@@ -114,43 +138,62 @@ def run(cfg: DictConfig) -> dict[str, object]:
         content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
         style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
     )
-    transfer.start(
-        content_array, list(zip(style_arrays, blend, strict=True)), init, weights, masks
-    )
-
+    colors = settings.color.value
+    sizes = settings.scales or [settings.size]
     summary: dict[str, object] = {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "weights": {"source": vgg.source, "digest": vgg.digest},
-        "content": {"path": str(content_path), "size": list(content.size)},
-        "styles": [
-            {"path": str(path), "size": list(image.size), "weight": weight}
-            for path, image, weight in zip(style_paths, style_images, blend, strict=True)
-        ],
+        "content": {"path": str(pictures.content_path), "size": list(pictures.content.size)},
         "loss_weights": asdict(weights),
-        "compile_seconds": transfer.compile_seconds,
-        "reused_compiled_step": reused,
         "tensorflow": tf.__version__,
         "resumed_from": str(checkpoint.image) if checkpoint else None,
+        "stages": [],
     }
+    keras.utils.set_random_seed(settings.seed)
+    log_rows = LossLog(out / "losses.csv", out / "loss_curve.png",
+                       checkpoint.rows if checkpoint else ())
+    first, seconds, image = 0, 0.0, None
+    for index, size in enumerate(sizes):
+        stage = pictures.at_size(size, colors)
+        shape = stage.content.shape[:2]
+        todo = settings.iterations  # per scale
+        if image is not None:  # coarse to fine: the previous scale's result, upsampled
+            image = tf.image.resize(image, shape, method="bicubic").numpy()
+        elif checkpoint:
+            image, first = resume_image(checkpoint, settings, stage.content)
+            todo, seconds = settings.iterations - first, checkpoint.seconds
+        else:
+            image = initial_image(settings.init.value, stage.content, stage.stretched,
+                                  settings.seed)
+        log.info("scale %d/%d: content %dx%d; styles %s", index + 1, len(sizes), shape[1],
+                 shape[0], ", ".join(f"{w}x{h}" for w, h in stage.style_sizes))
+        transfer, reused = _get_transfer(settings, vgg, shape, len(stage.masks))
+        transfer.start(stage.content, list(zip(stage.styles, pictures.blend, strict=True)),
+                       image, weights, stage.masks)
+        summary["stages"].append({
+            "size": size, "content_size": [shape[1], shape[0]],
+            "style_sizes": [list(s) for s in stage.style_sizes],
+            "compile_seconds": transfer.compile_seconds, "reused_compiled_step": reused,
+        })
 
-    def show(image: np.ndarray) -> np.ndarray:
-        return color.present(colors, image, content_rgb)
+        def show(image: np.ndarray, stage: Stage = stage) -> np.ndarray:
+            return color.present(colors, image, stage.content_rgb)
 
-    callbacks = [
-        LossLog(out / "losses.csv", out / "loss_curve.png", checkpoint.rows if checkpoint else ()),
-        Snapshots(out / "snapshots", settings.save_every, show),
-    ]
-    if settings.progress:
-        callbacks.append(ProgressBar(settings.iterations - first, description=out.name))
-    seconds = checkpoint.seconds if checkpoint else 0.0
-    try:
-        final = optimise(transfer, settings.iterations - first, callbacks, first, seconds)
-    except KeyboardInterrupt:
-        done = first + int(transfer.updates.numpy())
-        _finish(out, show(transfer.result()), summary, done, interrupted=True)
-        raise
+        callbacks = [log_rows, Snapshots(out / "snapshots", settings.save_every, show)]
+        if settings.progress:
+            callbacks.append(ProgressBar(todo, description=f"{out.name} {size}px"))
+        try:
+            final = optimise(transfer, todo, callbacks, first, seconds)
+        except KeyboardInterrupt:
+            done = first + int(transfer.updates.numpy())
+            _finish(out, show(transfer.result()), summary, done, interrupted=True)
+            raise
+        image = transfer.result()
+        if len(sizes) > 1:
+            save_png(out / f"scale_{size:05d}.png", show(image))
+        first, seconds = final.iteration, final.seconds
     summary["final"] = {"iteration": final.iteration, "seconds": final.seconds, **final.values}
-    _finish(out, show(transfer.result()), summary, final.iteration, interrupted=False)
+    _finish(out, show(image), summary, final.iteration, interrupted=False)
     log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
              final.iteration, final.seconds, final.values["total"], final.values["content"],
              final.values["style"], out / "result.png")

@@ -134,6 +134,9 @@ class RunConfig:
     )
     style_layer_weights: list[float] | None = None
     size: int = 512
+    # Coarse to fine: optimise at each of these sizes in turn (iterations each), each starting
+    # from the previous result upsampled; replaces `size`.
+    scales: list[int] = field(default_factory=list)
     style_scale: float = 1.0
     iterations: int = 500
     init: Init = Init.noise
@@ -185,8 +188,11 @@ def validate(cfg: DictConfig) -> RunConfig:
                 raise UserError(f"{key[:-1]}_weights={weights} has a negative weight; use >= 0")
     if not run.content_layers and not run.style_layers:
         raise UserError("content_layers and style_layers are both empty; give at least one layer")
-    if run.size < 16:
-        raise UserError(f"size={run.size} is too small; use size >= 16")
+    for key, size in [("size", run.size), *(("scales", s) for s in run.scales)]:
+        if size < 16:
+            raise UserError(f"{key}={size} is too small; use sizes >= 16")
+    if run.scales and run.resume:
+        raise UserError("resume continues one size; drop scales=... (or resume its last scale)")
     if run.iterations < 1:
         raise UserError(f"iterations={run.iterations} must be >= 1")
     if run.style_scale <= 0:

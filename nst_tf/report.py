@@ -26,13 +26,15 @@ from nst_tf.errors import UserError  # noqa: E402
 from nst_tf.images import fit_long_side, read_rgb  # noqa: E402
 from nst_tf.transfer import VALUE_NAMES, Progress, StyleTransfer  # noqa: E402
 
-COLUMNS = ("iteration", "seconds", *VALUE_NAMES)
+COLUMNS = ("iteration", "seconds", *VALUE_NAMES, "size")
 
 
 class LossLog:
-    """Streams one CSV row per step (so an interrupted run keeps its losses) and plots at the end.
+    """Appends one CSV row per step (so an interrupted run keeps its losses) and plots at the end
+    of each stage.
 
-    Row k holds the losses at the image after k updates; `content` and `style` are unweighted.
+    Row k holds the losses at the image after k updates; `content` and `style` are unweighted;
+    `size` is the long side the step ran at (coarse-to-fine runs change it).
     """
 
     def __init__(
@@ -40,18 +42,21 @@ class LossLog:
     ) -> None:
         """`earlier`: rows of the run this one resumes, so the curve continues."""
         self.csv_path, self.plot_path = csv_path, plot_path
-        self._file = open(csv_path, "w", newline="")  # noqa: SIM115 - closed in on_end
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-        self._writer.writeheader()
-        self._writer.writerows(earlier)
+        with open(csv_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(earlier)
+
+    def _append(self, progress: Progress, transfer: StyleTransfer) -> None:
+        with open(self.csv_path, "a", newline="") as file:
+            row = {**progress.row(), "size": max(transfer.shape)}
+            csv.DictWriter(file, fieldnames=COLUMNS).writerow(row)
 
     def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        self._writer.writerow(progress.row())
-        self._file.flush()
+        self._append(progress, transfer)
 
     def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
-        self._writer.writerow(progress.row())
-        self._file.close()
+        self._append(progress, transfer)
         plot_losses(read_losses(self.csv_path), self.plot_path)
 
 
@@ -383,13 +388,15 @@ def _read_job(job_dir: Path) -> SweepJob:
     return SweepJob(dir=job_dir, config=config, overrides=overrides, summary=summary)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"model.pooling": "avg", ...}; lists stay whole."""
     flat: dict[str, Any] = {}
     for key, value in node.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
-    return {k.removesuffix("."): v for k, v in flat.items()}
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _canonical(value: Any) -> str:
