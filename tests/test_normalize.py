@@ -347,7 +347,7 @@ def test_picture_with_wrong_hash_is_a_user_error(tmp_path, monkeypatch):
 
 
 def test_run_with_normalized_weights(tmp_path):
-    from tests.test_app import FAST, run_nst
+    from tests.helpers import FAST, run_nst
 
     out = tmp_path / "run"
     result = run_nst("model.normalize=true", "size=32", "iterations=3", *FAST,

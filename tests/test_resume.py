@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_app import FAST, read_csv, run_nst
+from tests.helpers import FAST, read_csv, run_nst
 
 
 @pytest.fixture(scope="module")

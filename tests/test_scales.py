@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from nst_tf.images import read_rgb, to_array
-from tests.test_app import FAST, read_csv, run_nst
+from tests.helpers import FAST, read_csv, run_nst
 
 
 def small(path, size) -> np.ndarray:

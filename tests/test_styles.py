@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_app import FAST, run_nst
+from tests.helpers import FAST, run_nst
 
 
 def test_two_styles_weighted_one_and_zero_equal_the_single_style(tmp_path, images_dir):

@@ -1,0 +1,203 @@
+"""Experiment configs and sweep figures: a real tiny fig3 multirun, grids, and the script."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from nst_tf.config import register_configs
+from nst_tf.errors import UserError
+from nst_tf.figures_callback import SweepFigure
+from nst_tf.report import compact_layers, format_value, sweep_grid, write_sweep_figure
+from tests.helpers import FAST as QUICK
+from tests.helpers import ROOT, run_script
+
+# The experiments' own model.normalize=true: its calibration is cached after the first run.
+FAST = ["size=32", "iterations=2", "save_every=0", *QUICK]
+FIG3_ROWS = ["conv1_1", "conv1_1, conv2_1", "conv1_1 … conv3_1", "conv1_1 … conv4_1",
+             "conv1_1 … conv5_1"]
+FIG3_COLUMNS = ["1e-5", "1e-4", "1e-3", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def fig3_sweep(tmp_path_factory, images_dir) -> Path:
+    sweep = tmp_path_factory.mktemp("fig3") / "sweep"
+    result = run_script("run.py", "-m", "+experiment=fig3", *FAST, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    return sweep
+
+
+def test_fig3_multirun_builds_the_5x4_figure(fig3_sweep):
+    grid = sweep_grid(fig3_sweep)
+    assert grid.rows.key == "style_layers" and grid.rows.labels == FIG3_ROWS
+    assert grid.columns.name == "α/β" and grid.columns.labels == FIG3_COLUMNS
+    assert [len(row) for row in grid.cells] == [4] * 5
+    # Row r, column c is job 4r + c: the first swept key varies slowest.
+    assert [[job.dir.name for job in row] for row in grid.cells] == [
+        [str(4 * r + c) for c in range(4)] for r in range(5)]
+    assert grid.cells[2][1].config["style_layers"] == ["conv1_1", "conv2_1", "conv3_1"]
+    assert grid.cells[2][1].config["alpha"] == 1e-4
+    assert {(t.role, t.along) for t in grid.thumbnails} == {("content", "all"), ("style", "all")}
+    assert grid.title == "fig3" and "32 px" in grid.subtitle
+    assert "Andreas Praefcke" in grid.credits  # the photo's CC BY licence asks for it
+    # The callback drew it when the multirun ended.
+    with Image.open(fig3_sweep / "figure.png") as png:
+        width, height = png.size
+    assert width > 1000 and 0.7 < height / width < 1.4  # 5 rows x (inputs + 4 columns)
+    assert (fig3_sweep / "figure.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_one_swept_key_gives_one_row(fig3_sweep, tmp_path):
+    sweep = tmp_path / "alpha_only"
+    for job in range(4):  # the first row: only alpha differs between these jobs
+        shutil.copytree(fig3_sweep / str(job), sweep / str(job))
+    grid = sweep_grid(sweep)
+    assert grid.rows is None and grid.columns.labels == FIG3_COLUMNS
+    assert len(grid.cells) == 1
+    result = run_script("make_figure.py", str(sweep), "--out", str(tmp_path / "out" / "alpha.png"))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out" / "alpha.png") as png:
+        assert png.width > 2 * png.height
+    assert (tmp_path / "out" / "alpha.pdf").exists()
+
+
+def test_a_config_group_axis_shows_what_each_option_sets(fig3_sweep, tmp_path, images_dir):
+    # As fig2 lays out: +panel/fig2=B,... each set a style and an alpha.
+    sweep = tmp_path / "panels"
+    styles = ["shipwreck.jpg", "starry_night.jpg", "the_scream.jpg", "composition_vii.jpg"]
+    for job, (panel, style) in enumerate(zip("BCDF", styles, strict=True)):
+        shutil.copytree(fig3_sweep / str(job), sweep / str(job))
+        overrides = sweep / str(job) / ".hydra" / "overrides.yaml"
+        lines = [line for line in overrides.read_text().splitlines() if "alpha=" not in line]
+        overrides.write_text("\n".join([f"- +panel/fig2={panel}", *lines]) + "\n")
+        summary_path = sweep / str(job) / "summary.json"
+        summary = json.loads(summary_path.read_text())
+        summary["config"]["style"]["name"] = style.removesuffix(".jpg")
+        summary["styles"] = [{"path": str(images_dir / style)}]
+        summary.pop("style", None)
+        summary_path.write_text(json.dumps(summary))
+    grid = sweep_grid(sweep)
+    assert grid.rows is None and grid.columns.name == ""
+    assert grid.columns.labels == ["B\nshipwreck, α/β 1e-5", "C\nstarry_night, α/β 1e-4",
+                                   "D\nthe_scream, α/β 1e-3", "F\ncomposition_vii, α/β 1e-2"]
+    styles_shown = [t for t in grid.thumbnails if t.role == "style"]
+    assert [t.along for t in styles_shown] == ["columns"]
+    assert [paths[0].name for paths in styles_shown[0].paths] == styles
+    assert all(path.exists() for path in write_sweep_figure(sweep))
+
+
+def test_unfinished_jobs_leave_blank_panels(fig3_sweep, tmp_path):
+    sweep = tmp_path / "partial"
+    for job in range(4):
+        shutil.copytree(fig3_sweep / str(job), sweep / str(job))
+    (sweep / "3" / "result.png").unlink()
+    (sweep / "3" / "summary.json").unlink()  # as if the job had died before finishing
+    grid = sweep_grid(sweep)
+    assert grid.columns.labels == FIG3_COLUMNS and grid.cells[0][3].result is None
+    paths = write_sweep_figure(sweep)
+    assert all(path.stat().st_size > 0 for path in paths)
+
+
+def test_three_swept_keys_are_refused(fig3_sweep, tmp_path):
+    sweep = tmp_path / "three"
+    for job in (0, 1, 4):  # alpha, then style_layers change; seed changes on its own
+        shutil.copytree(fig3_sweep / str(job), sweep / str(job))
+    overrides = sweep / "0" / ".hydra" / "overrides.yaml"
+    overrides.write_text(overrides.read_text() + "- seed=3\n")
+    with pytest.raises(UserError, match=r"varies 3 settings \(style_layers, alpha, seed\)"):
+        sweep_grid(sweep)
+
+
+def test_callback_never_fails_a_sweep(tmp_path, capsys):
+    # E.g. every job failed: the sweep's own outcome stands, the figure is only a warning.
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}})
+    (tmp_path / "empty").mkdir()
+    SweepFigure().on_multirun_end(config)
+    err = capsys.readouterr().err
+    assert err.startswith("nst-tf: warning: no figure") and "make_figure.py" in err
+
+
+@pytest.mark.parametrize("case", ["missing dir", "no finished jobs"])
+def test_make_figure_user_errors_give_one_line(case, fig3_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    if case == "no finished jobs":
+        shutil.copytree(fig3_sweep / "0" / ".hydra", sweep / "0" / ".hydra")
+    result = run_script("make_figure.py", str(sweep))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nst-tf: error: "), result.stderr
+    assert str(sweep) in lines[0]
+
+
+# (experiment, panel group, panel, style, alpha): the paper's ratio for each panel.
+PANELS = [
+    ("fig2", "panel/fig2", "B", "shipwreck", 1e-3),
+    ("fig2", "panel/fig2", "C", "starry", 1e-3),
+    ("fig2", "panel/fig2", "D", "scream", 1e-3),
+    ("fig2", "panel/fig2", "E", "picasso", 1e-4),
+    ("fig2", "panel/fig2", "F", "composition_vii", 1e-4),
+    ("cvpr_fig3", "panel/cvpr_fig3", "B", "shipwreck", 1e-3),
+    ("cvpr_fig3", "panel/cvpr_fig3", "C", "starry", 8e-4),
+    ("cvpr_fig3", "panel/cvpr_fig3", "D", "scream", 5e-3),
+    ("cvpr_fig3", "panel/cvpr_fig3", "E", "picasso", 5e-4),
+    ("cvpr_fig3", "panel/cvpr_fig3", "F", "composition_vii", 5e-4),
+    ("init", "panel/init", "content", "starry", 1e-3),
+    ("init", "panel/init", "noise_seed3", "starry", 1e-3),
+]
+
+
+def compose_experiment(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("experiment", "group", "panel", "style", "alpha"), PANELS)
+def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
+    cfg = compose_experiment(f"+experiment={experiment}", f"+{group}={panel}")
+    assert cfg.style.name == style and cfg.alpha == pytest.approx(alpha)
+    assert cfg.model.normalize is True
+    assert cfg.hydra.callbacks.figure._target_ == "nst_tf.figures_callback.SweepFigure"
+    sweep = cfg.hydra.sweeper.params[f"+{group}"].split(",")
+    assert "E" not in sweep  # Picasso only on request (the experiment's comment says how)
+    assert f"experiments/{experiment}/" in cfg.hydra.sweep.dir
+    if experiment == "init":
+        assert (cfg.init.name, cfg.seed) == (
+            ("content", 0) if panel == "content" else ("noise", 3))
+
+
+def test_picasso_preset_downloads_the_original():
+    cfg = compose_experiment("style=picasso")
+    assert cfg.style.url.startswith("https://upload.wikimedia.org/wikipedia/en/8/8f/Pablo_Picasso")
+    assert cfg.style.md5 == "ba14b947b225d9e5c59520a814376944"
+
+
+def test_fig3_sweeps_layer_sets_then_ratios():
+    params = compose_experiment("+experiment=fig3").hydra.sweeper.params
+    assert list(params) == ["style_layers", "alpha"]
+    assert params.alpha == "1e-5,1e-4,1e-3,1e-2"
+    assert " ".join(params.style_layers.split()).count("],") == 4
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (1e-3, "1e-3"), (8e-4, "8e-4"), (0.01, "1e-2"), (0.5, "0.5"), (1.0, "1"), (12345.0, "1.23e4"),
+    (True, "true"), (None, "null"), (3, "3"), (["conv1_1", "conv3_1"], "conv1_1, conv3_1"),
+])
+def test_format_value(value, text):
+    assert format_value(value) == text
+
+
+def test_compact_layers_only_shortens_consecutive_runs():
+    assert compact_layers(["conv2_1", "conv3_1", "conv4_1"]) == "conv2_1 … conv4_1"
+    assert compact_layers(["conv4_1", "conv4_2", "conv4_3"]) == "conv4_1 … conv4_3"
+    assert compact_layers(["conv1_1", "conv3_1", "conv4_1"]) == "conv1_1, conv3_1, conv4_1"
+
+
+def test_summary_config_wins_over_hydra_files(fig3_sweep):
+    # The resolved config in summary.json is what the figure reads (interpolations done).
+    summary = json.loads((fig3_sweep / "0" / "summary.json").read_text())
+    assert sweep_grid(fig3_sweep).cells[0][0].config == summary["config"]
