@@ -565,11 +565,12 @@ def section_cli_and_time_to_quality(
             "iterations": row, "seconds": table["seconds"][row] if row is not None else None,
             "final_total": table["total"][-1], "iterations_run": len(table["total"]) - 1,
         }
-    plot_time_to_quality(out / "perf_time_to_quality.jpg", losses, adam_losses, target)
     save_jpeg(out / "perf_lbfgs_vs_adam.jpg", [lbfgs_dir / "result.png", adam_dir / "result.png"])
     ttq = {"size": plan.cli_size, "precision": plan.cli_precision, "target_total": target,
            "adam_learning_rate": adam_summary["config"]["optimizer"]["learning_rate"],
-           "adam_command": "python scripts/run.py " + " ".join(adam_args), **reached}
+           "adam_command": "python scripts/run.py " + " ".join(adam_args), **reached,
+           "curves": {name: {"seconds": table["seconds"], "total": table["total"]}
+                      for name, table in (("lbfgs", losses), ("adam", adam_losses))}}
     return cli, ttq
 
 
@@ -707,20 +708,28 @@ def save_jpeg(path: Path, images: Sequence[Path], max_bytes: int = 300_000) -> N
     canvas.save(path, "JPEG", quality=70, optimize=True)
 
 
-def plot_time_to_quality(
-    path: Path, lbfgs: Mapping[str, list[float]], adam: Mapping[str, list[float]], target: float
-) -> None:
+def plot_time_to_quality(path: Path, ttq: Mapping[str, Any]) -> None:
+    """Both optimisers' loss against loop time, zoomed on the finish, with the bar and the
+    moments each reaches it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    target = ttq["target_total"]
     figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
-    axes.plot(lbfgs["seconds"], lbfgs["total"], label="L-BFGS (preset)")
-    axes.plot(adam["seconds"], adam["total"], label="Adam (preset)")
-    axes.axhline(target, color="gray", linestyle="--", linewidth=1, label="Adam's final loss")
+    lowest = target
+    for name, label, colour in (("lbfgs", "L-BFGS", "C0"), ("adam", "Adam", "C1")):
+        curve = ttq["curves"][name]
+        lowest = min(lowest, *curve["total"])
+        axes.plot(curve["seconds"], curve["total"], color=colour, label=f"{label} (preset)")
+        if ttq[name]["seconds"] is not None:
+            axes.axvline(ttq[name]["seconds"], color=colour, linestyle=":", linewidth=1)
+    axes.axhline(target, color="gray", linestyle="--", linewidth=1,
+                 label=f"Adam's loss after {ttq['adam']['iterations_run']} iterations")
     axes.set_yscale("log")
-    axes.set_xlabel("seconds (loop wall time)")
+    axes.set_ylim(0.97 * lowest, 3 * target)  # the start is orders of magnitude higher
+    axes.set_xlabel("seconds (loop wall time; dotted: when each reaches the bar)")
     axes.set_ylabel("total loss")
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
@@ -790,6 +799,9 @@ def summarise(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
     ttq = results["time_to_quality"]
     quality_gap = max(abs(v) for v in results["quality"]["relative_gap"].values())
     fit = results["memory"]["fits"]
+    cli = results["cli_run"]
+    square = plan.cli_size**2 / (cli["width"] * cli["height"])
+    square_estimate = cli["wall_seconds"] + cli["loop_seconds"] * (square - 1)
     linear = all(f["r_squared"] > 0.99 for f in fit.values())
     targets = [
         {"target": f"fp32 step at {size} px >= 80% of the fp32 matmul peak",
@@ -798,7 +810,9 @@ def summarise(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
          "measured": f"{speedup:.2f}x", "met": speedup >= TARGET_BF16_SPEEDUP},
         {"target": f"{plan.cli_iterations} L-BFGS iterations at {plan.cli_size} px, bf16, "
                    "start to finish < 5 min",
-         "measured": f"{results['cli_run']['wall_seconds']:.0f} s",
+         "measured": f"{cli['wall_seconds']:.0f} s ({cli['width']}×{cli['height']}; a "
+                     f"{plan.cli_size}×{plan.cli_size} content: about {square_estimate:.0f} s, "
+                     "estimated)",
          "met": results["cli_run"]["wall_seconds"] < TARGET_CLI_SECONDS},
         {"target": f"sweep overhead < 10% ({plan.sweep_jobs} jobs)",
          "measured": f"{results['sweep']['overhead_share']:.0%}",
@@ -865,6 +879,7 @@ def section_preset_check(
     folder = scratch / "preset_check"
     args = [f"size={plan.cli_size}", f"iterations={plan.cli_iterations}",
             f"precision={plan.cli_precision}", f"optimizer.history_size={history}"]
+    load = os.getloadavg()[0]
     wall = run_cli([*args, f"hydra.run.dir={folder}"], log)
     summary, losses = read_run(folder)
     steps = np.diff(losses["seconds"][:-1])
@@ -872,6 +887,7 @@ def section_preset_check(
     row = first_reaching(losses["total"], target)
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "loadavg_start": load, "loadavg_end": os.getloadavg()[0],
         "command": "python scripts/run.py " + " ".join(args), "history_size": history,
         "wall_seconds": wall, "loop_seconds": summary["final"]["seconds"],
         "late_seconds_per_iteration": float(np.median(steps[-max(1, len(steps) // 10):])),
@@ -900,6 +916,14 @@ def recommend(results: Mapping[str, Any]) -> list[str]:
     h_best, h_preset = best["params"]["history_size"], preset["params"]["history_size"]
     saving = 1 - rows[best["label"]]["reach_seconds"] / rows[preset["label"]]["reach_seconds"]
     step_cost = cli["late_seconds_per_iteration"] - cli["early_seconds_per_iteration"]
+    fit = results["memory"]["fits"]["fp32"]
+
+    def side(fit: Mapping[str, float], saved: float = 0.0) -> str:
+        slope = fit["bytes_per_pixel"] - saved
+        if slope <= 0:  # sizes too small to see the growth (quick runs)
+            return "n/a"
+        return str(int(math.sqrt((MEMORY_BUDGET - fit["intercept_bytes"]) / slope)))
+
     if h_best != h_preset:
         advice.append(
             f"**L-BFGS `history_size`: {h_preset} → {h_best}.** It reaches the common loss "
@@ -909,7 +933,10 @@ def recommend(results: Mapping[str, Any]) -> list[str]:
             f"{abs(best['final_total'] / preset['final_total'] - 1):.2%} of the preset's, its "
             f"late steps cost {best['late_seconds_per_iteration']:.3f} vs "
             f"{preset['late_seconds_per_iteration']:.3f} s/it, and its history takes "
-            f"{_history_bytes(h_best)} instead of {_history_bytes(h_preset)} bytes per pixel. "
+            f"{_history_bytes(h_best)} instead of {_history_bytes(h_preset)} bytes per pixel "
+            f"(so the largest square in 24 GiB would grow from about {side(fit)} to "
+            f"{side(fit, _history_bytes(h_preset) - _history_bytes(h_best))} px, by the fp32 "
+            "fit). "
             f"At {cli['width']}×{cli['height']} the full history of {h_preset} adds "
             f"{step_cost:.3f} s/it ({cli['early_seconds_per_iteration']:.3f} → "
             f"{cli['late_seconds_per_iteration']:.3f} s/it from the first to the last tenth "
@@ -920,7 +947,9 @@ def recommend(results: Mapping[str, Any]) -> list[str]:
             lbfgs = ttq["lbfgs"]
             gap = check["final"]["total"] / cli["final"]["total"] - 1
             advice.append(
-                f"Checked at full size: `{check['command']}` took {check['wall_seconds']:.0f} s "
+                f"Checked at full size ({check['date']}, load average "
+                f"{check['loadavg_start']:.2f} at its start): "
+                f"`{check['command']}` took {check['wall_seconds']:.0f} s "
                 f"start to finish (preset: {cli['wall_seconds']:.0f} s), "
                 f"{check['late_seconds_per_iteration']:.3f} s/it at the end (preset: "
                 f"{cli['late_seconds_per_iteration']:.3f}), final loss "
@@ -997,7 +1026,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Generated by `python scripts/bench.py` "
         f"({'full run' if plan['name'] == 'full' else 'QUICK run: tiny sizes, not real numbers'}, "
         f"{results['total_seconds'] / 60:.1f} min). Every number below was measured in that "
-        "one run on one machine; the raw data is in `performance.json`.",
+        "one run on one machine (a full-size check of the advice, if any, gives its own date); "
+        "the raw data is in `performance.json`.",
         "",
         f"- Date: {env['date']}; TensorFlow {env['tensorflow']}, Keras {env['keras']}, "
         f"Python {env['python']}; source {env['source']}",
@@ -1046,9 +1076,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"XLA (`jit_compile=true`) is {fastest:.1f}–{slowest:.1f}× slower than the plain "
         f"graph on this CPU, at {min(xla_rates):.0f}–{max(xla_rates):.0f} GFLOP/s in either "
-        "precision: the plain graph's convolutions run in oneDNN, which XLA:CPU does not use "
-        "for them, and XLA gains nothing from bf16 here. Keep `jit_compile=false` on CPUs; it "
-        "is there for GPUs.",
+        "precision: the plain graph's convolutions run in oneDNN's kernels, whose speed the "
+        "XLA:CPU build does not come near here, and XLA gains nothing from bf16. Keep "
+        "`jit_compile=false` on CPUs; it is there for GPUs.",
         "",
         "## Roofline",
         "",
@@ -1154,6 +1184,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     cli = results["cli_run"]
+    square = plan["cli_size"] ** 2 / (cli["width"] * cli["height"])
     lines += [
         f"## The CLI run: {plan['cli_iterations']} iterations at {plan['cli_size']} px",
         "",
@@ -1165,6 +1196,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{cli['late_seconds_per_iteration']:.3f} over the last 10% (full L-BFGS history). "
         f"Final losses: total {cli['final']['total']:.4g}, content "
         f"{cli['final']['content']:.4g}, style {cli['final']['style']:.4g}.",
+        "",
+        f"A square {plan['cli_size']}×{plan['cli_size']} content has {square - 1:.0%} more "
+        f"pixels; scaling the loop by pixels, the same command would take about "
+        f"{cli['wall_seconds'] - cli['loop_seconds'] + cli['loop_seconds'] * square:.0f} s "
+        "(an estimate, not measured).",
         "",
         f"![{plan['cli_precision']}, {plan['cli_size']} px, {plan['cli_iterations']} L-BFGS "
         "iterations](perf_bf16_512.jpg)",
@@ -1350,6 +1386,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     """Judge the measurements (targets, advice) and write `performance.json` and the markdown."""
     results["summary"] = summarise(results, Plan(**results["plan"]))
     results["recommendations"] = recommend(results)
+    if "curves" in results["time_to_quality"]:
+        plot_time_to_quality(out / "perf_time_to_quality.jpg", results["time_to_quality"])
     (out / "performance.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
     (out / "PERFORMANCE.md").write_text(render_markdown(results))
 

@@ -78,7 +78,7 @@ class StyleBlend:
 @dataclass
 class LbfgsConfig:
     name: str = "lbfgs"
-    history_size: int = 100
+    history_size: int = 50
     line_search: LineSearch = LineSearch.none
     learning_rate: float = 1.0
     max_line_search: int = 25
