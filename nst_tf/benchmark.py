@@ -1,10 +1,11 @@
 """The performance benchmark: step time, roofline share, memory, eager baseline, sweep overhead,
 a real CLI run, time to quality, fp32/bf16 quality and the optimiser presets.
 
-`scripts/bench.py` calls `run_benchmark`. Everything is measured in one process on one machine,
-except what needs a process of its own: peak memory (one subprocess per size) and real
-`scripts/run.py` runs (the sweep, the 500-iteration run, the Adam run). Results go to a JSON file,
-a markdown report generated from it, and small JPEG figures.
+`scripts/bench.py` calls `main`. Everything is measured in one process on one machine, except
+what needs a process of its own: peak memory (one subprocess per size) and real `scripts/run.py`
+runs (the sweep, the 500-iteration run, the Adam run, and the 500-iteration run again with the
+history size the tuning favours). Results go to a JSON file, a markdown report generated from it
+(`--render` regenerates it without measuring), and small JPEG figures.
 """
 
 from __future__ import annotations
@@ -607,15 +608,7 @@ def section_quality(plan: Plan, builder: Builder, out: Path, log: Callable[[str]
         finals[precision].update(reference.evaluate())
     gaps = {key: finals["bf16"][key] / finals["fp32"][key] - 1 for key in ("content", "style")}
     pixels = np.abs(np.clip(images["bf16"], 0, 255) - np.clip(images["fp32"], 0, 255))
-    paths = []
-    for precision, image in images.items():
-        paths.append(out / f".perf_{precision}.png")
-        from nst_tf.images import save_png
-
-        save_png(paths[-1], image)
-    save_jpeg(out / "perf_fp32_bf16.jpg", paths)
-    for path in paths:
-        path.unlink()
+    save_jpeg(out / "perf_fp32_bf16.jpg", [images[p] for p in plan.precisions])
     quality = {"size": plan.quality_size, "width": content.shape[1], "height": content.shape[0],
                "iterations": plan.quality_iterations, "seed": base.seed, "finals": finals,
                "relative_gap": gaps, "mean_abs_pixel_difference": float(pixels.mean())}
@@ -623,14 +616,13 @@ def section_quality(plan: Plan, builder: Builder, out: Path, log: Callable[[str]
     determinism = {"iterations": plan.determinism_iterations, "size": plan.quality_size}
     for precision in plan.precisions:
         settings = settings_for([f"precision={precision}"])
+        # Runs 1 and 3 share one compiled step (as a sweep's jobs do); run 2 is a fresh build.
+        fresh = builder.transfer(settings, content.shape[:2])
         runs = []
-        for transfer in (transfers[precision], builder.transfer(settings, content.shape[:2])):
+        for transfer in (transfers[precision], fresh, transfers[precision]):
             run_transfer(transfer, content, style, init, weights, plan.determinism_iterations)
             runs.append(transfer.result())
-        # Run 1 and 2 reuse one compiled step (as a sweep does); run 3 is freshly built.
-        run_transfer(transfers[precision], content, style, init, weights,
-                     plan.determinism_iterations)
-        runs.append(transfers[precision].result())
+        del fresh
         determinism[precision] = all(np.array_equal(runs[0], r) for r in runs[1:])
         log(f"determinism {precision}: bit-identical={determinism[precision]}")
     del transfers, reference
@@ -687,11 +679,16 @@ def section_tuning(plan: Plan, builder: Builder, log: Callable[[str], None]) -> 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def save_jpeg(path: Path, images: Sequence[Path], max_bytes: int = 300_000) -> None:
-    """Images side by side on white, as a JPEG no larger than `max_bytes`."""
+def save_jpeg(path: Path, images: Sequence[Path | np.ndarray], max_bytes: int = 300_000) -> None:
+    """Images (files, or 0..255 float arrays) side by side on white, as a JPEG of at most
+    `max_bytes`."""
     from PIL import Image
 
-    pictures = [Image.open(p).convert("RGB") for p in images]
+    pictures = [
+        Image.fromarray(np.round(np.clip(i, 0, 255)).astype(np.uint8))
+        if isinstance(i, np.ndarray) else Image.open(i).convert("RGB")
+        for i in images
+    ]
     gap = 8
     height = max(p.height for p in pictures)
     canvas = Image.new("RGB", (sum(p.width for p in pictures) + gap * (len(pictures) - 1), height),

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SECTIONS = (
     "environment", "matmul_peak", "flops", "step_time", "eager", "memory", "sweep", "cli_run",
-    "time_to_quality", "quality", "determinism", "tuning", "summary", "recommendations",
+    "time_to_quality", "quality", "determinism", "tuning", "preset_check", "summary",
+    "recommendations",
 )
 HEADINGS = (
     "# Performance", "## Targets", "## Seconds per iteration", "## Roofline", "## Eager baseline",
