@@ -1,5 +1,7 @@
 """The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -236,12 +238,19 @@ def optimise(
     """
     started = time.perf_counter() - seconds
     progress = Progress(first, seconds, {})
+    # Ctrl-C only sets a flag, checked between steps: an exception raised inside TensorFlow's
+    # Python layers can leave it unable to evaluate the image we want to save.
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if main else None
     try:
         for iteration in range(first, first + iterations):
             values = transfer.step()
             progress = Progress(iteration, time.perf_counter() - started, values)
             for callback in callbacks:
                 callback.on_step(progress, transfer)
+            if stop.is_set():
+                raise KeyboardInterrupt
         last = first + iterations
         progress = Progress(last, time.perf_counter() - started, transfer.evaluate())
     except KeyboardInterrupt:
@@ -251,6 +260,9 @@ def optimise(
         for callback in callbacks:
             callback.on_end(progress, transfer, interrupted=True)
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     for callback in callbacks:
         callback.on_end(progress, transfer, interrupted=False)
     return progress
