@@ -257,8 +257,9 @@ class Trace:
         self.seconds.append(progress.seconds)
         self.total.append(progress.values["total"])
 
-    def on_end(self, progress, transfer, interrupted: bool) -> None:
-        self.on_step(progress, transfer)
+    def on_end(self, progress, transfer, status: str) -> None:
+        if status != "diverged":  # a diverged run's last row is already kept
+            self.on_step(progress, transfer)
 
 
 def first_reaching(total: Sequence[float], target: float) -> int | None:

@@ -1,5 +1,6 @@
 """Structured configs: the schema Hydra type-checks against, and the checks types cannot express."""
 
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -14,6 +15,11 @@ from nst_tf.weights import VGG19_CONV_LAYERS
 LAYER_NAMES: tuple[str, ...] = tuple(
     name.replace("block", "conv").replace("_conv", "_") for name in VGG19_CONV_LAYERS
 )
+
+
+MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
+MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
+MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
 
 
 def keras_layer_name(paper_name: str) -> str:
@@ -166,6 +172,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     """Check what the types cannot; return the config as typed objects."""
     _reject_unknown_keys(cfg, "")
     run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    _reject_non_finite(run, "")
+    if not 0 <= run.seed <= MAX_SEED:
+        raise UserError(f"seed={run.seed} is out of range; use a seed from 0 to {MAX_SEED}")
     for key in ("alpha", "beta", "tv_weight"):
         if getattr(run, key) < 0:
             raise UserError(f"{key}={getattr(run, key)} is negative; weights must be >= 0")
@@ -189,14 +198,24 @@ def validate(cfg: DictConfig) -> RunConfig:
     if not run.content_layers and not run.style_layers:
         raise UserError("content_layers and style_layers are both empty; give at least one layer")
     for key, size in [("size", run.size), *(("scales", s) for s in run.scales)]:
-        if size < 16:
-            raise UserError(f"{key}={size} is too small; use sizes >= 16")
+        if size < MIN_SIZE:
+            raise UserError(f"{key}={size} is too small; use sizes >= {MIN_SIZE}")
+        if size > MAX_SIZE:
+            raise UserError(f"{key}={size} is too large; use sizes <= {MAX_SIZE}")
     if run.scales and run.resume:
         raise UserError("resume continues one size; drop scales=... (or resume its last scale)")
     if run.iterations < 1:
         raise UserError(f"iterations={run.iterations} must be >= 1")
-    if run.style_scale <= 0:
-        raise UserError(f"style_scale={run.style_scale} must be > 0")
+    longest = max(run.scales or [run.size])
+    for key, scale in [("style_scale", run.style_scale),
+                       *((f"styles[{i}].scale", e.scale) for i, e in enumerate(run.styles))]:
+        if scale is None:
+            continue
+        if scale <= 0:
+            raise UserError(f"{key}={scale} must be > 0")
+        if longest * scale > MAX_SIZE:
+            raise UserError(f"{key}={scale} makes the style {longest * scale:.0f} px at size "
+                            f"{longest}; keep size x {key} <= {MAX_SIZE}")
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)
@@ -211,8 +230,6 @@ def _validate_styles(styles: list[StyleBlend]) -> None:
                             "styles=[{preset: starry, weight: 1}, {path: art.jpg, weight: 0.5}]")
         if entry.weight < 0:
             raise UserError(f"styles[{i}].weight={entry.weight} is negative; use >= 0")
-        if entry.scale is not None and entry.scale <= 0:
-            raise UserError(f"styles[{i}].scale={entry.scale} must be > 0")
     masked = [entry.mask is not None for entry in styles]
     if any(masked) and not all(masked):
         raise UserError("styles: give every style a mask, or none (a mask says where each goes)")
@@ -250,3 +267,24 @@ def _validate_optimizer(opt: LbfgsConfig | AdamConfig) -> None:
             raise UserError(f"optimizer.history_size={opt.history_size} must be >= 1")
         if opt.max_line_search < 1:
             raise UserError(f"optimizer.max_line_search={opt.max_line_search} must be >= 1")
+        for key in ("tolerance_grad", "tolerance_change"):
+            if getattr(opt, key) < 0:
+                raise UserError(f"optimizer.{key}={getattr(opt, key)} must be >= 0 (0 = off)")
+    else:
+        for key in ("beta_1", "beta_2"):
+            if not 0 <= getattr(opt, key) < 1:
+                raise UserError(f"optimizer.{key}={getattr(opt, key)} must be in [0, 1)")
+        if opt.epsilon <= 0:
+            raise UserError(f"optimizer.epsilon={opt.epsilon} must be > 0")
+
+
+def _reject_non_finite(node: Any, key: str) -> None:
+    # nan passes every comparison check, and inf overflows later; neither is a usable setting.
+    if isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{key}={node} is not a finite number; give a finite value")
+    if is_dataclass(node):
+        for f in fields(node):
+            _reject_non_finite(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _reject_non_finite(item, f"{key}[{i}]")

@@ -10,6 +10,7 @@ one, never a partial one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -22,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, WriteError
 
 
 def short_reason(exc: BaseException) -> str:
@@ -49,14 +50,18 @@ def md5_file(path: Path) -> str:
 
 # --- atomic writes ----------------------------------------------------------------------------
 
+# A full disk or quota, a file-size limit, a read-only or forbidden folder, a missing parent.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                 errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+
 
 @contextlib.contextmanager
 def open_atomic(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """Open a hidden temp file next to `path` for writing; move it onto `path` on success.
 
     Same folder, so os.replace is atomic (same filesystem). On an error the temp file is removed
-    and `path` is left as it was. Opened with open(..., "xb") rather than mkstemp, whose 0600
-    mode would stick to the result.
+    and `path` is left as it was; an OSError becomes a WriteError naming `path`. Opened with
+    open(..., "xb") rather than mkstemp, whose 0600 mode would stick to the result.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
@@ -64,6 +69,10 @@ def open_atomic(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
         with open(tmp, "xb") as f:
             yield f
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:  # e.g. a download failing inside the block
+            raise
+        raise WriteError(path, error.strerror or short_reason(error)) from error
     finally:
         tmp.unlink(missing_ok=True)
 

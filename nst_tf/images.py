@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, WriteError
 from nst_tf.files import md5_file, open_atomic
 
 DOWNLOAD_TIMEOUT = 30  # seconds; per socket operation, so a stalled server cannot hang a run
@@ -222,12 +222,17 @@ def fit_long_side(img: Image.Image, long_side: int) -> Image.Image:
         raise UserError(
             f"image size must be at least 1 pixel, got {long_side}; set a positive size"
         )
-    w, h = img.size
-    scale = long_side / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = fitted_size(img.size, long_side)
     if size == img.size:
         return img
     return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def fitted_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) that `fit_long_side` gives an image of `size`, without resizing it."""
+    w, h = size
+    scale = long_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def read_mask(path: Path | str, like: Image.Image, key: str) -> Image.Image:
@@ -239,6 +244,9 @@ def read_mask(path: Path | str, like: Image.Image, key: str) -> Image.Image:
             f"{key}: mask '{path}' is {mask.size[0]}x{mask.size[1]} but the content image is "
             f"{like.size[0]}x{like.size[1]}; draw the mask at the content image's size"
         )
+    if mask.getextrema()[1] == 0:
+        raise UserError(f"{key}: mask '{path}' is all black, so its style would go nowhere; "
+                        "paint white where the style goes")
     return mask
 
 
@@ -264,11 +272,7 @@ def save_png(path: Path | str, array: np.ndarray) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open_atomic(path) as f:
-            Image.fromarray(pixels).save(f, format="PNG")
     except OSError as e:
-        raise UserError(
-            _one_line(
-                f"cannot write image '{path}' ({e.strerror or e}); choose a writable output folder"
-            )
-        ) from e
+        raise WriteError(path.parent, e.strerror or str(e)) from e
+    with open_atomic(path) as f:
+        Image.fromarray(pixels).save(f, format="PNG")

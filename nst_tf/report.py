@@ -22,7 +22,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nst_tf.config import LAYER_NAMES  # noqa: E402
-from nst_tf.errors import UserError  # noqa: E402
+from nst_tf.errors import UserError, WriteError  # noqa: E402
+from nst_tf.files import open_atomic, write_atomic  # noqa: E402
 from nst_tf.images import fit_long_side, read_rgb  # noqa: E402
 from nst_tf.transfer import VALUE_NAMES, Progress, StyleTransfer  # noqa: E402
 
@@ -30,34 +31,37 @@ COLUMNS = ("iteration", "seconds", *VALUE_NAMES, "size")
 
 
 class LossLog:
-    """Appends one CSV row per step (so an interrupted run keeps its losses) and plots at the end
-    of each stage.
+    """Appends one CSV row per step, so a stopped or crashed run keeps its losses.
 
     Row k holds the losses at the image after k updates; `content` and `style` are unweighted;
     `size` is the long side the step ran at (coarse-to-fine runs change it).
     """
 
-    def __init__(
-        self, csv_path: Path, plot_path: Path, earlier: Sequence[Mapping[str, float]] = ()
-    ) -> None:
+    def __init__(self, csv_path: Path, earlier: Sequence[Mapping[str, float]] = ()) -> None:
         """`earlier`: rows of the run this one resumes, so the curve continues."""
-        self.csv_path, self.plot_path = csv_path, plot_path
-        with open(csv_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(earlier)
+        self.csv_path = csv_path
+        self._write("w", [dict.fromkeys(COLUMNS), *earlier], header=True)
+
+    def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
+               ) -> None:
+        try:
+            with open(self.csv_path, mode, newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=COLUMNS)
+                if header:
+                    writer.writeheader()
+                writer.writerows(rows[1:] if header else rows)
+        except OSError as error:
+            raise WriteError(self.csv_path, error.strerror or str(error)) from error
 
     def _append(self, progress: Progress, transfer: StyleTransfer) -> None:
-        with open(self.csv_path, "a", newline="") as file:
-            row = {**progress.row(), "size": max(transfer.shape)}
-            csv.DictWriter(file, fieldnames=COLUMNS).writerow(row)
+        self._write("a", [{**progress.row(), "size": max(transfer.shape)}])
 
     def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
         self._append(progress, transfer)
 
-    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
-        self._append(progress, transfer)
-        plot_losses(read_losses(self.csv_path), self.plot_path)
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        if status != "diverged":  # a diverged run's last finite row is already logged
+            self._append(progress, transfer)
 
 
 def read_losses(csv_path: Path) -> dict[str, list[float]]:
@@ -86,17 +90,16 @@ def plot_losses(table: Mapping[str, list[float]], path: Path) -> None:
 
 def _save_figure(figure: plt.Figure, path: Path) -> None:
     # Written beside the target, then renamed, so a half-written file never stands as a result.
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with open_atomic(path) as file:
+            figure.savefig(file, format=path.suffix.lstrip("."))
+    finally:
+        plt.close(figure)
 
 
 def write_summary(path: Path, summary: Mapping[str, object]) -> None:
     """A JSON record of the run's settings, final losses and timings."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(summary, indent=2, default=str) + "\n").encode())
 
 
 # --- A sweep's figure: every job's result in a grid labelled by what the sweep varied ---------

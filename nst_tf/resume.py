@@ -1,15 +1,21 @@
-"""Continuing an earlier run (finished or stopped by Ctrl-C) from its last snapshot."""
+"""Continuing an earlier run (finished, interrupted or crashed) from its last whole snapshot."""
 
 import csv
+import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from nst_tf.config import OPTIMIZER_SCHEMAS
 from nst_tf.errors import UserError
+from nst_tf.images import read_rgb
+from nst_tf.report import COLUMNS
+from nst_tf.rundir import read_settings
 
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
 CHANGEABLE = ("iterations", "save_every", "progress", "precision", "jit_compile", "paths.images",
@@ -19,10 +25,11 @@ _SNAPSHOT = re.compile(r"iter_(\d+)\.png")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The earlier run's last snapshot and its loss rows before it."""
+    """The earlier run's last whole snapshot and its loss rows before it."""
 
     run_dir: Path
     image: Path
+    picture: Image.Image
     iteration: int
     rows: list[dict[str, float]]
 
@@ -40,27 +47,62 @@ def load_checkpoint(run_dir: str) -> Checkpoint:
     }
     if not snapshots:
         raise UserError(
-            f"resume: {folder} has no snapshot (snapshots/iter_NNNNN.png); "
-            "give the run dir of a run with save_every > 0 or one stopped by Ctrl-C"
+            f"resume: {folder} has no snapshot (snapshots/iter_NNNNN.png); give the run dir of "
+            "a run with save_every > 0 or one stopped by Ctrl-C or SIGTERM"
         )
-    iteration = max(snapshots)
-    rows = []
-    if (folder / "losses.csv").exists():
-        with open(folder / "losses.csv", newline="") as file:
-            rows = [
-                {k: int(v) if k == "iteration" else float(v) for k, v in row.items()}
-                for row in csv.DictReader(file)
-            ]
-    return Checkpoint(folder, snapshots[iteration], iteration,
+    iteration, picture = _last_whole(snapshots)
+    rows = read_loss_rows(folder / "losses.csv")
+    return Checkpoint(folder, snapshots[iteration], picture, iteration,
                       [row for row in rows if row["iteration"] < iteration])
 
 
+def _last_whole(snapshots: dict[int, Path]) -> tuple[int, Image.Image]:
+    """The newest snapshot that decodes; a damaged one (a crash mid-write) is passed over."""
+    damaged = []
+    for iteration in sorted(snapshots, reverse=True):
+        try:
+            picture = read_rgb(snapshots[iteration])
+        except UserError:
+            damaged.append(snapshots[iteration].name)
+            continue
+        if damaged:
+            print(f"nst-tf: warning: resume: snapshot {', '.join(damaged)} is damaged; "
+                  f"continuing from {snapshots[iteration].name}", file=sys.stderr)
+        return iteration, picture
+    raise UserError(f"resume: every snapshot in {snapshots[max(snapshots)].parent} is damaged "
+                    f"({', '.join(damaged)}); start a new run instead")
+
+
+def read_loss_rows(path: Path) -> list[dict[str, float]]:
+    """An earlier run's losses.csv (none: no rows); a damaged one is refused in one line."""
+    if not path.exists():
+        return []
+
+    def damaged(where: str) -> UserError:
+        return UserError(f"resume: {path} is damaged ({where}); repair it, or move it away to "
+                         "resume without the earlier loss curve")
+
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise damaged(f"its header is not {','.join(COLUMNS)}")
+            rows = []
+            for row in reader:
+                try:
+                    values = {k: float(v) for k, v in row.items()}
+                except (TypeError, ValueError):
+                    raise damaged(f"line {reader.line_num} is not all numbers") from None
+                if not all(map(math.isfinite, values.values())):
+                    raise damaged(f"line {reader.line_num} is not all finite numbers")
+                rows.append({k: int(v) if k == "iteration" else v for k, v in values.items()})
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise damaged(type(error).__name__) from error
+    return rows
+
+
 def resumed_config(cfg: DictConfig, checkpoint: Checkpoint, overrides: Sequence[str]) -> DictConfig:
-    """The earlier run's saved config, with only the CHANGEABLE keys taken from this command."""
-    saved = checkpoint.run_dir / ".hydra" / "config.yaml"
-    if not saved.exists():
-        raise UserError(f"resume: {checkpoint.run_dir} has no .hydra/config.yaml; "
-                        "give the run dir of an nst-tf run")
+    """The earlier run's recorded settings, with only the CHANGEABLE keys from this command."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides} - {"resume"}
     fixed = sorted(key for key in given if key not in CHANGEABLE)
     if fixed:
@@ -68,7 +110,7 @@ def resumed_config(cfg: DictConfig, checkpoint: Checkpoint, overrides: Sequence[
             f"resume continues {checkpoint.run_dir} with its own settings, so {', '.join(fixed)} "
             f"cannot change; only {', '.join(CHANGEABLE)} can"
         )
-    earlier = OmegaConf.load(saved)
+    earlier = read_settings(checkpoint.run_dir)
     for key in given:
         OmegaConf.update(earlier, key, OmegaConf.select(cfg, key), merge=False)
     earlier.resume = cfg.resume

@@ -1,5 +1,6 @@
 """The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
 
+import math
 import signal
 import threading
 import time
@@ -79,6 +80,8 @@ class StyleTransfer:
             optimizer, self._values_and_grad, self.image, len(VALUE_NAMES), **optimizer_params
         )
         self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
+        # The newest image whose losses were all finite: what a diverged run keeps.
+        self.last_finite = tf.Variable(tf.zeros([1, height, width, 3]), name="last_finite")
         self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
         self._evaluate = tf.function(self._values, jit_compile=jit_compile)
         # Style images come in any size: one trace for all of them.
@@ -119,8 +122,12 @@ class StyleTransfer:
         return values, tape.gradient(total, image)
 
     def _step_and_count(self) -> tf.Tensor:
-        values = self.optimizer.step()
+        before = self.image.read_value()
+        values = self.optimizer.step()  # measured at `before`
         self.updates.assign_add(1)
+        self.last_finite.assign(
+            tf.where(tf.reduce_all(tf.math.is_finite(values)), before, self.last_finite)
+        )
         return values
 
     def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -163,6 +170,7 @@ class StyleTransfer:
         self.style_weights.assign([weights.style_layers[n] for n in self.style_layers])
         self.loss_weights.assign([weights.alpha, weights.beta, weights.tv])
         self.image.assign(init[None])
+        self.last_finite.assign(init[None])
         self.updates.assign(0)
         self.optimizer.reset()
 
@@ -178,6 +186,10 @@ class StyleTransfer:
     def result(self) -> np.ndarray:
         """The current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
         return self.image.numpy()[0]
+
+    def restore_last_finite(self) -> None:
+        """Put back the newest image whose losses were all finite (after a divergence)."""
+        self.image.assign(self.last_finite)
 
 
 def _weighted_sum(weights: tf.Variable, terms: list[tf.Tensor]) -> tf.Tensor:
@@ -222,7 +234,36 @@ class Progress:
 class Callback(Protocol):
     def on_step(self, progress: Progress, transfer: StyleTransfer) -> None: ...
 
-    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None: ...
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        """`status`: "ok", "interrupted" (`progress` is the current image) or "diverged"
+        (`progress` is the newest finite image, now back in `transfer`, and already logged)."""
+
+
+class Stopped(Exception):
+    """A stop signal (Ctrl-C, SIGTERM, SIGUSR1) ended the loop after the callbacks saved."""
+
+    def __init__(self, signum: int, progress: Progress | None = None) -> None:
+        self.signum, self.progress = signum, progress
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention for a process ended by a signal
+
+
+class Diverged(Exception):
+    """A loss became non-finite; `progress` is the newest finite image's (None: there was none
+    after the start)."""
+
+    def __init__(self, iteration: int, progress: Progress | None) -> None:
+        self.iteration, self.progress = iteration, progress
+        super().__init__(f"the loss became non-finite at iteration {iteration}")
+
+
+# Slurm can be told to send SIGUSR1 before a time limit; schedulers stop jobs with SIGTERM.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
 
 
 def optimise(
@@ -232,40 +273,60 @@ def optimise(
     first: int = 0,
     seconds: float = 0.0,
 ) -> Progress:
-    """Run `iterations` steps; on Ctrl-C, let every callback save what there is, then re-raise.
+    """Run `iterations` steps and return where the run ended.
 
+    A stop signal lets every callback save what there is, then raises Stopped; a non-finite
+    loss puts back the newest finite image, lets the callbacks save it, then raises Diverged.
     A resumed run counts on from iteration `first` and `seconds` of earlier wall time.
     """
     started = time.perf_counter() - seconds
-    progress = Progress(first, seconds, {})
-    # Ctrl-C only sets a flag, checked between steps: an exception raised inside TensorFlow's
+    # Signals only set a flag, checked between steps: an exception raised inside TensorFlow's
     # Python layers can leave it unable to evaluate the image we want to save.
-    stop = threading.Event()
+    received: list[int] = []
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set()) if main else None
+    previous = {
+        signum: signal.signal(signum, lambda signum, _: received.append(signum))
+        for signum in (STOP_SIGNALS if main else ())
+    }
+    last: Progress | None = None  # the newest logged progress with finite losses
     try:
         for iteration in range(first, first + iterations):
             values = transfer.step()
-            progress = Progress(iteration, time.perf_counter() - started, values)
+            if not _finite(values):
+                _diverge(transfer, callbacks, iteration, last)
+            last = Progress(iteration, time.perf_counter() - started, values)
             for callback in callbacks:
-                callback.on_step(progress, transfer)
-            if stop.is_set():
-                raise KeyboardInterrupt
-        last = first + iterations
-        progress = Progress(last, time.perf_counter() - started, transfer.evaluate())
-    except KeyboardInterrupt:
-        # A step interrupted mid-call still completes, so count updates rather than log rows.
+                callback.on_step(last, transfer)
+            if received:
+                break
+        # A step cut short by a signal still completes, so count updates rather than rows.
         done = first + int(transfer.updates.numpy())
-        progress = Progress(done, time.perf_counter() - started, transfer.evaluate())
+        values = transfer.evaluate()
+        if not _finite(values):
+            _diverge(transfer, callbacks, done, last)
+        progress = Progress(done, time.perf_counter() - started, values)
+        status = "interrupted" if received else "ok"
         for callback in callbacks:
-            callback.on_end(progress, transfer, interrupted=True)
-        raise
+            callback.on_end(progress, transfer, status)
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-    for callback in callbacks:
-        callback.on_end(progress, transfer, interrupted=False)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise Stopped(received[0], progress)
     return progress
+
+
+def _finite(values: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values())
+
+
+def _diverge(transfer: StyleTransfer, callbacks: Sequence[Callback], iteration: int,
+             last: Progress | None) -> None:
+    transfer.restore_last_finite()
+    if last is not None:
+        for callback in callbacks:
+            callback.on_end(last, transfer, "diverged")
+    raise Diverged(iteration, last)
 
 
 class ProgressBar:
@@ -284,7 +345,7 @@ class ProgressBar:
         )
         self.bar.update(1)
 
-    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
         self.bar.close()
 
 
@@ -308,6 +369,6 @@ class Snapshots:
         if self.every and done % self.every == 0:
             save_png(self.path(done), self.show(transfer.result()))
 
-    def on_end(self, progress: Progress, transfer: StyleTransfer, interrupted: bool) -> None:
-        if interrupted:
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
             save_png(self.path(progress.iteration), self.show(transfer.result()))

@@ -2,15 +2,13 @@
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST, ROOT, read_csv, run_nst
+from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, wait_for_rows
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +73,9 @@ def test_multirun_reuses_the_compiled_step(tmp_path, images_dir):
 
 def test_ctrl_c_saves_image_and_losses(tmp_path, images_dir):
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "scripts/run.py", "size=48", "iterations=100000", "save_every=0",
-         *FAST, f"hydra.run.dir={out}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        losses = out / "losses.csv"
-        if losses.exists() and len(losses.read_text().splitlines()) > 3:
-            break
-        time.sleep(0.2)
+    process = start_nst("size=48", "iterations=100000", "save_every=0", *FAST,
+                        f"hydra.run.dir={out}")
+    wait_for_rows(out / "losses.csv", 2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -114,7 +104,18 @@ def _file(tmp_path: Path, kind: str) -> Path:
     elif kind == "truncated":
         jpeg = (ROOT.parent / "shared" / "images" / "tubingen.jpg").read_bytes()
         path.write_bytes(jpeg[: len(jpeg) // 2])
+    elif kind in IMAGES:
+        path = path.with_suffix(".png")
+        Image.fromarray(IMAGES[kind]()).save(path)
     return path
+
+
+# Pictures the bad inputs below need: (H, W[, 3]) uint8.
+IMAGES = {
+    "thin": lambda: np.full((8, 4000, 3), 128, np.uint8),
+    "small": lambda: np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8),
+    "black": lambda: np.zeros((48, 64), np.uint8),
+}
 
 
 BAD = {
@@ -134,18 +135,29 @@ BAD = {
     "unreachable url": (["paths.images={tmp}", "paths.cache={tmp}", "content.file=gone.jpg",
                          "content.url=http://127.0.0.1:9/gone.jpg"], "gone.jpg"),
     "unwritable output": (["hydra.run.dir={text}/run"], "hydra.run.dir"),
+    "nan weight": (["alpha=nan"], "alpha=nan is not a finite number"),
+    "infinite style scale": (["style_scale=inf"], "style_scale=inf is not a finite number"),
+    "negative seed": (["seed=-5"], "seed=-5 is out of range"),
+    "seed past 2^32": (["seed=4294967296"], "seed=4294967296 is out of range"),
+    "huge style scale": (["style_scale=1000"], "style_scale=1000.0 makes the style"),
+    "too big for memory": (["size=12000"], "GiB of memory, but"),
+    "thin content": (["content.path={thin}", "size=64"], "becomes 64x1 px at size=64"),
+    "black mask": (["content.path={small}", "styles=[{{preset: starry, mask: {black}}}]"],
+                   "is all black"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
     args, expected = BAD[case]
-    names = {kind: _file(tmp_path, kind) for kind in ("empty", "text", "truncated")}
+    names = {kind: _file(tmp_path, kind) for kind in ("empty", "text", "truncated", *IMAGES)}
     args = [a.format(tmp=tmp_path, **names) for a in args]
     out = tmp_path / "out"
     if not any(a.startswith("hydra.run.dir") for a in args):
         args.append(f"hydra.run.dir={out}")
-    result = run_nst("size=32", "iterations=2", *FAST, *args)
+    if not any(a.startswith("size=") for a in args):
+        args.append("size=32")
+    result = run_nst("iterations=2", *FAST, *args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
