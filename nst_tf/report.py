@@ -1,12 +1,14 @@
 """What a run leaves behind besides images: the loss table, its plot, and a summary; and a
-sweep's figure, its results in a labelled grid."""
+sweep's table of how each job ended, and its figure, its results in a labelled grid."""
 
 import csv
+import io
 import json
 import math
 import os
 import re
 import textwrap
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,14 @@ _SUBTITLE = {
 }
 _ABSENT = object()  # a key one job has and another has not
 
+TABLE_NAME = "sweep.csv"
+_FINAL = ("iteration", "seconds", *VALUE_NAMES)
+TABLE_COLUMNS = ("job", "overrides", "status", "reason", "exit_code", *_FINAL)
+# Each status and its exit code when summary.json gives none (an older app's Ctrl-C: SIGINT).
+_EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130, "skipped": 130}
+_SHOWN = ("ok", "interrupted")  # statuses whose cell shows the job's result.png
+NO_RECORD = "no summary.json: the job ended without a record (killed?)"
+
 
 @dataclass
 class SweepJob:
@@ -136,12 +146,27 @@ class SweepJob:
     dir: Path
     config: dict[str, Any]  # resolved (summary.json), else as Hydra saved it
     overrides: dict[str, Any]  # override key without its +/~ prefix -> parsed value
-    summary: dict[str, Any]  # {} until the job has written one
+    task_overrides: list[str]  # as given, e.g. "alpha=1e-3"
+    summary: dict[str, Any]  # {} when the job wrote none, or it cannot be read
+    status: str  # ok, failed, diverged, interrupted or skipped
+    reason: str | None  # one line; None when ok
+    exit_code: int
 
     @property
     def result(self) -> Path | None:
         path = self.dir / "result.png"
         return path if path.is_file() else None
+
+    @property
+    def shown(self) -> Path | None:
+        """The image the figure shows: none for a job that failed, diverged or was skipped."""
+        return self.result if self.status in _SHOWN else None
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last step's iteration, seconds and losses; {} if no step ran."""
+        final = self.summary.get("final")
+        return final if isinstance(final, dict) else {}
 
 
 @dataclass
@@ -190,15 +215,57 @@ def read_sweep(sweep_dir: Path) -> list[SweepJob]:
     return [_read_job(job_dir) for job_dir in job_dirs]
 
 
-def sweep_grid(sweep_dir: Path) -> SweepGrid:
-    """Lay out a sweep: first varying key = rows, second = columns; one key gives one row."""
-    jobs = read_sweep(sweep_dir)
-    if not any(job.result for job in jobs):
+def write_sweep_table(sweep_dir: Path, jobs: Sequence[SweepJob]) -> Path:
+    """SWEEP_DIR/sweep.csv: per job its overrides, status, reason, exit code and final losses."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for job in jobs:
+        writer.writerow({
+            "job": job.dir.relative_to(sweep_dir).as_posix(),
+            "overrides": " ".join(job.task_overrides),
+            "status": job.status,
+            "reason": job.reason,
+            "exit_code": job.exit_code,
+            **{key: job.final.get(key) for key in _FINAL},  # None is written blank
+        })
+    path = sweep_dir / TABLE_NAME
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # never a half-written table
+    tmp.write_text(text.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def sweep_tally(jobs: Sequence[SweepJob]) -> str:
+    """How the jobs ended, e.g. '3 jobs, 2 ok, 1 failed'."""
+    counts = Counter(job.status for job in jobs)
+    parts = [f"{counts[status]} {status}" for status in _EXIT_CODES if counts[status]]
+    return ", ".join([f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}", *parts])
+
+
+def sweep_exit_code(jobs: Sequence[SweepJob]) -> int:
+    """0 when every job is ok; a stopped sweep's code (e.g. 143 for SIGTERM); else 1."""
+    for job in jobs:
+        if job.status in ("interrupted", "skipped"):
+            return job.exit_code
+    return 0 if all(job.status == "ok" for job in jobs) else 1
+
+
+def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> SweepGrid:
+    """Lay out a sweep: first varying key = rows, second = columns; one key gives one row.
+
+    `jobs`: read_sweep(sweep_dir), if already read.
+    """
+    jobs = read_sweep(sweep_dir) if jobs is None else list(jobs)
+    if not any(job.shown for job in jobs):
         raise UserError(
-            f"no finished jobs in {sweep_dir} (no result.png); wait for the sweep to finish, "
-            "or run it again"
+            f"nothing to draw in {sweep_dir}: no job left a result.png ({sweep_tally(jobs)}); "
+            "fix what failed and run the sweep again"
         )
-    flat = [_flatten(job.config) for job in jobs]
+    # paths.* say where files are looked up, not what a job did; and a job that failed early
+    # has only Hydra's config, where they are still unresolved.
+    flat = [{k: v for k, v in _flatten(job.config).items() if not k.startswith("paths.")}
+            for job in jobs]
     # Swept keys come from the overrides; without them, from the configs themselves.
     groups = _varying([job.overrides for job in jobs]) or _varying(flat)
     if len(groups) > 2:
@@ -239,9 +306,11 @@ def sweep_grid(sweep_dir: Path) -> SweepGrid:
     )
 
 
-def write_sweep_figure(sweep_dir: Path, out: Path | None = None) -> list[Path]:
+def write_sweep_figure(
+    sweep_dir: Path, out: Path | None = None, jobs: Sequence[SweepJob] | None = None
+) -> list[Path]:
     """Build a sweep's figure; write `out` (default SWEEP_DIR/figure) as .png and .pdf."""
-    grid = sweep_grid(sweep_dir)
+    grid = sweep_grid(sweep_dir, jobs)
     stem = out if out is not None else sweep_dir / FIGURE_STEM
     if stem.suffix.lower() in (".png", ".pdf"):
         stem = stem.with_suffix("")
@@ -302,8 +371,17 @@ def draw_sweep_figure(grid: SweepGrid, paths: list[Path]) -> None:
         for c in range(n_cols):
             ax = figure.add_subplot(spec[top + r, lead + c])
             job = grid.cells[r][c]
-            _show(ax, (job.result,) if job and job.result else ())
-            ax.set_xlabel(_loss_text(job), fontsize=6)
+            mark = _mark_color(job)
+            # About 20 characters per inch at 6 pt; less, to keep clear of the frame.
+            if note := cell_note(job, int(panel * 16)):
+                _show(ax, (), note, mark or "grey")
+                ax.set_box_aspect(aspect)  # its frame as large as the results beside it
+            else:
+                _show(ax, (job.result,) if job and job.result else ())
+            if mark:
+                for spine in ax.spines.values():
+                    spine.set(visible=True, color=mark, linewidth=1.5)
+            ax.set_xlabel(cell_caption(job), fontsize=6, color=mark or "black")
             if r == 0 and not per_column and grid.columns:
                 ax.set_title(label(grid.columns, c, " = "), fontsize=8)
             row_axes.append(ax)
@@ -319,6 +397,28 @@ def draw_sweep_figure(grid: SweepGrid, paths: list[Path]) -> None:
     plt.close(figure)
     for path in paths:  # only now, so a failed save never leaves half a figure in place
         os.replace(path.with_name(f".{path.stem}.tmp{path.suffix}"), path)
+
+
+def cell_caption(job: SweepJob | None) -> str:
+    """The line under a shown cell: its final losses, and where an interrupted job stopped."""
+    if job is None or job.status not in _SHOWN:
+        return ""
+    final, parts = job.final, []
+    if final:
+        parts.append(f"content {_scientific(final['content'], 2)} · "
+                     f"style {_scientific(final['style'], 2)}")
+    if job.status == "interrupted":
+        done = job.summary.get("iterations_done", final.get("iteration"))
+        parts.append("(stopped)" if done is None else f"(stopped at {done})")
+    return " ".join(parts)
+
+
+def cell_note(job: SweepJob | None, width: int) -> str:
+    """What a cell says instead of a result: status and reason in lines of `width`, or ''."""
+    if job is None or job.status in _SHOWN:
+        return ""
+    text = f"{job.status}: {job.reason}" if job.reason else job.status
+    return "\n".join(textwrap.wrap(text, width, max_lines=6, placeholder=" …"))
 
 
 def format_value(value: Any) -> str:
@@ -353,6 +453,8 @@ _STYLE_CHAIN = tuple(name for name in LAYER_NAMES if name.endswith("_1"))
 
 
 def _scientific(value: float, digits: int) -> str:
+    if not math.isfinite(value):
+        return f"{value:g}"
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     if "." in mantissa:
         mantissa = mantissa.rstrip("0").rstrip(".")
@@ -376,20 +478,43 @@ def _job_number(job_dir: Path) -> float:
 def _read_job(job_dir: Path) -> SweepJob:
     try:
         summary = json.loads((job_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}  # not finished (or never started)
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        summary, outcome = {}, ("failed", NO_RECORD, 1)
+    except (OSError, ValueError) as error:
+        summary, outcome = {}, ("failed", f"summary.json unreadable: {error}", 1)
+    else:
+        outcome = _outcome(summary)
     config = summary.get("config")
     if not isinstance(config, dict):
         saved = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         config = OmegaConf.to_container(saved, resolve=False)
     overrides: dict[str, Any] = {}
+    lines: list[str] = []
     listed = job_dir / ".hydra" / "overrides.yaml"
     if listed.is_file():
-        lines = OmegaConf.to_container(OmegaConf.load(listed))
-        for override in OverridesParser.create().parse_overrides([str(x) for x in lines]):
+        lines = [str(x) for x in OmegaConf.to_container(OmegaConf.load(listed))]
+        for override in OverridesParser.create().parse_overrides(lines):
             key = override.get_key_element().lstrip("+~")
             overrides[key] = None if override.is_delete() else override.value()
-    return SweepJob(dir=job_dir, config=config, overrides=overrides, summary=summary)
+    status, reason, exit_code = outcome
+    return SweepJob(dir=job_dir, config=config, overrides=overrides, task_overrides=lines,
+                    summary=summary, status=status, reason=reason, exit_code=exit_code)
+
+
+def _outcome(summary: dict[str, Any]) -> tuple[str, str | None, int]:
+    """(status, reason, exit code) as a job's summary.json records them."""
+    status = summary.get("status")
+    if status is None:  # written before jobs recorded a status: finished, or stopped by Ctrl-C
+        status = "interrupted" if summary.get("interrupted") else "ok"
+    elif status not in _EXIT_CODES:
+        return "failed", f"unknown status {status!r} in summary.json", 1
+    reason = summary.get("reason")
+    code = summary.get("exit_code")
+    if not isinstance(code, int) or (code == 0) != (status == "ok"):
+        code = _EXIT_CODES[status]  # never let a failed job pass for ok, or the reverse
+    return status, None if reason is None else " ".join(str(reason).split()), code
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -533,14 +658,16 @@ def _aspect(grid: SweepGrid) -> float:
     """Height / width of the first result, to size the figure."""
     for row in grid.cells:
         for job in row:
-            if job and job.result:
-                with Image.open(job.result) as image:
+            if job and job.shown:
+                with Image.open(job.shown) as image:
                     return image.height / image.width
     return 0.75
 
 
-def _show(axes: plt.Axes, paths: tuple[Path, ...]) -> None:
-    """The images side by side at one height, or a grey note saying why there are none."""
+def _show(
+    axes: plt.Axes, paths: tuple[Path, ...], note: str = "no result", color: str = "grey"
+) -> None:
+    """The images side by side at one height, or a note saying why there are none."""
     axes.set_xticks([])
     axes.set_yticks([])
     for spine in axes.spines.values():
@@ -552,8 +679,8 @@ def _show(axes: plt.Axes, paths: tuple[Path, ...]) -> None:
         except UserError:
             unreadable.append(path.name)
     if unreadable or not images:
-        note = f"cannot read\n{unreadable[0]}" if unreadable else "no result"
-        axes.text(0.5, 0.5, note, ha="center", va="center", fontsize=6, color="grey",
+        note = f"cannot read\n{unreadable[0]}" if unreadable else note
+        axes.text(0.5, 0.5, note, ha="center", va="center", fontsize=6, color=color,
                   transform=axes.transAxes)
         return
     height = min(image.height for image in images)
@@ -563,11 +690,8 @@ def _show(axes: plt.Axes, paths: tuple[Path, ...]) -> None:
     axes.imshow(np.hstack([part for strip in strips for part in (strip, gap)][:-1]))
 
 
-def _loss_text(job: SweepJob | None) -> str:
-    final = job.summary.get("final") if job else None
-    if not isinstance(final, dict):
-        return ""
-    text = f"content {_scientific(final['content'], 2)} · style {_scientific(final['style'], 2)}"
-    if job.summary.get("interrupted"):
-        text += f" (stopped at {job.summary.get('iterations_done')})"
-    return text
+def _mark_color(job: SweepJob | None) -> str | None:
+    """The colour of a cell's frame and text: orange for an interrupted job, red when not shown."""
+    if job is None or job.status == "ok":
+        return None
+    return "tab:orange" if job.status == "interrupted" else "tab:red"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nst_tf.config import register_configs
 from nst_tf.errors import UserError
-from nst_tf.figures_callback import SweepFigure
+from nst_tf.figures_callback import SweepEnd
 from nst_tf.report import compact_layers, format_value, sweep_grid, write_sweep_figure
 from tests.helpers import FAST as QUICK
 from tests.helpers import ROOT, run_script
@@ -44,7 +44,9 @@ def test_fig3_multirun_builds_the_5x4_figure(fig3_sweep):
     assert {(t.role, t.along) for t in grid.thumbnails} == {("content", "all"), ("style", "all")}
     assert grid.title == "fig3" and "32 px" in grid.subtitle
     assert "Andreas Praefcke" in grid.credits  # the photo's CC BY licence asks for it
-    # The callback drew it when the multirun ended.
+    # The callback drew it when the multirun ended, after sweep.csv (these summaries predate
+    # "status": a job with a result counts as ok).
+    assert (fig3_sweep / "sweep.csv").read_text().count(",ok,") == 20
     with Image.open(fig3_sweep / "figure.png") as png:
         width, height = png.size
     assert width > 1000 and 0.7 < height / width < 1.4  # 5 rows x (inputs + 4 columns)
@@ -90,7 +92,7 @@ def test_a_config_group_axis_shows_what_each_option_sets(fig3_sweep, tmp_path, i
     assert all(path.exists() for path in write_sweep_figure(sweep))
 
 
-def test_unfinished_jobs_leave_blank_panels(fig3_sweep, tmp_path):
+def test_a_killed_job_leaves_a_marked_panel(fig3_sweep, tmp_path):
     sweep = tmp_path / "partial"
     for job in range(4):
         shutil.copytree(fig3_sweep / str(job), sweep / str(job))
@@ -98,6 +100,7 @@ def test_unfinished_jobs_leave_blank_panels(fig3_sweep, tmp_path):
     (sweep / "3" / "summary.json").unlink()  # as if the job had died before finishing
     grid = sweep_grid(sweep)
     assert grid.columns.labels == FIG3_COLUMNS and grid.cells[0][3].result is None
+    assert grid.cells[0][3].status == "failed"
     paths = write_sweep_figure(sweep)
     assert all(path.stat().st_size > 0 for path in paths)
 
@@ -112,13 +115,13 @@ def test_three_swept_keys_are_refused(fig3_sweep, tmp_path):
         sweep_grid(sweep)
 
 
-def test_callback_never_fails_a_sweep(tmp_path, capsys):
-    # E.g. every job failed: the sweep's own outcome stands, the figure is only a warning.
+def test_callback_on_a_sweep_without_jobs_only_warns(tmp_path, capsys):
+    # No job dir at all: Hydra reports why; the callback has nothing to record or judge.
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}})
     (tmp_path / "empty").mkdir()
-    SweepFigure().on_multirun_end(config)
+    SweepEnd().on_multirun_end(config)
     err = capsys.readouterr().err
-    assert err.startswith("nst-tf: warning: no figure") and "make_figure.py" in err
+    assert err.startswith("nst-tf: warning: no sweep.csv or figure") and "no Hydra jobs" in err
 
 
 @pytest.mark.parametrize("case", ["missing dir", "no finished jobs"])
@@ -161,7 +164,7 @@ def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
     cfg = compose_experiment(f"+experiment={experiment}", f"+{group}={panel}")
     assert cfg.style.name == style and cfg.alpha == pytest.approx(alpha)
     assert cfg.model.normalize is True
-    assert cfg.hydra.callbacks.figure._target_ == "nst_tf.figures_callback.SweepFigure"
+    assert cfg.hydra.callbacks.sweep_end._target_ == "nst_tf.figures_callback.SweepEnd"
     sweep = cfg.hydra.sweeper.params[f"+{group}"].split(",")
     assert "E" not in sweep  # Picasso only on request (the experiment's comment says how)
     assert f"experiments/{experiment}/" in cfg.hydra.sweep.dir
