@@ -461,12 +461,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        summary = attempt(cfg, out, overrides)
-        _report(summary)
-        if summary["status"] != "ok":
-            sys.exit(summary["exit_code"])
-    _sweep_job(cfg, out, overrides)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        _sweep_job(cfg, out, overrides)
+        return
+    summary = attempt(cfg, out, overrides)
+    _report(summary)
+    if summary["status"] != "ok":
+        sys.exit(summary["exit_code"])
 
 
 _sweep_stopped: dict[str, Any] = {}  # the record of the job a stop signal ended, if any
