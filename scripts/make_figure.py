@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from nst_tf.errors import UserError, fail
-from nst_tf.report import TABLE_NAME, read_sweep, write_sweep_figure, write_sweep_table
+from nst_tf.sweep import TABLE_NAME, read_sweep, write_sweep_figure, write_sweep_table
 
 
 def main() -> None:

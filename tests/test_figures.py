@@ -11,8 +11,8 @@ from PIL import Image
 
 from nst_tf.config import register_configs
 from nst_tf.errors import UserError
-from nst_tf.figures_callback import SweepEnd
-from nst_tf.report import compact_layers, format_value, sweep_grid, write_sweep_figure
+from nst_tf.sweep import compact_layers, format_value, sweep_grid, write_sweep_figure
+from nst_tf.sweep_callback import SweepEnd
 from tests.helpers import FAST as QUICK
 from tests.helpers import ROOT, run_script
 
@@ -164,7 +164,7 @@ def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
     cfg = compose_experiment(f"+experiment={experiment}", f"+{group}={panel}")
     assert cfg.style.name == style and cfg.alpha == pytest.approx(alpha)
     assert cfg.model.normalize is True
-    assert cfg.hydra.callbacks.sweep_end._target_ == "nst_tf.figures_callback.SweepEnd"
+    assert cfg.hydra.callbacks.sweep_end._target_ == "nst_tf.sweep_callback.SweepEnd"
     sweep = cfg.hydra.sweeper.params[f"+{group}"].split(",")
     assert "E" not in sweep  # Picasso only on request (the experiment's comment says how)
     assert f"experiments/{experiment}/" in cfg.hydra.sweep.dir

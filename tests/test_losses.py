@@ -7,10 +7,12 @@ import tensorflow as tf
 from nst_tf import losses
 from nst_tf.config import layer_weights
 from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
 from nst_tf.transfer import StyleTransfer, Weights
 
 STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+ADAM = {"learning_rate": 10.0, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,10 @@ def test_layer_losses_match_numpy(pictures, extractor):
 
 def test_total_matches_numpy(pictures, extractor):
     content, style = pictures
-    transfer = StyleTransfer(extractor, ["conv4_2"], STYLE, content.shape[:2], "adam", {})
-    weights = Weights(1e-3, 1.0, 0.5, layer_weights(["conv4_2"], None), layer_weights(STYLE, None))
+    transfer = StyleTransfer(extractor, paper_terms(["conv4_2"], STYLE), content.shape[:2], "adam",
+                             ADAM)
+    weights = Weights.paper(1e-3, 1.0, 0.5, layer_weights(["conv4_2"], None),
+                            layer_weights(STYLE, None))
     init = np.random.default_rng(2).uniform(0, 255, content.shape).astype(np.float32)
     transfer.start(content, style, init, weights)
     got = transfer.evaluate()
@@ -78,8 +82,9 @@ def test_gradient_matches_finite_differences(pictures, extractor):
     content, style = pictures
     shape = (32, 24)
     small = [np.ascontiguousarray(a[: shape[0], : shape[1]]) for a in (content, style)]
-    transfer = StyleTransfer(extractor, ["conv4_2"], STYLE, shape, "adam", {})
-    weights = Weights(1e-2, 1.0, 0.0, layer_weights(["conv4_2"], None), layer_weights(STYLE, None))
+    transfer = StyleTransfer(extractor, paper_terms(["conv4_2"], STYLE), shape, "adam", ADAM)
+    weights = Weights.paper(1e-2, 1.0, 0.0, layer_weights(["conv4_2"], None),
+                            layer_weights(STYLE, None))
     rng = np.random.default_rng(3)
     x0 = rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
     transfer.start(*small, x0, weights)

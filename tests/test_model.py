@@ -1,20 +1,32 @@
-"""The VGG19 rebuild: pooling swap, kept weights, cut depth, paper names."""
+"""Backbones and the feature extractor: layer names, pooling swap, kept weights, cut depth,
+shapes and masks from the built model."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_tf.config import LAYER_NAMES, keras_layer_name
-from nst_tf.model import FeatureExtractor, build_vgg19
+from nst_tf.backbones import BACKBONES, get_backbone
+from nst_tf.backbones.vgg import VGG16, VGG19
+from nst_tf.model import FeatureExtractor
 
 
-def test_layer_names_map_to_keras():
-    assert len(LAYER_NAMES) == 16
-    assert keras_layer_name("conv4_2") == "block4_conv2"
-    base = keras.applications.VGG19(include_top=False, weights=None)
-    convs = [layer.name for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [keras_layer_name(n) for n in LAYER_NAMES] == convs
+@pytest.mark.parametrize("backbone, convs", [(VGG19, 16), (VGG16, 13)])
+def test_layer_names_map_to_keras(backbone, convs):
+    assert len(backbone.layers) == convs and backbone.weight_name("conv4_2") == "block4_conv2"
+    keras_convs = [layer.name for layer in backbone.keras_model().layers
+                   if isinstance(layer, keras.layers.Conv2D)]
+    assert list(backbone.weight_names) == keras_convs
+    assert [backbone.weight_name(n) for n in backbone.layers] == keras_convs
+    assert backbone.block_starts == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def test_vgg16_has_no_fourth_conv_in_its_deep_blocks():
+    assert {"conv3_4", "conv4_4", "conv5_4"} <= set(VGG19.layers)
+    assert not {"conv3_4", "conv4_4", "conv5_4"} & set(VGG16.layers)
+    assert set(BACKBONES) == {"vgg19", "vgg16"}
+    with pytest.raises(KeyError, match="known: vgg19, vgg16"):
+        get_backbone("resnet")
 
 
 @pytest.mark.parametrize("pooling, kept, gone", [
@@ -22,12 +34,12 @@ def test_layer_names_map_to_keras():
     ("max", keras.layers.MaxPooling2D, keras.layers.AveragePooling2D),
 ])
 def test_pooling_swap_keeps_every_conv_weight(vgg_weights, pooling, kept, gone):
-    model = build_vgg19(vgg_weights.arrays, pooling, ["conv5_1"])
+    model = VGG19.build(vgg_weights.arrays, pooling, ["conv5_1"], "fp32")
     pools = [layer for layer in model.layers if layer.name.endswith("_pool")]
     assert len(pools) == 4  # conv5_1 sits after the fourth pooling
     assert all(isinstance(layer, kept) and not isinstance(layer, gone) for layer in pools)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [c.name for c in convs] == [keras_layer_name(n) for n in LAYER_NAMES[:13]]
+    assert [c.name for c in convs] == list(VGG19.weight_names[:13])
     for conv in convs:
         kernel, bias = vgg_weights.arrays[conv.name]
         np.testing.assert_array_equal(conv.get_weights()[0], kernel)
@@ -35,10 +47,30 @@ def test_pooling_swap_keeps_every_conv_weight(vgg_weights, pooling, kept, gone):
 
 
 def test_model_is_cut_after_deepest_layer(vgg_weights):
-    model = build_vgg19(vgg_weights.arrays, "avg", ["conv1_1", "conv3_1"])
+    model = VGG19.build(vgg_weights.arrays, "avg", ["conv1_1", "conv3_1"], "fp32")
     names = [layer.name for layer in model.layers]
     assert names[-1] == "block3_conv1"
     assert not any(name.startswith(("block4", "block5")) for name in names)
+
+
+def test_feature_shapes_come_from_the_model(vgg_weights):
+    extractor = FeatureExtractor(vgg_weights.arrays, "avg", ["conv1_1", "conv3_2", "conv5_1"])
+    shapes = extractor.feature_shapes(37, 50)
+    features = extractor(tf.zeros([1, 37, 50, 3]))
+    assert shapes == {name: list(f.shape) for name, f in features.items()}
+    assert shapes["conv5_1"] == [1, 2, 3, 512]  # four poolings, each flooring: 37 -> 2, 50 -> 3
+
+
+def test_masks_go_through_the_models_pooling(vgg_weights):
+    extractor = FeatureExtractor(vgg_weights.arrays, "max", ["conv1_1", "conv2_1", "conv4_2"])
+    mask = np.random.default_rng(0).uniform(0, 1, (37, 50)).astype(np.float32)
+    pooled = extractor.downsample(mask)
+    np.testing.assert_array_equal(pooled["conv1_1"], mask)
+    # A share of area: 2x2 means (not maxima, whatever the pooling), flooring odd sizes.
+    np.testing.assert_allclose(pooled["conv2_1"],
+                               mask[:36, :50].reshape(18, 2, 25, 2).mean(axis=(1, 3)), rtol=1e-6)
+    shapes = extractor.feature_shapes(37, 50)
+    assert all(pooled[n].shape == tuple(shapes[n][1:3]) for n in pooled)
 
 
 def test_avg_and_max_features_differ(vgg_weights, images_dir):

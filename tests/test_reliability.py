@@ -14,12 +14,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from nst_tf import app
+from nst_tf import pipeline
 from nst_tf.config import register_configs, validate
 from nst_tf.errors import UserError, WriteError
 from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.losses import paper_terms
 from nst_tf.memory import GIB, check_memory, estimate_peak
 from nst_tf.model import FeatureExtractor
+from nst_tf.pipeline import Where
 from nst_tf.report import LossLog
 from nst_tf.resume import load_checkpoint, read_loss_rows
 from nst_tf.transfer import Diverged, Snapshots, Stopped, StyleTransfer, Weights, optimise
@@ -201,11 +203,11 @@ def tiny(vgg_weights, images_dir):
     def build(**lbfgs: float) -> StyleTransfer:
         params = {"history_size": 5, "line_search": "none", "learning_rate": 1.0,
                   "max_line_search": 5, "tolerance_grad": 0.0, "tolerance_change": 0.0, **lbfgs}
-        return StyleTransfer(extractor, ["conv4_2"], ["conv1_1", "conv2_1"],
+        return StyleTransfer(extractor, paper_terms(["conv4_2"], ["conv1_1", "conv2_1"]),
                              content.shape[:2], "lbfgs", params)
 
-    weights = Weights(1e-3, 1.0, 0.0, {"conv4_2": 1.0}, {"conv1_1": 0.5, "conv2_1": 0.5})
-    init = app.initial_image("noise", content, content, 0)
+    weights = Weights.paper(1e-3, 1.0, 0.0, {"conv4_2": 1.0}, {"conv1_1": 0.5, "conv2_1": 0.5})
+    init = pipeline.initial_image("noise", content, content, 0)
     return build, content, style, init, weights
 
 
@@ -243,9 +245,9 @@ def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, imag
         os.kill(os.getpid(), signal.SIGINT)
         raise AssertionError("the signal should have stopped the run")
 
-    monkeypatch.setattr(app, "_get_transfer", interrupted_build)
+    monkeypatch.setattr(pipeline, "get_transfer", interrupted_build)
     cfg = compose_config("size=32", "iterations=2", *FAST)
-    summary = app.attempt(cfg, tmp_path, [])
+    summary = pipeline.attempt(cfg, Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "interrupted" and summary["exit_code"] == 130
     assert summary["reason"] == "stopped by SIGINT before the first step; nothing was saved"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -308,10 +310,12 @@ def test_a_file_size_limit_gives_one_line_after_the_result(tmp_path, images_dir)
 
 def test_write_errors_name_the_setting_that_places_the_file(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert app._user_message(WriteError(out / "result.png", "No space left on device"), out,
-                             str(cache)).endswith("choose another dir with hydra.run.dir=...")
-    assert app._user_message(WriteError(cache / "weights" / "x.npz", "Disk quota exceeded"),
-                             out, str(cache)).endswith("cache dir with paths.cache=...")
+    where = Where(out, "hydra.sweep.dir", "nst-tf")
+    message = pipeline._user_message(WriteError(out / "result.png", "No space left on device"),
+                                     where, str(cache))
+    assert message.endswith("choose another dir with hydra.sweep.dir=...")
+    assert pipeline._user_message(WriteError(cache / "weights" / "x.npz", "Disk quota exceeded"),
+                                  where, str(cache)).endswith("cache dir with paths.cache=...")
 
 
 # --- resume from damaged files -----------------------------------------------------------------

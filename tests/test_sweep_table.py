@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from nst_tf.errors import UserError
-from nst_tf.figures_callback import SweepEnd
-from nst_tf.report import (
+from nst_tf.sweep import (
     NO_RECORD,
     TABLE_COLUMNS,
     cell_caption,
@@ -21,6 +20,7 @@ from nst_tf.report import (
     write_sweep_figure,
     write_sweep_table,
 )
+from nst_tf.sweep_callback import SweepEnd
 
 FINAL = {"iteration": 10, "seconds": 1.5, "total": 3.0, "content": 2.0, "style": 1.0, "tv": 0.0}
 NEGATIVE = "alpha=-1 is negative; give a weight >= 0 (e.g. alpha=1e-3)"

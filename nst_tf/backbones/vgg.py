@@ -1,0 +1,174 @@
+"""VGG16 and VGG19 (Simonyan & Zisserman 2015) as Keras ships them, with the paper's pooling.
+
+Declarations only at import: TensorFlow and Keras load when a model is built.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+WeightArrays = dict[str, tuple[np.ndarray, np.ndarray]]
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications"
+
+
+@dataclass(frozen=True)
+class ImagenetFile:
+    """Keras's official notop weights file, as keras.applications fetches it."""
+
+    url: str
+    fname: str
+    md5: str
+
+
+class Backbone(Protocol):
+    """What the rest of the package may know of a network."""
+
+    name: str
+    imagenet: ImagenetFile
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers losses may use, in order, by the names configs use (e.g. conv4_2)."""
+        ...
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        """The layers that carry weights, in order, by the names weight files use."""
+        ...
+
+    @property
+    def block_starts(self) -> tuple[str, ...]:
+        """The first layer after each pooling (and the first): the paper's style layers."""
+        ...
+
+    @property
+    def mean_rgb(self) -> np.ndarray:
+        """The training data's mean pixel, 0..255: where a noise start is centred."""
+        ...
+
+    def build(self, arrays: WeightArrays, pooling: str, outputs: Sequence[str],
+              precision: str) -> "keras.Model":
+        """A model from preprocessed images to a dict of `outputs`' responses, cut after the
+        deepest of them; `pooling` is avg or max."""
+        ...
+
+    def preprocess(self, image: "tf.Tensor") -> "tf.Tensor":
+        """RGB 0..255 -> what `build`'s model takes."""
+        ...
+
+    def weight_name(self, layer: str) -> str:
+        """The weight files' name of one of `layers`."""
+        ...
+
+    def keras_model(self) -> "keras.Model":
+        """The network as weight files fill it (Keras's layer names), without weights."""
+        ...
+
+
+@dataclass(frozen=True)
+class VGG:
+    """A VGG network: blocks of 3×3 convs (each followed by ReLU), a 2×2 pooling after each."""
+
+    name: str
+    convs_per_block: tuple[int, ...]
+    application: str  # the keras.applications constructor
+    imagenet: ImagenetFile
+    # keras.applications.vgg*.preprocess_input ("caffe" mode) subtracts this from BGR pixels.
+    mean_bgr: tuple[float, float, float] = (103.939, 116.779, 123.68)
+
+    @cached_property
+    def _blocks(self) -> tuple[tuple[int, int], ...]:
+        return tuple((block, conv) for block, convs in enumerate(self.convs_per_block, 1)
+                     for conv in range(1, convs + 1))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        # The paper's names: the I-th conv of block B (post-ReLU) is convB_I.
+        return tuple(f"conv{block}_{conv}" for block, conv in self._blocks)
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        return tuple(f"block{block}_conv{conv}" for block, conv in self._blocks)
+
+    @property
+    def block_starts(self) -> tuple[str, ...]:
+        return tuple(f"conv{block}_1" for block in range(1, len(self.convs_per_block) + 1))
+
+    @cached_property
+    def _weight_name(self) -> Mapping[str, str]:
+        return dict(zip(self.layers, self.weight_names, strict=True))
+
+    @property
+    def mean_rgb(self) -> np.ndarray:
+        return np.array(self.mean_bgr[::-1], np.float32)
+
+    def keras_model(self) -> "keras.Model":
+        import keras
+
+        return getattr(keras.applications, self.application)(
+            include_top=False, weights=None, input_shape=(None, None, 3))
+
+    def build(self, arrays: WeightArrays, pooling: str, outputs: Sequence[str],
+              precision: str) -> "keras.Model":
+        import keras
+
+        base = self.keras_model()
+        policy = _POLICIES[precision]
+        wanted = {self._weight_name[name]: name for name in outputs}
+        last = self.weight_names[max(self.layers.index(name) for name in outputs)]
+        inputs = keras.Input(shape=(None, None, 3), name="image_bgr")
+        x, features = inputs, {}
+        for layer in base.layers[1:]:
+            config = {**layer.get_config(), "dtype": policy}
+            if isinstance(layer, keras.layers.MaxPooling2D) and pooling == "avg":
+                rebuilt = keras.layers.AveragePooling2D.from_config(config)
+            else:
+                rebuilt = type(layer).from_config(config)
+            x = rebuilt(x)
+            if isinstance(layer, keras.layers.Conv2D):
+                rebuilt.set_weights(list(arrays[layer.name]))
+            if layer.name in wanted:
+                features[wanted[layer.name]] = x
+            if layer.name == last:
+                break
+        return keras.Model(inputs, features, name=f"{self.name}_{pooling}_{precision}")
+
+    def preprocess(self, image: "tf.Tensor") -> "tf.Tensor":
+        import tensorflow as tf
+
+        return tf.reverse(image, axis=[-1]) - np.array(self.mean_bgr, np.float32)
+
+    def weight_name(self, layer: str) -> str:
+        """The weight file's name of a layer in `layers` (conv4_2 -> block4_conv2)."""
+        return self._weight_name[layer]
+
+
+VGG19 = VGG(
+    name="vgg19",
+    convs_per_block=(2, 2, 4, 4, 4),
+    application="VGG19",
+    imagenet=ImagenetFile(
+        url=f"{_KERAS_WEIGHTS}/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        fname="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5="253f8cb515780f3b799900260a226db6",
+    ),
+)
+
+VGG16 = VGG(
+    name="vgg16",
+    convs_per_block=(2, 2, 3, 3, 3),
+    application="VGG16",
+    imagenet=ImagenetFile(
+        url=f"{_KERAS_WEIGHTS}/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        fname="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        md5="6d6bbae143d832006294945121d1f1fc",
+    ),
+)
