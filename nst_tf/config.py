@@ -124,6 +124,9 @@ class RunConfig:
     alpha: float = 1e-3
     beta: float = 1.0
     tv_weight: float = 0.0
+    # Weights of loss terms beyond the paper's, by name (registered in nst_tf.losses.EXTRA_TERMS):
+    # +terms.NAME=WEIGHT adds one.
+    terms: dict[str, float] = field(default_factory=dict)
     content_layers: list[str] = field(default_factory=lambda: ["conv4_2"])
     # None = equal weights summing to 1 (the paper's w_l = 1/5 over five style layers)
     content_layer_weights: list[float] | None = None
@@ -167,9 +170,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     _reject_non_finite(run, "")
     if not 0 <= run.seed <= MAX_SEED:
         raise UserError(f"seed={run.seed} is out of range; use a seed from 0 to {MAX_SEED}")
-    for key in ("alpha", "beta", "tv_weight"):
-        if getattr(run, key) < 0:
-            raise UserError(f"{key}={getattr(run, key)} is negative; weights must be >= 0")
+    weights = {"alpha": run.alpha, "beta": run.beta, "tv_weight": run.tv_weight,
+               **{f"terms.{name}": weight for name, weight in run.terms.items()}}
+    for key, weight in weights.items():
+        if weight < 0:
+            raise UserError(f"{key}={weight} is negative; weights must be >= 0")
     if run.model.backbone not in BACKBONES:
         raise UserError(f"model.backbone={run.model.backbone} is unknown; use one of "
                         f"{', '.join(BACKBONES)}")
@@ -283,3 +288,6 @@ def _reject_non_finite(node: Any, key: str) -> None:
     elif isinstance(node, list):
         for i, item in enumerate(node):
             _reject_non_finite(item, f"{key}[{i}]")
+    elif isinstance(node, dict):
+        for name, item in node.items():
+            _reject_non_finite(item, f"{key}.{name}")

@@ -5,9 +5,9 @@ the objective is a LossTerm: adding one is a subclass and its weight in the conf
 (docs/ARCHITECTURE.md).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -104,7 +104,9 @@ class LayerTerm(LossTerm):
         self.layer_weights = tf.Variable(tf.zeros([len(self.layers)]), name=f"w_{self.name}")
 
     def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        self.layer_weights.assign([layer_weights[name] for name in self.layers])
+        """`layer_weights` by layer; none given: equal, summing to 1."""
+        equal = 1.0 / max(len(self.layers), 1)
+        self.layer_weights.assign([layer_weights.get(name, equal) for name in self.layers])
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         if not self.layers:
@@ -216,6 +218,11 @@ class TotalVariation(LossTerm):
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         return total_variation(image)
+
+
+# Terms beyond the paper's, by name: how to build each one from the run's settings (a RunConfig).
+# A run uses those named in its `terms` config, weighted by it.
+EXTRA_TERMS: dict[str, Callable[[Any], LossTerm]] = {}
 
 
 def paper_terms(content_layers: Sequence[str], style_layers: Sequence[str], regions: int = 0

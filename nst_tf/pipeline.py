@@ -31,7 +31,7 @@ from nst_tf.config import (
 )
 from nst_tf.errors import UserError, WriteError
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, save_png, to_array
-from nst_tf.losses import paper_terms
+from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms
 from nst_tf.memory import check_memory
 from nst_tf.model import FeatureExtractor
 from nst_tf.normalize import normalized_weights
@@ -178,6 +178,7 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     if checkpoint:
         cfg = resumed_config(cfg, checkpoint, overrides)
     settings = validate(cfg)
+    loss_terms(settings)  # an unknown extra term fails here, before anything is read or built
     check_run_dir(out, where.dir_key)
     cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
     cache_dir = cache_dir or default_cache_dir()
@@ -401,14 +402,25 @@ def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int,
 
 
 def loss_weights(settings: RunConfig) -> Weights:
-    """α, β, the TV weight and the per-layer weights, by term."""
-    return Weights.paper(
+    """α, β, the TV weight, the extra terms' weights and the per-layer weights, by term."""
+    paper = Weights.paper(
         alpha=settings.alpha,
         beta=settings.beta,
         tv=settings.tv_weight,
         content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
         style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
     )
+    return Weights({**paper.terms, **settings.terms}, paper.layers)
+
+
+def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
+    """The paper's terms, then the extra ones the config names."""
+    unknown = sorted(set(settings.terms) - set(EXTRA_TERMS))
+    if unknown:
+        known = ", ".join(EXTRA_TERMS) or "none"
+        raise UserError(f"terms.{unknown[0]}: no such loss term; registered extra terms: {known}")
+    extra = [EXTRA_TERMS[name](settings) for name in settings.terms]
+    return [*paper_terms(settings.content_layers, settings.style_layers, regions), *extra]
 
 
 def model_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
@@ -436,7 +448,7 @@ def optimizer_params(settings: RunConfig) -> dict[str, Any]:
 def extractor_for(settings: RunConfig, weights: VGGWeights) -> FeatureExtractor:
     """The backbone with the configured pooling and precision, cut after the deepest layer the
     losses use; built once per process."""
-    layers = tuple(dict.fromkeys([*settings.content_layers, *settings.style_layers]))
+    layers = tuple(dict.fromkeys(name for term in loss_terms(settings) for name in term.layers))
     key = (weights.backbone, weights.digest, settings.model.pooling.value,
            settings.precision.value, layers)
     if key not in _extractors:
@@ -450,7 +462,7 @@ def build_transfer(settings: RunConfig, weights: VGGWeights, shape: tuple[int, i
     """A new compiled step for these settings and image shape (traced and run once)."""
     return StyleTransfer(
         extractor_for(settings, weights),
-        paper_terms(settings.content_layers, settings.style_layers, regions),
+        loss_terms(settings, regions),
         shape,
         settings.optimizer.name,
         optimizer_params(settings),
@@ -464,7 +476,7 @@ def get_transfer(
     """The compiled step for these settings and image shape, and whether it was reused."""
     key = (weights.backbone, weights.digest, settings.model.pooling.value,
            settings.precision.value, tuple(settings.content_layers),
-           tuple(settings.style_layers), shape, settings.optimizer.name,
+           tuple(settings.style_layers), tuple(settings.terms), shape, settings.optimizer.name,
            tuple(sorted(optimizer_params(settings).items())), settings.jit_compile, regions)
     if key in _transfer:
         log.info("reusing the compiled step")
