@@ -4,6 +4,7 @@ TensorFlow loads only when a run starts (nst_tf.pipeline), so --help and --cfg s
 """
 
 import logging
+import math
 import os
 import sys
 from dataclasses import fields, is_dataclass
@@ -35,7 +36,8 @@ def _command() -> str:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> float:
+    """One run or sweep job; returns its objective (a sweeper minimises it), nan if it failed."""
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
 
@@ -45,8 +47,7 @@ def _hydra_main(cfg: DictConfig) -> None:
                            keep_failures=sweep)
     overrides = list(hydra_cfg.overrides.task)
     if sweep:
-        _sweep_job(cfg, where, overrides)
-        return
+        return _objective(cfg, _sweep_job(cfg, where, overrides))
     summary = pipeline.attempt(cfg, where, overrides)
     if summary["status"] == "interrupted":
         print(f"nst-tf: {summary['reason']}", file=sys.stderr)
@@ -54,12 +55,19 @@ def _hydra_main(cfg: DictConfig) -> None:
         print(f"nst-tf: error: {summary['reason']}", file=sys.stderr)
     if summary["status"] != "ok":
         sys.exit(summary["exit_code"])
+    return _objective(cfg, summary)
+
+
+def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float:
+    if summary["status"] != "ok":
+        return math.nan  # Optuna records a nan trial as failed and goes on
+    return float(summary["final"][cfg.objective])  # the pipeline checked the name
 
 
 _sweep_stopped: dict[str, Any] = {}  # the record of the job a stop signal ended, if any
 
 
-def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> None:
+def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, Any]:
     """One job of a sweep: it never ends the sweep, except that a stop signal skips the rest."""
     from nst_tf import pipeline
 
@@ -80,6 +88,7 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> None:
             _sweep_stopped.update(summary)
     if summary["status"] != "ok":
         print(f"nst-tf: {job}: {summary['status']}: {summary['reason']}", file=sys.stderr)
+    return summary
 
 
 def main() -> None:

@@ -149,6 +149,8 @@ class RunConfig:
     progress: bool = True
     # An earlier run dir to continue from its last snapshot, with its settings.
     resume: str | None = None
+    # What a run returns to Hydra's sweepers (e.g. Optuna): one of its final losses by name.
+    objective: str = "total"
     model: ModelConfig = field(default_factory=ModelConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 

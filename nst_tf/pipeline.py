@@ -5,6 +5,7 @@ features -> loss terms -> optimiser loop -> outputs, with what one process can r
 import logging
 import math
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -178,7 +179,10 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     if checkpoint:
         cfg = resumed_config(cfg, checkpoint, overrides)
     settings = validate(cfg)
-    loss_terms(settings)  # an unknown extra term fails here, before anything is read or built
+    names = ["total", *(term.name for term in loss_terms(settings))]  # checks extra terms too
+    if settings.objective not in names:
+        raise UserError(f"objective={settings.objective} is not a loss of this run; use one of "
+                        f"{', '.join(names)}")
     check_run_dir(out, where.dir_key)
     cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
     cache_dir = cache_dir or default_cache_dir()
@@ -288,7 +292,9 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
     def stop_now(signum: int, _: Any) -> None:
         raise Stopped(signum)
 
-    previous = {signum: signal.signal(signum, stop_now) for signum in STOP_SIGNALS}
+    main = threading.current_thread() is threading.main_thread()  # signals reach only it
+    previous = {signum: signal.signal(signum, stop_now)
+                for signum in (STOP_SIGNALS if main else ())}
     try:
         run(cfg, where, overrides, summary)
         summary.update(reason=None, exit_code=0)
