@@ -51,6 +51,9 @@ _SUBTITLE = {
     "model.normalize": lambda on: "normalised VGG19" if on == "true" else "VGG19 not normalised",
 }
 _ABSENT = object()  # a key one job has and another has not
+# Hydra's grid sweeper; any other (e.g. Optuna's) samples trials, which form no grid.
+_GRID_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+_TRIALS_PER_ROW = 6
 
 TABLE_NAME = "sweep.csv"
 TABLE_COLUMNS = ("job", "overrides", "status", "reason", "exit_code")  # then the final losses
@@ -119,6 +122,7 @@ class SweepGrid:
     columns: Axis | None  # None: a single column
     cells: list[list[SweepJob | None]]  # None where no job ran
     thumbnails: list[Thumbnails]
+    titles: list[list[str]] | None = None  # per cell, for trials; None: the axes label them
 
 
 def read_sweep(sweep_dir: Path) -> list[SweepJob]:
@@ -189,6 +193,8 @@ def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> Sweep
             for job in jobs]
     # Swept keys come from the overrides; without them, from the configs themselves.
     groups = _varying([job.overrides for job in jobs]) or _varying(flat)
+    if _sampled(jobs):
+        return _trials_grid(sweep_dir, jobs, flat, [k for group in groups for k in group])
     if len(groups) > 2:
         keys = ", ".join(group[0] for group in groups)
         raise UserError(
@@ -225,6 +231,62 @@ def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> Sweep
         cells=cells,
         thumbnails=thumbnails,
     )
+
+
+def _sampled(jobs: list[SweepJob]) -> bool:
+    """Whether the sweeper sampled the jobs, as the first job's saved Hydra config says."""
+    try:
+        saved = OmegaConf.load(jobs[0].dir / ".hydra" / "hydra.yaml")
+    except Exception:  # no record: lay out a grid, as for every sweep before sweepers
+        return False
+    target = OmegaConf.select(saved, "hydra.sweeper._target_", default=None)
+    return target not in (None, _GRID_SWEEPER)
+
+
+def _trials_grid(sweep_dir: Path, jobs: list[SweepJob], flat: list[dict[str, Any]],
+                 keys: list[str]) -> SweepGrid:
+    """A search's trials in job order, rows of _TRIALS_PER_ROW, each titled with its objective
+    and the settings it tried."""
+    n_cols = min(len(jobs), _TRIALS_PER_ROW)
+    n_rows = math.ceil(len(jobs) / n_cols)
+    cells: list[list[SweepJob | None]] = [[None] * n_cols for _ in range(n_rows)]
+    titles = [[""] * n_cols for _ in range(n_rows)]
+    for index, job in enumerate(jobs):
+        r, c = divmod(index, n_cols)
+        cells[r][c] = job
+        objective = job.config.get("objective", "total")
+        score = job.final.get(objective)
+        head = f"trial {index}" + (f" · {objective} {_scientific(score, 3)}"
+                                   if isinstance(score, int | float) else "")
+        tried = ", ".join(_tried(k, job.overrides[k], flat[index], flat)
+                          for k in keys if k in job.overrides)
+        titles[r][c] = "\n".join([head, *textwrap.wrap(tried, 30)])
+    row_of = [i // n_cols for i in range(len(jobs))]
+    column_of = [i % n_cols for i in range(len(jobs))]
+    thumbnails = [
+        t for role in ("content", "style")
+        if (t := _thumbnails(role, jobs, row_of, column_of, n_rows, n_cols)) and t.along == "all"
+    ]
+    return SweepGrid(
+        title=f"{sweep_dir.resolve().name}: {len(jobs)} trials",
+        subtitle=_subtitle(flat, set(keys)),
+        credits=_credits(flat),
+        rows=None,
+        columns=None,
+        cells=cells,
+        thumbnails=thumbnails,
+        titles=titles,
+    )
+
+
+def _tried(key: str, value: Any, settings: dict[str, Any], flat: list[dict[str, Any]]) -> str:
+    """What a trial set `key` to: a config group's option (adam) says itself, a setting
+    needs its name (learning_rate 8.03, sampled floats to 3 digits)."""
+    if key not in settings and isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        value = float(f"{value:.3g}")
+    return f"{_display_name(key.rsplit('.', 1)[-1], flat)} {format_value(value)}"
 
 
 def write_sweep_figure(
@@ -292,6 +354,11 @@ def draw_sweep_figure(grid: SweepGrid, paths: list[Path]) -> None:
         for c in range(n_cols):
             ax = figure.add_subplot(spec[top + r, lead + c])
             job = grid.cells[r][c]
+            if grid.titles is not None:
+                if job is None:  # past the last trial
+                    ax.set_axis_off()
+                    continue
+                ax.set_title(grid.titles[r][c], fontsize=6)
             mark = _mark_color(job)
             # About 20 characters per inch at 6 pt; less, to keep clear of the frame.
             if note := cell_note(job, int(panel * 16)):
