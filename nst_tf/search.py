@@ -6,7 +6,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # Ranges for conf/search/optimizer.yaml: L-BFGS keeps 5 to 100 pairs (memory grows with them,
 # docs/PERFORMANCE.md); Adam's steps are in pixel values 0-255.
@@ -28,11 +28,13 @@ def optimizer_settings(cfg: DictConfig, trial: Any) -> None:
 
 
 class WorstForFailures(Callback):
-    """Hands the sweeper a failed, diverged or stopped trial's nan as the worst value: with
-    optuna 2 (all the sweeper allows) a nan ends the whole search with an error."""
+    """Hands the sweeper a failed, diverged or stopped job's nan as the worst value (registered
+    in conf/config.yaml): with optuna 2, all the Optuna sweeper allows, a nan ends the whole
+    search with an error. Hydra's grid sweeper ignores the values."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
         if isinstance(value, float) and math.isnan(value):
-            minimize = str(config.hydra.sweeper.direction).endswith("minimize")
-            job_return.return_value = math.inf if minimize else -math.inf
+            direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+            maximize = str(direction).endswith("maximize")
+            job_return.return_value = -math.inf if maximize else math.inf
