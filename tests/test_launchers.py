@@ -35,7 +35,7 @@ def assert_sweep_ended_well(result, sweep: Path, jobs: int) -> list[dict[str, st
     return rows
 
 
-def test_joblib_runs_two_jobs_at_once_with_a_share_of_the_cores_each(tmp_path):
+def test_joblib_runs_two_jobs_at_once_and_sets_their_tensorflow_threads(tmp_path):
     plugin("hydra_joblib_launcher", "joblib")
     sweep = tmp_path / "sweep"
     result = run_nst("-m", "hydra/launcher=nst_joblib", "alpha=1e-3,1e-2", *TINY,
