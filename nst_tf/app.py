@@ -7,18 +7,17 @@ import logging
 import math
 import os
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.config import CONF_DIR, register_configs
+from nst_tf.config import CONF_DIR, config_error_message, register_configs
 from nst_tf.errors import UserError, fail
 
 log = logging.getLogger("nst_tf")
@@ -98,10 +97,8 @@ def main() -> None:
     register_configs()
     try:
         _hydra_main()
-    except MissingConfigException as error:
-        fail(_missing_config_message(error))
     except (HydraException, OmegaConfBaseException) as error:
-        fail(_config_message(error))
+        fail(config_error_message(error))
     except UserError as error:
         fail(str(error))
     except OSError as error:
@@ -113,24 +110,3 @@ def main() -> None:
     except KeyboardInterrupt:
         print("nst-tf: interrupted before the first step; nothing was saved", file=sys.stderr)
         sys.exit(130)
-
-
-def _missing_config_message(error: MissingConfigException) -> str:
-    name = error.missing_cfg_file or ""
-    group, _, option = name.rpartition("/")
-    options = [o for o in (error.options or []) if not o.endswith("schema")]
-    if group:
-        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
-    return str(error).splitlines()[0]
-
-
-def _config_message(error: Exception) -> str:
-    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
-    key = getattr(cause, "full_key", None)
-    first = str(cause).splitlines()[0].strip()
-    schema = getattr(cause, "object_type", None)
-    if "not in" in first and key and is_dataclass(schema):
-        known = ", ".join(sorted(f.name for f in fields(schema)))
-        return f"unknown config key '{key}'; known keys: {known}"
-    return f"{key}: {first}" if key else first

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.backbones import BACKBONES, get_backbone
 from nst_tf.errors import UserError
@@ -147,6 +149,8 @@ class RunConfig:
     jit_compile: bool = False
     save_every: int = 100
     progress: bool = True
+    # Also write the losses per iteration and the snapshots as TensorBoard events.
+    tensorboard: bool = False
     # An earlier run dir to continue from its last snapshot, with its settings.
     resume: str | None = None
     # What a run returns to Hydra's sweepers (e.g. Optuna): one of its final losses by name.
@@ -293,3 +297,27 @@ def _reject_non_finite(node: Any, key: str) -> None:
     elif isinstance(node, dict):
         for name, item in node.items():
             _reject_non_finite(item, f"{key}.{name}")
+
+
+def _missing_config_message(error: MissingConfigException) -> str:
+    name = error.missing_cfg_file or ""
+    group, _, option = name.rpartition("/")
+    options = [o for o in (error.options or []) if not o.endswith("schema")]
+    if group:
+        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
+    return str(error).splitlines()[0]
+
+
+def config_error_message(error: Exception) -> str:
+    """One line for a config that does not compose or type-check."""
+    if isinstance(error, MissingConfigException):
+        return _missing_config_message(error)
+    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None)
+    first = str(cause).splitlines()[0].strip()
+    schema = getattr(cause, "object_type", None)
+    if "not in" in first and key and is_dataclass(schema):
+        known = ", ".join(sorted(f.name for f in fields(schema)))
+        return f"unknown config key '{key}'; known keys: {known}"
+    return f"{key}: {first}" if key else first

@@ -2,6 +2,7 @@
 features -> loss terms -> optimiser loop -> outputs, with what one process can reuse between runs
 (weights, models, the compiled step) kept here."""
 
+import importlib.util
 import logging
 import math
 import signal
@@ -47,6 +48,7 @@ from nst_tf.transfer import (
     Snapshots,
     Stopped,
     StyleTransfer,
+    TensorBoardLog,
     Weights,
     optimise,
 )
@@ -179,6 +181,9 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     if checkpoint:
         cfg = resumed_config(cfg, checkpoint, overrides)
     settings = validate(cfg)
+    if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("tensorboard=true needs the tensorboard package; "
+                        "pip install 'nst-tf[tensorboard]', or drop tensorboard=true")
     names = ["total", *(term.name for term in loss_terms(settings))]  # checks extra terms too
     if settings.objective not in names:
         raise UserError(f"objective={settings.objective} is not a loss of this run; use one of "
@@ -243,6 +248,8 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
             return color.present(colors, image, stage.content_rgb)
 
         callbacks = [log_rows, Snapshots(out / "snapshots", settings.save_every, show)]
+        if settings.tensorboard:
+            callbacks.append(TensorBoardLog(out / "tensorboard", settings.save_every, show))
         if settings.progress:
             callbacks.append(ProgressBar(todo, description=f"{out.name} {size}px"))
         try:

@@ -289,3 +289,30 @@ class Snapshots:
     def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
         if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
             save_png(self.path(progress.iteration), self.show(transfer.result()))
+
+
+class TensorBoardLog:
+    """Each step's losses as TensorBoard scalars, and the image every `every` updates and at
+    the end, under `folder` (`tensorboard --logdir` it)."""
+
+    def __init__(self, folder: Path, every: int,
+                 show: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> None:
+        self.writer = tf.summary.create_file_writer(str(folder))
+        self.every, self.show = every, show
+
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
+        with self.writer.as_default(step=progress.iteration):
+            for name, value in progress.values.items():
+                tf.summary.scalar(f"loss/{name}", value)
+        done = progress.iteration + 1
+        if self.every and done % self.every == 0:
+            self._image(done, transfer)
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        self._image(progress.iteration, transfer)
+        self.writer.flush()
+
+    def _image(self, iteration: int, transfer: StyleTransfer) -> None:
+        pixels = np.clip(self.show(transfer.result()), 0, 255) / 255.0
+        with self.writer.as_default(step=iteration):
+            tf.summary.image("image", pixels[None].astype(np.float32))
