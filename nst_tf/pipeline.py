@@ -2,9 +2,12 @@
 features -> loss terms -> optimiser loop -> outputs, with what one process can reuse between runs
 (weights, models, the compiled step) kept here."""
 
+import dataclasses
+import glob
 import importlib.util
 import logging
 import math
+import shutil
 import signal
 import threading
 import time
@@ -32,7 +35,15 @@ from nst_tf.config import (
     validate,
 )
 from nst_tf.errors import UserError, WriteError
-from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, save_png, to_array
+from nst_tf.images import (
+    IMAGE_SUFFIXES,
+    fitted_size,
+    read_mask,
+    read_rgb,
+    resolve_image,
+    save_png,
+    to_array,
+)
 from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms
 from nst_tf.memory import check_memory
 from nst_tf.model import FeatureExtractor
@@ -176,7 +187,6 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     """One style transfer into `where.out`, filling `summary` as it goes (a failed run's
     record)."""
     out = where.out
-    summary["overrides"] = list(overrides)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     if checkpoint:
         cfg = resumed_config(cfg, checkpoint, overrides)
@@ -292,9 +302,9 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
     """Run, and turn however it ended into summary.json with `status`, `reason` and
     `exit_code`, also returned. A stop signal before the loop stops the run at once. A failed
     run leaves no record unless it had started or `where.keep_failures` (a sweep's table reads
-    it). Unexpected errors propagate."""
+    it). Unexpected errors propagate. A folder or glob as content.path runs once per image."""
     out = where.out
-    summary: dict[str, Any] = {"status": "failed"}
+    summary: dict[str, Any] = {"status": "failed", "overrides": list(overrides)}
 
     def stop_now(signum: int, _: Any) -> None:
         raise Stopped(signum)
@@ -303,9 +313,13 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
     previous = {signum: signal.signal(signum, stop_now)
                 for signum in (STOP_SIGNALS if main else ())}
     try:
-        run(cfg, where, overrides, summary)
-        summary.update(reason=None, exit_code=0)
-        write_summary(out / "summary.json", summary)
+        inputs = content_inputs(cfg)
+        if inputs is not None:
+            summary = _attempt_each(cfg, where, overrides, inputs)
+        else:
+            run(cfg, where, overrides, summary)
+            summary.update(reason=None, exit_code=0)
+            write_summary(out / "summary.json", summary)
     except Stopped as stop:
         name = signal.Signals(stop.signum).name
         summary.update(status="interrupted", exit_code=stop.exit_code)
@@ -333,6 +347,53 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
             signal.signal(signum, handler)
     if summary["status"] != "ok" and (where.keep_failures or (out / SETTINGS).exists()):
         write_record(out, summary)
+    return summary
+
+
+def content_inputs(cfg: DictConfig) -> list[Path] | None:
+    """The images a folder or glob in content.path names, sorted; None for one image."""
+    spec = OmegaConf.select(cfg, "content.path")
+    if not spec or not (Path(spec).expanduser().is_dir() or any(c in spec for c in "*?[")):
+        return None
+    folder = Path(spec).expanduser()
+    found = folder.iterdir() if folder.is_dir() else map(Path, glob.glob(str(folder)))
+    images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"content.path={spec} names no images ({', '.join(IMAGE_SUFFIXES)}); "
+                        "give a folder or glob that has some, or one image")
+    return images
+
+
+def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], inputs: list[Path]
+                  ) -> dict[str, Any]:
+    """One run per input, each in its own dir `OUT/NAME/`, its result also as `OUT/NAME.png`;
+    images of one shape share the compiled step. A stop signal ends the whole batch."""
+    check_run_dir(where.out, where.dir_key)
+    stems = [p.stem for p in inputs]
+    names = [p.stem if stems.count(p.stem) == 1 else p.name for p in inputs]
+    summary: dict[str, Any] = {"overrides": list(overrides), "inputs": []}
+    for path, name in zip(inputs, names, strict=True):
+        one = cfg.copy()
+        one.content = OmegaConf.structured(ImageConfig(path=str(path)))
+        (where.out / name).mkdir(parents=True, exist_ok=True)
+        done = attempt(one, dataclasses.replace(where, out=where.out / name), overrides)
+        summary["inputs"].append({"path": str(path), "dir": name, "status": done["status"],
+                                  "reason": done["reason"], "final": done.get("final")})
+        if done["status"] == "ok":
+            shutil.copyfile(where.out / name / "result.png", where.out / f"{name}.png")
+        if done["status"] == "interrupted":
+            summary.update(status="interrupted", exit_code=done["exit_code"],
+                           reason=f"{name}: {done['reason']}")
+            break
+    else:
+        finals = [entry["final"] for entry in summary["inputs"] if entry["final"]]
+        if finals:  # what a sweeper reads of a batch: its mean losses
+            summary["final"] = {key: float(np.mean([f[key] for f in finals])) for key in finals[0]}
+        bad = [entry for entry in summary["inputs"] if entry["status"] != "ok"]
+        summary.update(status="failed" if bad else "ok", exit_code=2 if bad else 0, reason=(
+            f"{len(bad)} of {len(inputs)} images failed, e.g. {bad[0]['dir']}: "
+            f"{bad[0]['reason']}" if bad else None))
+    write_record(where.out, summary)
     return summary
 
 

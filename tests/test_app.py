@@ -163,3 +163,24 @@ def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("nst-tf: error: ") and expected in lines[0], lines[0]
     assert not (out / "result.png").exists()
+
+
+def test_a_folder_of_content_images_gives_one_result_each(tmp_path, images_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    tubingen = Image.open(images_dir / "tubingen.jpg").convert("RGB").resize((64, 48))
+    tubingen.save(photos / "a.jpg")
+    tubingen.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "b.png")
+    (photos / "notes.txt").write_text("not a picture\n")
+    out = tmp_path / "run"
+    result = run_nst(f"content.path={photos}", "size=32", "iterations=2", *FAST,
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out / "a.png").size == Image.open(out / "b.png").size == (32, 24)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(i["dir"], i["status"]) for i in summary["inputs"]] == [("a", "ok"), ("b", "ok")]
+    # Same shape: the second image reuses the first one's compiled step.
+    assert json.loads((out / "b" / "summary.json").read_text())["reused_compiled_step"] is True
+    empty = run_nst(f"content.path={tmp_path}/*.gif", "size=32", *FAST,
+                    f"hydra.run.dir={tmp_path / 'none'}")
+    assert empty.returncode == 2 and "names no images" in empty.stderr
