@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.config import CONF_DIR, config_error_message, register_configs
+from nst_tf.config import CONF_PACKAGE, config_error_message, register_configs
 from nst_tf.errors import UserError, fail
 
 log = logging.getLogger("nst_tf")
@@ -31,10 +31,12 @@ def _dir_key() -> str:
 
 def _command() -> str:
     script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return "python -m nst_tf"
     return f"python {script}" if script.suffix == ".py" else script.name
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+@hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> float:
     """One run or sweep job; returns its objective (a sweeper minimises it), nan if it failed."""
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)

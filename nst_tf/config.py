@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 from nst_tf.backbones import BACKBONES, get_backbone
 from nst_tf.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs and presets
+# The Hydra configs and presets: the repository's conf/, installed as this package.
+CONF_PACKAGE = "nst_tf.conf"
+CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))  # where that is on disk, to read presets
 DEFAULT_BACKBONE = "vgg19"  # the paper's network
 MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
