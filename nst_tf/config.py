@@ -36,8 +36,14 @@ class Init(Enum):
 
 
 class Precision(Enum):
+    auto = "auto"  # whichever is faster here (nst_tf.precision)
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class LossScale(Enum):
+    paper = "paper"  # the printed formulas: ½Σ(F−P)², 1/(4N²M²)Σ(G−A)²
+    reference = "reference"  # the authors' code: mean squared errors, G/M, style layers 1/N²
 
 
 class Color(Enum):
@@ -129,6 +135,7 @@ class RunConfig:
     alpha: float = 1e-3
     beta: float = 1.0
     tv_weight: float = 0.0
+    loss_scale: LossScale = LossScale.paper
     # Weights of loss terms beyond the paper's, by name (registered in nst_tf.losses.EXTRA_TERMS):
     # +terms.NAME=WEIGHT adds one.
     terms: dict[str, float] = field(default_factory=dict)
@@ -147,7 +154,7 @@ class RunConfig:
     iterations: int = 500
     init: Init = Init.noise
     seed: int = 0
-    precision: Precision = Precision.fp32
+    precision: Precision = Precision.auto
     color: Color = Color.none
     jit_compile: bool = False
     save_every: int = 100
@@ -228,6 +235,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)
+    if run.loss_scale == LossScale.reference and any(entry.mask for entry in run.styles):
+        raise UserError("styles with masks have the paper's loss scaling only; drop "
+                        "loss_scale=reference or the masks")
     _validate_optimizer(run.optimizer)
     return run
 
@@ -261,10 +271,11 @@ def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:
             _reject_unknown_keys(child, f"{prefix}{key}.")
 
 
-def layer_weights(layers: list[str], weights: list[float] | None) -> dict[str, float]:
-    """Per-layer weights; equal and summing to 1 when not given."""
+def layer_weights(layers: list[str], weights: list[float] | None, each: float | None = None
+                  ) -> dict[str, float]:
+    """Per-layer weights; when not given, `each` for every layer, or equal summing to 1."""
     if weights is None:
-        weights = [1.0 / len(layers)] * len(layers)
+        weights = [each or 1.0 / len(layers)] * len(layers)
     return dict(zip(layers, weights, strict=True))
 
 

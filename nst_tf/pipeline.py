@@ -9,6 +9,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_tf import color
+from nst_tf import precision as precision_probe
 from nst_tf.backbones import get_backbone
 from nst_tf.cache import default_cache_dir
 from nst_tf.config import (
@@ -30,6 +32,8 @@ from nst_tf.config import (
     DEFAULT_BACKBONE,
     MIN_SIZE,
     ImageConfig,
+    LossScale,
+    Precision,
     RunConfig,
     layer_weights,
     validate,
@@ -207,6 +211,7 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     pictures.check(settings)
     vgg = model_weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
+    settings, summary["precision"] = resolve_precision(settings, vgg, cache_dir)
     weights = loss_weights(settings)
     colors = settings.color.value
     sizes = settings.scales or [settings.size]
@@ -477,12 +482,16 @@ def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int,
 
 def loss_weights(settings: RunConfig) -> Weights:
     """α, β, the TV weight, the extra terms' weights and the per-layer weights, by term."""
+    # Unless given: the paper weighs its L layers 1/L each; the authors' code, 1 (and 1/N²
+    # inside each style layer's loss).
+    each = 1.0 if settings.loss_scale == LossScale.reference else None
     paper = Weights.paper(
         alpha=settings.alpha,
         beta=settings.beta,
         tv=settings.tv_weight,
-        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
-        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
+        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights,
+                                     each),
+        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights, each),
     )
     return Weights({**paper.terms, **settings.terms}, paper.layers)
 
@@ -494,7 +503,9 @@ def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
         known = ", ".join(EXTRA_TERMS) or "none"
         raise UserError(f"terms.{unknown[0]}: no such loss term; registered extra terms: {known}")
     extra = [EXTRA_TERMS[name](settings) for name in settings.terms]
-    return [*paper_terms(settings.content_layers, settings.style_layers, regions), *extra]
+    reference = settings.loss_scale == LossScale.reference
+    return [*paper_terms(settings.content_layers, settings.style_layers, regions, reference),
+            *extra]
 
 
 def model_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
@@ -511,6 +522,34 @@ def model_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
             _weights[spec], model.pooling.value, model.calibration, cache_dir
         )
     return _weights[key]
+
+
+def resolve_precision(settings: RunConfig, weights: VGGWeights, cache_dir: Path
+                      ) -> tuple[RunConfig, dict[str, Any]]:
+    """The settings with precision=auto replaced by the faster precision here, and a record of
+    the choice; an explicit bf16 that is slower here gets one warning line."""
+    requested = settings.precision.value
+    if requested == "fp32":
+        return settings, {"requested": requested, "used": requested}
+
+    def probe(precision: str) -> float:
+        trial = dataclasses.replace(settings, precision=Precision(precision))
+        size = precision_probe.PROBE_SIZE
+        return precision_probe.step_seconds(build_transfer(trial, weights, (size, size)),
+                                            loss_weights(settings))
+
+    choice = precision_probe.choose(probe, cache_dir)
+    used = choice.used if requested == "auto" else requested
+    speedup = choice.bf16_speedup
+    ratio = "" if speedup is None else f"; bf16 step {speedup:.2f}x as fast as fp32 here"
+    log.info("precision=%s: using %s (%s, %s%s)", requested, used, choice.device, choice.source,
+             ratio)
+    if requested == "bf16" and speedup is not None and speedup < 1:
+        print(f"nst-tf: warning: precision=bf16 is {1 / speedup:.1f}x slower than fp32 on this "
+              f"machine ({choice.device}); precision=auto or fp32 is faster", file=sys.stderr)
+    return dataclasses.replace(settings, precision=Precision(used)), {
+        "requested": requested, "used": used, "bf16_speedup": speedup, "device": choice.device,
+        "decided": choice.source}
 
 
 def optimizer_params(settings: RunConfig) -> dict[str, Any]:
@@ -550,8 +589,9 @@ def get_transfer(
     """The compiled step for these settings and image shape, and whether it was reused."""
     key = (weights.backbone, weights.digest, settings.model.pooling.value,
            settings.precision.value, tuple(settings.content_layers),
-           tuple(settings.style_layers), tuple(settings.terms), shape, settings.optimizer.name,
-           tuple(sorted(optimizer_params(settings).items())), settings.jit_compile, regions)
+           tuple(settings.style_layers), tuple(settings.terms), settings.loss_scale, shape,
+           settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
+           settings.jit_compile, regions)
     if key in _transfer:
         log.info("reusing the compiled step")
         return _transfer[key], True
