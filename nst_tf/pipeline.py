@@ -52,12 +52,13 @@ from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms
 from nst_tf.memory import check_memory
 from nst_tf.model import FeatureExtractor
 from nst_tf.normalize import normalized_weights
-from nst_tf.report import LossLog, plot_losses, read_losses, write_summary
+from nst_tf.report import plot_losses, read_losses, write_summary
 from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.rundir import SETTINGS, check_run_dir, write_settings
 from nst_tf.transfer import (
     STOP_SIGNALS,
     Diverged,
+    LossLog,
     Progress,
     ProgressBar,
     Snapshots,
