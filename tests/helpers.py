@@ -96,4 +96,11 @@ def _synthetic_picture(width: int, height: int, seed: int) -> np.ndarray:
         cover = np.exp(-(distance**2) / (2 * size**2)) if blob % 2 else distance < size
         img = img * (1 - cover[..., None]) + rng.uniform(0, 255, 3) * cover[..., None]
     img += rng.normal(0, 6, img.shape)  # grain, as in photographs and canvas
-    return np.clip(img, 0, 255).astype(np.uint8)
+    # The real images' light and colour: strong light and dark, moderate chroma, so that little
+    # clips when a run changes the luminance and keeps the colour.
+    ycc = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).convert("YCbCr"))
+    luma, chroma = ycc[..., :1].astype(np.float32), ycc[..., 1:] - 128.0
+    luma = 100 + (luma - luma.mean()) * 48 / luma.std()
+    ycc = np.concatenate([luma, 128 + 0.4 * chroma], axis=-1)
+    ycc = np.clip(ycc, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(ycc, "YCbCr").convert("RGB"))
