@@ -7,18 +7,17 @@ import logging
 import math
 import os
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.config import CONF_DIR, register_configs
+from nst_tf.config import CONF_PACKAGE, config_error_message, register_configs
 from nst_tf.errors import UserError, fail
 
 log = logging.getLogger("nst_tf")
@@ -32,10 +31,12 @@ def _dir_key() -> str:
 
 def _command() -> str:
     script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return "python -m nst_tf"
     return f"python {script}" if script.suffix == ".py" else script.name
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+@hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> float:
     """One run or sweep job; returns its objective (a sweeper minimises it), nan if it failed."""
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
@@ -98,10 +99,8 @@ def main() -> None:
     register_configs()
     try:
         _hydra_main()
-    except MissingConfigException as error:
-        fail(_missing_config_message(error))
     except (HydraException, OmegaConfBaseException) as error:
-        fail(_config_message(error))
+        fail(config_error_message(error))
     except UserError as error:
         fail(str(error))
     except OSError as error:
@@ -113,24 +112,3 @@ def main() -> None:
     except KeyboardInterrupt:
         print("nst-tf: interrupted before the first step; nothing was saved", file=sys.stderr)
         sys.exit(130)
-
-
-def _missing_config_message(error: MissingConfigException) -> str:
-    name = error.missing_cfg_file or ""
-    group, _, option = name.rpartition("/")
-    options = [o for o in (error.options or []) if not o.endswith("schema")]
-    if group:
-        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
-    return str(error).splitlines()[0]
-
-
-def _config_message(error: Exception) -> str:
-    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
-    key = getattr(cause, "full_key", None)
-    first = str(cause).splitlines()[0].strip()
-    schema = getattr(cause, "object_type", None)
-    if "not in" in first and key and is_dataclass(schema):
-        known = ", ".join(sorted(f.name for f in fields(schema)))
-        return f"unknown config key '{key}'; known keys: {known}"
-    return f"{key}: {first}" if key else first

@@ -3,16 +3,21 @@
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.backbones import BACKBONES, get_backbone
 from nst_tf.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs and presets
+# The Hydra configs and presets: the repository's conf/, installed as this package.
+CONF_PACKAGE = "nst_tf.conf"
+CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))  # where that is on disk, to read presets
 DEFAULT_BACKBONE = "vgg19"  # the paper's network
 MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
@@ -31,8 +36,14 @@ class Init(Enum):
 
 
 class Precision(Enum):
+    auto = "auto"  # whichever is faster here (nst_tf.precision)
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class LossScale(Enum):
+    paper = "paper"  # the printed formulas: ½Σ(F−P)², 1/(4N²M²)Σ(G−A)²
+    reference = "reference"  # the authors' code: mean squared errors, G/M, style layers 1/N²
 
 
 class Color(Enum):
@@ -124,6 +135,7 @@ class RunConfig:
     alpha: float = 1e-3
     beta: float = 1.0
     tv_weight: float = 0.0
+    loss_scale: LossScale = LossScale.paper
     # Weights of loss terms beyond the paper's, by name (registered in nst_tf.losses.EXTRA_TERMS):
     # +terms.NAME=WEIGHT adds one.
     terms: dict[str, float] = field(default_factory=dict)
@@ -142,11 +154,13 @@ class RunConfig:
     iterations: int = 500
     init: Init = Init.noise
     seed: int = 0
-    precision: Precision = Precision.fp32
+    precision: Precision = Precision.auto
     color: Color = Color.none
     jit_compile: bool = False
     save_every: int = 100
     progress: bool = True
+    # Also write the losses per iteration and the snapshots as TensorBoard events.
+    tensorboard: bool = False
     # An earlier run dir to continue from its last snapshot, with its settings.
     resume: str | None = None
     # What a run returns to Hydra's sweepers (e.g. Optuna): one of its final losses by name.
@@ -221,6 +235,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)
+    if run.loss_scale == LossScale.reference and any(entry.mask for entry in run.styles):
+        raise UserError("styles with masks have the paper's loss scaling only; drop "
+                        "loss_scale=reference or the masks")
     _validate_optimizer(run.optimizer)
     return run
 
@@ -254,10 +271,11 @@ def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:
             _reject_unknown_keys(child, f"{prefix}{key}.")
 
 
-def layer_weights(layers: list[str], weights: list[float] | None) -> dict[str, float]:
-    """Per-layer weights; equal and summing to 1 when not given."""
+def layer_weights(layers: list[str], weights: list[float] | None, each: float | None = None
+                  ) -> dict[str, float]:
+    """Per-layer weights; when not given, `each` for every layer, or equal summing to 1."""
     if weights is None:
-        weights = [1.0 / len(layers)] * len(layers)
+        weights = [each or 1.0 / len(layers)] * len(layers)
     return dict(zip(layers, weights, strict=True))
 
 
@@ -293,3 +311,27 @@ def _reject_non_finite(node: Any, key: str) -> None:
     elif isinstance(node, dict):
         for name, item in node.items():
             _reject_non_finite(item, f"{key}.{name}")
+
+
+def _missing_config_message(error: MissingConfigException) -> str:
+    name = error.missing_cfg_file or ""
+    group, _, option = name.rpartition("/")
+    options = [o for o in (error.options or []) if not o.endswith("schema")]
+    if group:
+        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
+    return str(error).splitlines()[0]
+
+
+def config_error_message(error: Exception) -> str:
+    """One line for a config that does not compose or type-check."""
+    if isinstance(error, MissingConfigException):
+        return _missing_config_message(error)
+    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None)
+    first = str(cause).splitlines()[0].strip()
+    schema = getattr(cause, "object_type", None)
+    if "not in" in first and key and is_dataclass(schema):
+        known = ", ".join(sorted(f.name for f in fields(schema)))
+        return f"unknown config key '{key}'; known keys: {known}"
+    return f"{key}: {first}" if key else first

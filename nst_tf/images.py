@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from nst_tf.errors import UserError, WriteError
 from nst_tf.files import md5_file, open_atomic
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what folders of pictures are searched for
 DOWNLOAD_TIMEOUT = 30  # seconds; per socket operation, so a stalled server cannot hang a run
 # Wikimedia refuses urllib's default User-Agent; its policy asks for a descriptive one.
 USER_AGENT = "nst-tf/0.1 (neural style transfer; Python urllib)"

@@ -36,6 +36,28 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.square((gram_matrix(features) - target_gram) / (2.0 * n * m)))
 
 
+# The first author's reference code (leongatys/PytorchNeuralStyleTransfer), in whose scaling the
+# printed α/β give the printed balance on the normalised net: Grams divided by M, mean squared
+# errors, each style layer weighted 1/N² (its 1e3/N² against content weight 1 is α/β = 1e-3).
+
+
+def reference_gram(features: tf.Tensor) -> tf.Tensor:
+    """G / M."""
+    shape = tf.shape(features)
+    return gram_matrix(features) / tf.cast(shape[1] * shape[2], tf.float32)
+
+
+def reference_content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    """mean (F − P)²."""
+    return tf.reduce_mean(tf.square(features - target))
+
+
+def reference_style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
+    """1/N² · mean over the N×N entries of (G/M − A/M_style)²; `target_gram` is A/M_style."""
+    n = tf.cast(tf.shape(features)[-1], tf.float32)
+    return tf.reduce_mean(tf.square(reference_gram(features) - target_gram)) / (n * n)
+
+
 def total_variation(image: tf.Tensor) -> tf.Tensor:
     """Σ of squared differences between neighbouring pixels (neural-style's TV loss)."""
     dy = image[:, 1:, :, :] - image[:, :-1, :, :]
@@ -119,9 +141,14 @@ class LayerTerm(LossTerm):
 
 
 class ContentLoss(LayerTerm):
-    """The paper's content loss against the content image's features."""
+    """The content loss against the content image's features: the paper's, or with
+    `reference=True` the authors' code's scaling."""
 
     name = "content"
+
+    def __init__(self, layers: Sequence[str] = (), reference: bool = False) -> None:
+        super().__init__(layers)
+        self.loss = reference_content_loss if reference else content_loss
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
         super().build(extractor, shape)
@@ -136,13 +163,19 @@ class ContentLoss(LayerTerm):
             self.targets[name].assign(features[name])
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        return content_loss(features, self.targets[name])
+        return self.loss(features, self.targets[name])
 
 
 class StyleLoss(LayerTerm):
-    """The paper's style loss against the Gram matrices of the styles, blended by weight."""
+    """The style loss against the Gram matrices of the styles, blended by weight: the paper's,
+    or with `reference=True` the authors' code's scaling."""
 
     name = "style"
+
+    def __init__(self, layers: Sequence[str] = (), reference: bool = False) -> None:
+        super().__init__(layers)
+        self.gram = reference_gram if reference else gram_matrix
+        self.loss = reference_style_layer_loss if reference else style_layer_loss
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
         super().build(extractor, shape)
@@ -158,7 +191,7 @@ class StyleLoss(LayerTerm):
 
     def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
         features = self.extractor(style)
-        return {name: gram_matrix(features[name]) for name in self.layers}
+        return {name: self.gram(features[name]) for name in self.layers}
 
     def grams(self, targets: Targets) -> list[tuple[dict[str, tf.Tensor], float]]:
         """Each style's Grams, with its blend weight normalised to sum 1."""
@@ -173,7 +206,7 @@ class StyleLoss(LayerTerm):
             self.targets[name].assign(tf.add_n([g[name] * weight for g, weight in grams]))
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        return style_layer_loss(features, self.targets[name])
+        return self.loss(features, self.targets[name])
 
 
 class GuidedStyleLoss(StyleLoss):
@@ -225,8 +258,12 @@ class TotalVariation(LossTerm):
 EXTRA_TERMS: dict[str, Callable[[Any], LossTerm]] = {}
 
 
-def paper_terms(content_layers: Sequence[str], style_layers: Sequence[str], regions: int = 0
-                ) -> list[LossTerm]:
-    """The objective α·content + β·style (+ TV): guided style with `regions` masks."""
-    style = GuidedStyleLoss(style_layers, regions) if regions else StyleLoss(style_layers)
-    return [ContentLoss(content_layers), style, TotalVariation()]
+def paper_terms(content_layers: Sequence[str], style_layers: Sequence[str], regions: int = 0,
+                reference: bool = False) -> list[LossTerm]:
+    """The objective α·content + β·style (+ TV): guided style with `regions` masks; the
+    authors' code's scaling with `reference` (not with masks)."""
+    if regions and reference:
+        raise ValueError("guided style has the paper's scaling only")
+    style = (GuidedStyleLoss(style_layers, regions) if regions
+             else StyleLoss(style_layers, reference))
+    return [ContentLoss(content_layers, reference), style, TotalVariation()]

@@ -27,7 +27,7 @@ from nst_tf.backbones.vgg import WeightArrays
 from nst_tf.config import DEFAULT_BACKBONE
 from nst_tf.errors import UserError
 from nst_tf.files import open_atomic, sha256_file, wheel_members, write_atomic
-from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.images import IMAGE_SUFFIXES, fit_long_side, read_rgb, to_array
 from nst_tf.weights import VGGWeights, weights_digest
 
 SKIMAGE = "skimage"
@@ -58,7 +58,6 @@ SKIMAGE_IMAGES: dict[str, str] = {
     "rocket.jpg": "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
     "text.png": "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1",
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Bump when the way factors are measured changes, so old cache entries are not reused.
 _FACTORS_VERSION = "2"
 # A channel whose mean is at most this fraction of its layer's median mean counts as unmeasured

@@ -2,9 +2,14 @@
 features -> loss terms -> optimiser loop -> outputs, with what one process can reuse between runs
 (weights, models, the compiled step) kept here."""
 
+import dataclasses
+import glob
+import importlib.util
 import logging
 import math
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_tf import color
+from nst_tf import precision as precision_probe
 from nst_tf.backbones import get_backbone
 from nst_tf.cache import default_cache_dir
 from nst_tf.config import (
@@ -26,27 +32,39 @@ from nst_tf.config import (
     DEFAULT_BACKBONE,
     MIN_SIZE,
     ImageConfig,
+    LossScale,
+    Precision,
     RunConfig,
     layer_weights,
     validate,
 )
 from nst_tf.errors import UserError, WriteError
-from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, save_png, to_array
+from nst_tf.images import (
+    IMAGE_SUFFIXES,
+    fitted_size,
+    read_mask,
+    read_rgb,
+    resolve_image,
+    save_png,
+    to_array,
+)
 from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms
 from nst_tf.memory import check_memory
 from nst_tf.model import FeatureExtractor
 from nst_tf.normalize import normalized_weights
-from nst_tf.report import LossLog, plot_losses, read_losses, write_summary
+from nst_tf.report import plot_losses, read_losses, write_summary
 from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.rundir import SETTINGS, check_run_dir, write_settings
 from nst_tf.transfer import (
     STOP_SIGNALS,
     Diverged,
+    LossLog,
     Progress,
     ProgressBar,
     Snapshots,
     Stopped,
     StyleTransfer,
+    TensorBoardLog,
     Weights,
     optimise,
 )
@@ -174,11 +192,13 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     """One style transfer into `where.out`, filling `summary` as it goes (a failed run's
     record)."""
     out = where.out
-    summary["overrides"] = list(overrides)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     if checkpoint:
         cfg = resumed_config(cfg, checkpoint, overrides)
     settings = validate(cfg)
+    if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("tensorboard=true needs the tensorboard package; "
+                        "pip install 'nst-tf[tensorboard]', or drop tensorboard=true")
     names = ["total", *(term.name for term in loss_terms(settings))]  # checks extra terms too
     if settings.objective not in names:
         raise UserError(f"objective={settings.objective} is not a loss of this run; use one of "
@@ -192,6 +212,7 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     pictures.check(settings)
     vgg = model_weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
+    settings, summary["precision"] = resolve_precision(settings, vgg, cache_dir)
     weights = loss_weights(settings)
     colors = settings.color.value
     sizes = settings.scales or [settings.size]
@@ -243,6 +264,8 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
             return color.present(colors, image, stage.content_rgb)
 
         callbacks = [log_rows, Snapshots(out / "snapshots", settings.save_every, show)]
+        if settings.tensorboard:
+            callbacks.append(TensorBoardLog(out / "tensorboard", settings.save_every, show))
         if settings.progress:
             callbacks.append(ProgressBar(todo, description=f"{out.name} {size}px"))
         try:
@@ -285,9 +308,9 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
     """Run, and turn however it ended into summary.json with `status`, `reason` and
     `exit_code`, also returned. A stop signal before the loop stops the run at once. A failed
     run leaves no record unless it had started or `where.keep_failures` (a sweep's table reads
-    it). Unexpected errors propagate."""
+    it). Unexpected errors propagate. A folder or glob as content.path runs once per image."""
     out = where.out
-    summary: dict[str, Any] = {"status": "failed"}
+    summary: dict[str, Any] = {"status": "failed", "overrides": list(overrides)}
 
     def stop_now(signum: int, _: Any) -> None:
         raise Stopped(signum)
@@ -296,9 +319,13 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
     previous = {signum: signal.signal(signum, stop_now)
                 for signum in (STOP_SIGNALS if main else ())}
     try:
-        run(cfg, where, overrides, summary)
-        summary.update(reason=None, exit_code=0)
-        write_summary(out / "summary.json", summary)
+        inputs = content_inputs(cfg)
+        if inputs is not None:
+            summary = _attempt_each(cfg, where, overrides, inputs)
+        else:
+            run(cfg, where, overrides, summary)
+            summary.update(reason=None, exit_code=0)
+            write_summary(out / "summary.json", summary)
     except Stopped as stop:
         name = signal.Signals(stop.signum).name
         summary.update(status="interrupted", exit_code=stop.exit_code)
@@ -326,6 +353,53 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str
             signal.signal(signum, handler)
     if summary["status"] != "ok" and (where.keep_failures or (out / SETTINGS).exists()):
         write_record(out, summary)
+    return summary
+
+
+def content_inputs(cfg: DictConfig) -> list[Path] | None:
+    """The images a folder or glob in content.path names, sorted; None for one image."""
+    spec = OmegaConf.select(cfg, "content.path")
+    if not spec or not (Path(spec).expanduser().is_dir() or any(c in spec for c in "*?[")):
+        return None
+    folder = Path(spec).expanduser()
+    found = folder.iterdir() if folder.is_dir() else map(Path, glob.glob(str(folder)))
+    images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"content.path={spec} names no images ({', '.join(IMAGE_SUFFIXES)}); "
+                        "give a folder or glob that has some, or one image")
+    return images
+
+
+def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], inputs: list[Path]
+                  ) -> dict[str, Any]:
+    """One run per input, each in its own dir `OUT/NAME/`, its result also as `OUT/NAME.png`;
+    images of one shape share the compiled step. A stop signal ends the whole batch."""
+    check_run_dir(where.out, where.dir_key)
+    stems = [p.stem for p in inputs]
+    names = [p.stem if stems.count(p.stem) == 1 else p.name for p in inputs]
+    summary: dict[str, Any] = {"overrides": list(overrides), "inputs": []}
+    for path, name in zip(inputs, names, strict=True):
+        one = cfg.copy()
+        one.content = OmegaConf.structured(ImageConfig(path=str(path)))
+        (where.out / name).mkdir(parents=True, exist_ok=True)
+        done = attempt(one, dataclasses.replace(where, out=where.out / name), overrides)
+        summary["inputs"].append({"path": str(path), "dir": name, "status": done["status"],
+                                  "reason": done["reason"], "final": done.get("final")})
+        if done["status"] == "ok":
+            shutil.copyfile(where.out / name / "result.png", where.out / f"{name}.png")
+        if done["status"] == "interrupted":
+            summary.update(status="interrupted", exit_code=done["exit_code"],
+                           reason=f"{name}: {done['reason']}")
+            break
+    else:
+        finals = [entry["final"] for entry in summary["inputs"] if entry["final"]]
+        if finals:  # what a sweeper reads of a batch: its mean losses
+            summary["final"] = {key: float(np.mean([f[key] for f in finals])) for key in finals[0]}
+        bad = [entry for entry in summary["inputs"] if entry["status"] != "ok"]
+        summary.update(status="failed" if bad else "ok", exit_code=2 if bad else 0, reason=(
+            f"{len(bad)} of {len(inputs)} images failed, e.g. {bad[0]['dir']}: "
+            f"{bad[0]['reason']}" if bad else None))
+    write_record(where.out, summary)
     return summary
 
 
@@ -409,12 +483,16 @@ def initial_image(kind: str, content: np.ndarray, style: np.ndarray, seed: int,
 
 def loss_weights(settings: RunConfig) -> Weights:
     """α, β, the TV weight, the extra terms' weights and the per-layer weights, by term."""
+    # Unless given: the paper weighs its L layers 1/L each; the authors' code, 1 (and 1/N²
+    # inside each style layer's loss).
+    each = 1.0 if settings.loss_scale == LossScale.reference else None
     paper = Weights.paper(
         alpha=settings.alpha,
         beta=settings.beta,
         tv=settings.tv_weight,
-        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights),
-        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights),
+        content_layers=layer_weights(settings.content_layers, settings.content_layer_weights,
+                                     each),
+        style_layers=layer_weights(settings.style_layers, settings.style_layer_weights, each),
     )
     return Weights({**paper.terms, **settings.terms}, paper.layers)
 
@@ -426,7 +504,9 @@ def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
         known = ", ".join(EXTRA_TERMS) or "none"
         raise UserError(f"terms.{unknown[0]}: no such loss term; registered extra terms: {known}")
     extra = [EXTRA_TERMS[name](settings) for name in settings.terms]
-    return [*paper_terms(settings.content_layers, settings.style_layers, regions), *extra]
+    reference = settings.loss_scale == LossScale.reference
+    return [*paper_terms(settings.content_layers, settings.style_layers, regions, reference),
+            *extra]
 
 
 def model_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
@@ -443,6 +523,34 @@ def model_weights(settings: RunConfig, cache_dir: Path) -> VGGWeights:
             _weights[spec], model.pooling.value, model.calibration, cache_dir
         )
     return _weights[key]
+
+
+def resolve_precision(settings: RunConfig, weights: VGGWeights, cache_dir: Path
+                      ) -> tuple[RunConfig, dict[str, Any]]:
+    """The settings with precision=auto replaced by the faster precision here, and a record of
+    the choice; an explicit bf16 that is slower here gets one warning line."""
+    requested = settings.precision.value
+    if requested == "fp32":
+        return settings, {"requested": requested, "used": requested}
+
+    def probe(precision: str) -> float:
+        trial = dataclasses.replace(settings, precision=Precision(precision))
+        size = precision_probe.PROBE_SIZE
+        return precision_probe.step_seconds(build_transfer(trial, weights, (size, size)),
+                                            loss_weights(settings))
+
+    choice = precision_probe.choose(probe, cache_dir)
+    used = choice.used if requested == "auto" else requested
+    speedup = choice.bf16_speedup
+    ratio = "" if speedup is None else f"; bf16 step {speedup:.2f}x as fast as fp32 here"
+    log.info("precision=%s: using %s (%s, %s%s)", requested, used, choice.device, choice.source,
+             ratio)
+    if requested == "bf16" and speedup is not None and speedup < 1:
+        print(f"nst-tf: warning: precision=bf16 is {1 / speedup:.1f}x slower than fp32 on this "
+              f"machine ({choice.device}); precision=auto or fp32 is faster", file=sys.stderr)
+    return dataclasses.replace(settings, precision=Precision(used)), {
+        "requested": requested, "used": used, "bf16_speedup": speedup, "device": choice.device,
+        "decided": choice.source}
 
 
 def optimizer_params(settings: RunConfig) -> dict[str, Any]:
@@ -482,8 +590,9 @@ def get_transfer(
     """The compiled step for these settings and image shape, and whether it was reused."""
     key = (weights.backbone, weights.digest, settings.model.pooling.value,
            settings.precision.value, tuple(settings.content_layers),
-           tuple(settings.style_layers), tuple(settings.terms), shape, settings.optimizer.name,
-           tuple(sorted(optimizer_params(settings).items())), settings.jit_compile, regions)
+           tuple(settings.style_layers), tuple(settings.terms), settings.loss_scale, shape,
+           settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
+           settings.jit_compile, regions)
     if key in _transfer:
         log.info("reusing the compiled step")
         return _transfer[key], True

@@ -1,21 +1,17 @@
-"""What a run leaves behind besides images: the loss table, its plot, and a summary."""
+"""What a run leaves behind besides images: the loss table's layout, its plot, and a summary.
+(The loop's LossLog writes the table as the run goes.)"""
 
 import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nst_tf.errors import WriteError  # noqa: E402
 from nst_tf.files import open_atomic, write_atomic  # noqa: E402
-
-if TYPE_CHECKING:
-    from nst_tf.transfer import Progress, StyleTransfer
 
 FIXED = ("iteration", "seconds")  # then the objective's values (total first), then "size"
 
@@ -23,41 +19,6 @@ FIXED = ("iteration", "seconds")  # then the objective's values (total first), t
 def columns(value_names: Sequence[str]) -> tuple[str, ...]:
     """losses.csv's header for an objective returning `value_names`."""
     return (*FIXED, *value_names, "size")
-
-
-class LossLog:
-    """Appends one CSV row per step, so a stopped or crashed run keeps its losses.
-
-    Row k holds the losses at the image after k updates: the weighted total, then each term
-    unweighted; `size` is the long side the step ran at (coarse-to-fine runs change it).
-    """
-
-    def __init__(self, csv_path: Path, value_names: Sequence[str],
-                 earlier: Sequence[Mapping[str, float]] = ()) -> None:
-        """`earlier`: rows of the run this one resumes, so the curve continues."""
-        self.csv_path, self.columns = csv_path, columns(value_names)
-        self._write("w", earlier, header=True)
-
-    def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
-               ) -> None:
-        try:
-            with open(self.csv_path, mode, newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=self.columns)
-                if header:
-                    writer.writeheader()
-                writer.writerows(rows)
-        except OSError as error:
-            raise WriteError(self.csv_path, error.strerror or str(error)) from error
-
-    def _append(self, progress: "Progress", transfer: "StyleTransfer") -> None:
-        self._write("a", [{**progress.row(), "size": max(transfer.shape)}])
-
-    def on_step(self, progress: "Progress", transfer: "StyleTransfer") -> None:
-        self._append(progress, transfer)
-
-    def on_end(self, progress: "Progress", transfer: "StyleTransfer", status: str) -> None:
-        if status != "diverged":  # a diverged run's last finite row is already logged
-            self._append(progress, transfer)
 
 
 def read_losses(csv_path: Path) -> dict[str, list[float]]:

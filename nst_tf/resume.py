@@ -18,8 +18,8 @@ from nst_tf.report import FIXED
 from nst_tf.rundir import read_settings
 
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
-CHANGEABLE = ("iterations", "save_every", "progress", "precision", "jit_compile", "paths.images",
-              "paths.cache")
+CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
+              "paths.images", "paths.cache", "objective")
 _SNAPSHOT = re.compile(r"iter_(\d+)\.png")
 
 

@@ -8,9 +8,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, WriteError
 from nst_tf.sweep import (
-    TABLE_NAME,
     SweepJob,
     read_sweep,
     sweep_exit_code,
@@ -34,9 +33,9 @@ class SweepEnd(Callback):
             return
         try:
             table = write_sweep_table(sweep_dir, jobs)
-        except OSError as error:
+        except WriteError as error:
             table = None
-            _warn(f"cannot write {sweep_dir / TABLE_NAME} ({error.strerror or error}); "
+            _warn(f"cannot write {error.path} ({error.reason}); "
                   "choose a writable sweep dir with hydra.sweep.dir=...")
         _write_figure(sweep_dir, jobs)
         print(f"sweep: {sweep_tally(jobs)}" + (f"; see {table}" if table else ""))

@@ -1,5 +1,6 @@
 """The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
 
+import csv
 import math
 import signal
 import threading
@@ -14,9 +15,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from nst_tf import losses
+from nst_tf.errors import WriteError
 from nst_tf.images import save_png
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
+from nst_tf.report import columns
 
 
 @dataclass(frozen=True)
@@ -289,3 +292,65 @@ class Snapshots:
     def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
         if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
             save_png(self.path(progress.iteration), self.show(transfer.result()))
+
+
+class TensorBoardLog:
+    """Each step's losses as TensorBoard scalars, and the image every `every` updates and at
+    the end, under `folder` (`tensorboard --logdir` it)."""
+
+    def __init__(self, folder: Path, every: int,
+                 show: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> None:
+        self.writer = tf.summary.create_file_writer(str(folder))
+        self.every, self.show = every, show
+
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
+        with self.writer.as_default(step=progress.iteration):
+            for name, value in progress.values.items():
+                tf.summary.scalar(f"loss/{name}", value)
+        done = progress.iteration + 1
+        if self.every and done % self.every == 0:
+            self._image(done, transfer)
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        self._image(progress.iteration, transfer)
+        self.writer.flush()
+
+    def _image(self, iteration: int, transfer: StyleTransfer) -> None:
+        pixels = np.clip(self.show(transfer.result()), 0, 255) / 255.0
+        with self.writer.as_default(step=iteration):
+            tf.summary.image("image", pixels[None].astype(np.float32))
+
+
+class LossLog:
+    """Appends one CSV row per step, so a stopped or crashed run keeps its losses.
+
+    Row k holds the losses at the image after k updates: the weighted total, then each term
+    unweighted; `size` is the long side the step ran at (coarse-to-fine runs change it).
+    """
+
+    def __init__(self, csv_path: Path, value_names: Sequence[str],
+                 earlier: Sequence[Mapping[str, float]] = ()) -> None:
+        """`earlier`: rows of the run this one resumes, so the curve continues."""
+        self.csv_path, self.columns = csv_path, columns(value_names)
+        self._write("w", earlier, header=True)
+
+    def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
+               ) -> None:
+        try:
+            with open(self.csv_path, mode, newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.columns)
+                if header:
+                    writer.writeheader()
+                writer.writerows(rows)
+        except OSError as error:
+            raise WriteError(self.csv_path, error.strerror or str(error)) from error
+
+    def _append(self, progress: Progress, transfer: StyleTransfer) -> None:
+        self._write("a", [{**progress.row(), "size": max(transfer.shape)}])
+
+    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
+        self._append(progress, transfer)
+
+    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+        if status != "diverged":  # a diverged run's last finite row is already logged
+            self._append(progress, transfer)

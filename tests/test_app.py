@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, wait_for_rows
+from tests.helpers import FAST, read_csv, run_nst, start_nst, wait_for_rows
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +95,14 @@ def test_ctrl_c_saves_image_and_losses(tmp_path, images_dir):
     assert iterations == sorted(set(iterations)) and iterations[-4:] == list(range(done, done + 4))
 
 
-def _file(tmp_path: Path, kind: str) -> Path:
+def _file(tmp_path: Path, kind: str, images_dir: Path) -> Path:
     path = tmp_path / f"{kind}.jpg"
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("not an image\n")
     elif kind == "truncated":
-        jpeg = (ROOT.parent / "shared" / "images" / "tubingen.jpg").read_bytes()
+        jpeg = (images_dir / "tubingen.jpg").read_bytes()
         path.write_bytes(jpeg[: len(jpeg) // 2])
     elif kind in IMAGES:
         path = path.with_suffix(".png")
@@ -150,7 +150,8 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
     args, expected = BAD[case]
-    names = {kind: _file(tmp_path, kind) for kind in ("empty", "text", "truncated", *IMAGES)}
+    kinds = ("empty", "text", "truncated", *IMAGES)
+    names = {kind: _file(tmp_path, kind, images_dir) for kind in kinds}
     args = [a.format(tmp=tmp_path, **names) for a in args]
     out = tmp_path / "out"
     if not any(a.startswith("hydra.run.dir") for a in args):
@@ -163,3 +164,24 @@ def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("nst-tf: error: ") and expected in lines[0], lines[0]
     assert not (out / "result.png").exists()
+
+
+def test_a_folder_of_content_images_gives_one_result_each(tmp_path, images_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    tubingen = Image.open(images_dir / "tubingen.jpg").convert("RGB").resize((64, 48))
+    tubingen.save(photos / "a.jpg")
+    tubingen.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "b.png")
+    (photos / "notes.txt").write_text("not a picture\n")
+    out = tmp_path / "run"
+    result = run_nst(f"content.path={photos}", "size=32", "iterations=2", *FAST,
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out / "a.png").size == Image.open(out / "b.png").size == (32, 24)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(i["dir"], i["status"]) for i in summary["inputs"]] == [("a", "ok"), ("b", "ok")]
+    # Same shape: the second image reuses the first one's compiled step.
+    assert json.loads((out / "b" / "summary.json").read_text())["reused_compiled_step"] is True
+    empty = run_nst(f"content.path={tmp_path}/*.gif", "size=32", *FAST,
+                    f"hydra.run.dir={tmp_path / 'none'}")
+    assert empty.returncode == 2 and "names no images" in empty.stderr

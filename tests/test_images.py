@@ -14,9 +14,8 @@ from PIL import Image
 
 from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, save_png, to_array
+from tests.helpers import SHARED_IMAGES
 
-# The paper's images live next to the checkout (../shared/images); never copied into the repo.
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 UNREACHABLE = "http://127.0.0.1:9/x.jpg"  # discard port: connection refused at once
 
 
@@ -386,7 +385,10 @@ def test_nothing_given(tmp_path):
 
 # --- the real paper images (skipped where ../shared/images is absent) --------------------------
 
-needs_shared = pytest.mark.skipif(not SHARED_IMAGES.is_dir(), reason=f"no {SHARED_IMAGES}")
+# They check the real files' md5s and sizes; all other tests run on synthetic stand-ins too.
+needs_shared = pytest.mark.skipif(
+    not SHARED_IMAGES.is_dir(), reason=f"checks the paper's real images, not in {SHARED_IMAGES}"
+)
 
 
 def readme_md5(file: str) -> str:

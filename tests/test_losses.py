@@ -103,3 +103,42 @@ def test_gradient_matches_finite_differences(pictures, extractor):
         numeric = (total(x0 + eps * direction) - total(x0 - eps * direction)) / (2 * eps)
         analytic = float(np.sum(grad * direction))
         assert analytic == pytest.approx(numeric, rel=2e-3)
+
+
+# --- loss_scale=reference: the authors' code's scaling, read independently ------------------------
+
+def np_reference_content(f: np.ndarray, p: np.ndarray) -> float:
+    return np.mean((f.astype(np.float64) - p.astype(np.float64)) ** 2)
+
+
+def np_reference_style_layer(f: np.ndarray, a: np.ndarray) -> float:
+    """PytorchNeuralStyleTransfer: GramMatrix divides by h·w; GramMSELoss is the mean squared
+    error; the layer's weight is 1e3/N² against content weight 1 (here 1/N², and β = 1e3·α)."""
+    n = f.shape[-1]
+    g = np_gram(f) / (f.shape[1] * f.shape[2])
+    t = np_gram(a) / (a.shape[1] * a.shape[2])
+    return np.mean((g - t) ** 2) / n**2
+
+
+def test_reference_total_matches_numpy(pictures, extractor):
+    content, style = pictures
+    style = np.ascontiguousarray(style[:40])  # the style's own M, unlike the content's
+    transfer = StyleTransfer(extractor, paper_terms(["conv4_2"], STYLE, reference=True),
+                             content.shape[:2], "adam", ADAM)
+    # As the pipeline weighs them in this scaling: every layer 1.
+    weights = Weights.paper(1e-3, 1.0, 0.0, layer_weights(["conv4_2"], None, 1.0),
+                            layer_weights(STYLE, None, 1.0))
+    init = np.random.default_rng(4).uniform(0, 255, content.shape).astype(np.float32)
+    transfer.start(content, style, init, weights)
+    got = transfer.evaluate()
+    x, p, s = (extractor(tf.constant(a[None])) for a in (init, content, style))
+    want_content = np_reference_content(x["conv4_2"].numpy(), p["conv4_2"].numpy())
+    want_style = sum(np_reference_style_layer(x[n].numpy(), s[n].numpy()) for n in STYLE)
+    assert got["content"] == pytest.approx(want_content, rel=1e-4)
+    assert got["style"] == pytest.approx(want_style, rel=1e-4)
+    assert got["total"] == pytest.approx(1e-3 * want_content + want_style, rel=1e-4)
+    # The same α/β weighs style 1e3 times content in the reference code's own units.
+    paper = StyleTransfer(extractor, paper_terms(["conv4_2"], STYLE), content.shape[:2], "adam",
+                          ADAM)
+    paper.start(content, style, init, weights)
+    assert paper.evaluate()["style"] != pytest.approx(got["style"], rel=0.5)

