@@ -61,7 +61,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float:
     if summary["status"] != "ok":
-        return math.nan  # Optuna records a nan trial as failed and goes on
+        return math.nan  # no loss to report; nst_tf.search tells Optuna it was the worst
     return float(summary["final"][cfg.objective])  # the pipeline checked the name
 
 
