@@ -562,6 +562,8 @@ def optimizer_params(settings: RunConfig) -> dict[str, Any]:
 def extractor_for(settings: RunConfig, weights: VGGWeights) -> FeatureExtractor:
     """The backbone with the configured pooling and precision, cut after the deepest layer the
     losses use; built once per process."""
+    if settings.precision == Precision.auto:
+        raise ValueError("precision=auto is a choice to make first: see resolve_precision")
     layers = tuple(dict.fromkeys(name for term in loss_terms(settings) for name in term.layers))
     key = (weights.backbone, weights.digest, settings.model.pooling.value,
            settings.precision.value, layers)

@@ -72,7 +72,8 @@ def test_recipe_add_a_backbone(monkeypatch, vgg16_file, tmp_path):
     # Recipe: declare a Backbone and register it; model.backbone then selects it.
     mine = dataclasses.replace(VGG16, name="mine", mean_bgr=(100.0, 110.0, 120.0))
     monkeypatch.setitem(BACKBONES, "mine", mine)
-    settings = validate(compose_config("model.backbone=mine", f"model.weights={vgg16_file}"))
+    settings = validate(compose_config("model.backbone=mine", f"model.weights={vgg16_file}",
+                                       "precision=fp32"))
     weights = load_weights(settings.model.weights, tmp_path, "mine")
     extractor = pipeline.extractor_for(settings, weights)
     assert extractor.backbone is mine and extractor.layers[-1] == "conv5_1"

@@ -1,15 +1,31 @@
 """Tests for nst_tf.optim: L-BFGS and Adam on small functions with known minima."""
 
+import inspect
 import math
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from nst_tf.optim import LBFGS, Adam, make_optimizer
+from nst_tf.config import OPTIMIZER_SCHEMAS, AdamConfig, LbfgsConfig, register_configs
+from nst_tf.errors import UserError
+from nst_tf.optim import LBFGS, OPTIMIZERS, Adam, make_optimizer, register
 from nst_tf.optim.lbfgs import _Point, _strong_wolfe
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 LINE_SEARCHES = ["none", "strong_wolfe"]
+# torch.optim.LBFGS's defaults: these tests need tolerances > 0 to see convergence.
+TORCH_LBFGS = {"history_size": 100, "line_search": "none", "learning_rate": 1.0,
+               "max_line_search": 25, "tolerance_grad": 1e-7, "tolerance_change": 1e-9}
+
+
+def lbfgs(fn, x: tf.Variable, num_values: int, **params) -> LBFGS:
+    """LBFGS with torch's defaults for whatever `params` leaves out."""
+    return LBFGS(fn, x, num_values, **{**TORCH_LBFGS, **params})
 
 
 def values_and_grad(objective):
@@ -64,7 +80,7 @@ def quadratic():
 def test_lbfgs_minimises_quadratic(quadratic, line_search, jit):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, line_search=line_search)
+    opt = lbfgs(fn, x, 2, line_search=line_search)
     values, _ = run(opt, tf.function(opt.step, jit_compile=jit), x, 200)
     assert opt.converged.numpy()
     np.testing.assert_allclose(x.numpy(), x_star, atol=1e-4)
@@ -82,7 +98,7 @@ def test_lbfgs_minimises_quadratic(quadratic, line_search, jit):
 )
 def test_lbfgs_strong_wolfe_minimises_rosenbrock(start, max_steps):
     x = tf.Variable(np.array(start, np.float32))
-    opt = LBFGS(values_and_grad(rosenbrock), x, 1, line_search="strong_wolfe")
+    opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search="strong_wolfe")
     values, _ = run(opt, tf.function(opt.step), x, max_steps)
     assert opt.converged.numpy(), f"not converged in {max_steps} steps, f = {values[-1][0]}"
     np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-4)
@@ -95,7 +111,7 @@ def test_lbfgs_first_step_is_scaled_steepest_descent(quadratic, line_search):
     _, g = fn(x.value())
     g = g.numpy()
     assert np.abs(g).sum() > 1  # so the scaling matters
-    opt = LBFGS(fn, x, 2, line_search=line_search, learning_rate=0.5)
+    opt = lbfgs(fn, x, 2, line_search=line_search, learning_rate=0.5)
     opt.step()
     if line_search == "none":  # torch's first step: t = min(1, 1/|g|_1) * lr along -g
         np.testing.assert_allclose(x.numpy(), -0.5 / np.abs(g).sum() * g, rtol=1e-5)
@@ -107,7 +123,7 @@ def test_lbfgs_first_step_is_scaled_steepest_descent(quadratic, line_search):
 def test_lbfgs_skips_pairs_without_positive_curvature():
     # Σ cos x is concave on (-π/2, π/2): y·s < 0 for steps inside it, so no pair is stored.
     x = tf.Variable(tf.fill([3], 0.5))
-    opt = LBFGS(values_and_grad(lambda x: (tf.reduce_sum(tf.cos(x)), [])), x, 1)
+    opt = lbfgs(values_and_grad(lambda x: (tf.reduce_sum(tf.cos(x)), [])), x, 1)
     opt.step()
     assert np.all(np.abs(x.numpy()) < np.pi / 2)
     x_1, g_1 = x.numpy(), -np.sin(x.numpy())
@@ -126,7 +142,7 @@ def test_lbfgs_skips_pairs_without_positive_curvature():
 def test_lbfgs_restarts_when_direction_is_not_downhill(quadratic, line_search):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, line_search=line_search)
+    opt = lbfgs(fn, x, 2, line_search=line_search)
     for _ in range(3):
         opt.step()
     assert opt._count.numpy() > 0
@@ -301,7 +317,7 @@ def test_strong_wolfe_matches_torch(phi, t0, tolerance_change):
 def test_lbfgs_stops_at_small_gradient(quadratic):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, tolerance_grad=0.1)
+    opt = lbfgs(fn, x, 2, tolerance_grad=0.1)
     _, xs = run(opt, tf.function(opt.step), x, 200)
     max_grad = [np.abs(fn(tf.constant(x_k))[1].numpy()).max() for x_k in xs]
     # The step from x_k that finds max|g| <= 0.1 stops without moving; no earlier one does.
@@ -317,7 +333,7 @@ def test_lbfgs_stops_when_objective_stops_changing():
     fn = values_and_grad(
         lambda x: (1000.0 + tf.reduce_sum((x - 1.0) ** 2 * tf.range(1.0, 11.0)), [])
     )
-    opt = LBFGS(fn, x, 1, line_search="strong_wolfe")
+    opt = lbfgs(fn, x, 1, line_search="strong_wolfe")
     values, _ = run(opt, tf.function(opt.step), x, 200)
     f = values[:, 0]
     assert opt.converged.numpy()
@@ -327,7 +343,7 @@ def test_lbfgs_stops_when_objective_stops_changing():
 def test_lbfgs_without_line_search_evaluates_once_per_step(quadratic):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, line_search="none")
+    opt = lbfgs(fn, x, 2, line_search="none")
     step = tf.function(opt.step)
     for k in range(1, 21):
         step()
@@ -344,7 +360,7 @@ def test_lbfgs_strong_wolfe_counts_and_reuses_evaluations(quadratic):
         return fn(x)
 
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(counted, x, 2, line_search="strong_wolfe")
+    opt = lbfgs(counted, x, 2, line_search="strong_wolfe")
     values, _ = run(opt, tf.function(opt.step), x, 200)
     assert opt.num_evals.numpy() == calls.numpy()
     # On a quadratic the unit step is nearly always accepted at once; re-evaluating x_k at the
@@ -362,7 +378,7 @@ def test_lbfgs_strong_wolfe_counts_and_reuses_evaluations(quadratic):
 def test_lbfgs_returns_values_before_the_update(quadratic, line_search):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, line_search=line_search)
+    opt = lbfgs(fn, x, 2, line_search=line_search)
     step = tf.function(opt.step)
     for _ in range(10):
         x_k = x.numpy()
@@ -379,7 +395,7 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
     x_new = rng.standard_normal(x_star.shape).astype(np.float32)
 
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = LBFGS(fn, x, 2, line_search=line_search, history_size=5)
+    opt = lbfgs(fn, x, 2, line_search=line_search, history_size=5)
     step = tf.function(opt.step)
     run(opt, step, x, 200)  # to convergence: history full, caches and flags all set
     assert opt.converged.numpy()
@@ -389,7 +405,7 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
     assert step.experimental_get_tracing_count() == 1
 
     x_fresh = tf.Variable(x_new)
-    fresh_opt = LBFGS(fn, x_fresh, 2, line_search=line_search, history_size=5)
+    fresh_opt = lbfgs(fn, x_fresh, 2, line_search=line_search, history_size=5)
     fresh = run(fresh_opt, tf.function(fresh_opt.step), x_fresh, 30)
     np.testing.assert_array_equal(reused[0], fresh[0])
     np.testing.assert_array_equal(reused[1], fresh[1])
@@ -400,7 +416,7 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
 def test_lbfgs_runs_are_bit_identical(line_search):
     def trajectory():
         x = tf.Variable(np.array([-1.2, 1.0] * 5, np.float32))
-        opt = LBFGS(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1)
+        opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1)
         return run(opt, tf.function(opt.step, jit_compile=True), x, 40)
 
     first, second = trajectory(), trajectory()
@@ -422,7 +438,7 @@ def test_lbfgs_line_search_backs_off_from_non_finite_values():
         return values, grad
 
     x = tf.Variable(tf.fill([4], 3.0))
-    opt = LBFGS(counted, x, 1, line_search="strong_wolfe", learning_rate=10.0)
+    opt = lbfgs(counted, x, 1, line_search="strong_wolfe", learning_rate=10.0)
     values, _ = run(opt, tf.function(opt.step), x, 100)
     assert non_finite.numpy() > 0  # the line search did step into the NaNs
     assert np.isfinite(values).all()
@@ -435,7 +451,7 @@ def test_lbfgs_fixed_step_stops_at_non_finite_values():
         return tf.reduce_sum(x - tf.math.log(x)), []
 
     x = tf.Variable(tf.fill([4], 3.0))
-    opt = LBFGS(values_and_grad(objective), x, 1, line_search="none", learning_rate=10.0)
+    opt = lbfgs(values_and_grad(objective), x, 1, line_search="none", learning_rate=10.0)
     step = tf.function(opt.step)
     values, _ = run(opt, step, x, 100)
     assert opt.converged.numpy() and not np.isfinite(values[-1]).all()
@@ -448,7 +464,7 @@ def test_lbfgs_fixed_step_stops_at_non_finite_values():
 def test_adam_lowers_quadratic_and_resets(quadratic):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = Adam(fn, x, 2, learning_rate=0.05)
+    opt = Adam(fn, x, 2, learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     step = tf.function(opt.step, jit_compile=True)
     first, _ = run(opt, step, x, 100)
     assert first[-1][0] < 0.05 * first[0][0]
@@ -465,10 +481,86 @@ def test_adam_lowers_quadratic_and_resets(quadratic):
 def test_make_optimizer_dispatches(quadratic):
     fn, x_star = quadratic
     x = tf.Variable(tf.zeros(x_star.shape))
-    lbfgs = make_optimizer("lbfgs", fn, x, 2, history_size=3, line_search="strong_wolfe")
-    assert isinstance(lbfgs, LBFGS) and lbfgs._s.shape == (3, x_star.size)
+    opt = make_optimizer("lbfgs", fn, x, 2, history_size=3, line_search="strong_wolfe")
+    assert isinstance(opt, LBFGS) and opt._s.shape == (3, x_star.size)
     assert isinstance(make_optimizer("adam", fn, x, 2, learning_rate=1.0), Adam)
-    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; expected one of 'adam', 'lb"):
         make_optimizer("sgd", fn, x, 2)
     with pytest.raises(ValueError, match="line_search"):
         make_optimizer("lbfgs", fn, x, 2, line_search="armijo")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_SCHEMAS))
+def test_each_config_is_its_optimizers_only_defaults(quadratic, name):
+    cls, schema = OPTIMIZERS[name], OPTIMIZER_SCHEMAS[name]
+    signature = inspect.signature(cls)
+    keyword_only = [p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+    assert all(p.default is p.empty for p in keyword_only)  # no defaults of the class's own
+    assert {p.name for p in keyword_only} == {f.name for f in fields(schema)} - {"name"}
+    # optimizer=NAME composes to the config's defaults.
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        composed = compose("config", overrides=[f"optimizer={name}"]).optimizer
+    assert OmegaConf.to_object(composed) == schema()
+    # Parameters not given come from the config's defaults.
+    fn, x_star = quadratic
+    make_optimizer(name, fn, tf.Variable(tf.zeros(x_star.shape)), 2)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (LbfgsConfig(learning_rate=0.0), "optimizer.learning_rate=0.0 must be > 0"),
+        (LbfgsConfig(history_size=0), "optimizer.history_size=0 must be >= 1"),
+        (LbfgsConfig(max_line_search=0), "optimizer.max_line_search=0 must be >= 1"),
+        (LbfgsConfig(tolerance_change=-1.0),
+         "optimizer.tolerance_change=-1.0 must be >= 0 (0 = off)"),
+        (AdamConfig(learning_rate=-1.0), "optimizer.learning_rate=-1.0 must be > 0"),
+        (AdamConfig(beta_2=1.0), "optimizer.beta_2=1.0 must be in [0, 1)"),
+        (AdamConfig(epsilon=0.0), "optimizer.epsilon=0.0 must be > 0"),
+    ],
+)
+def test_optimizer_configs_check_themselves(config, message):
+    with pytest.raises(UserError) as error:
+        config.check()
+    assert str(error.value) == message
+    type(config)().check()  # the defaults pass
+
+
+@pytest.fixture
+def registry():
+    """Lets a test register optimisers; the registry is put back afterwards."""
+    before = dict(OPTIMIZERS)
+    yield OPTIMIZERS
+    OPTIMIZERS.clear()
+    OPTIMIZERS.update(before)
+
+
+def test_a_registered_optimizer_runs_through_make_optimizer(registry, quadratic):
+    # The recipe for a new optimiser, minus its config and YAML (make_optimizer then has no
+    # defaults to fill in, so the call gives every parameter).
+    @register("gradient_descent")
+    class GradientDescent:
+        def __init__(self, fn, x: tf.Variable, num_values: int, *, learning_rate: float) -> None:
+            self._fn, self._x, self._num_values, self._lr = fn, x, num_values, learning_rate
+            self.num_evals = tf.Variable(tf.constant(0, tf.int64), trainable=False)
+
+        def step(self) -> tf.Tensor:
+            values, grad = self._fn(tf.convert_to_tensor(self._x))
+            self._x.assign_sub(self._lr * grad)
+            self.num_evals.assign_add(1)
+            return tf.ensure_shape(values, [self._num_values])
+
+        def reset(self) -> None:
+            self.num_evals.assign(0)
+
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros(x_star.shape))
+    opt = make_optimizer("gradient_descent", fn, x, 2, learning_rate=0.015)  # < 2 / λmax = 0.02
+    assert isinstance(opt, GradientDescent)
+    values, _ = run(opt, tf.function(opt.step), x, 200)
+    assert values[-1][0] < 0.01 * values[0][0] and opt.num_evals.numpy() == 200
+    with pytest.raises(TypeError, match="learning_rate"):
+        make_optimizer("gradient_descent", fn, x, 2)
+    with pytest.raises(ValueError, match="already registered"):
+        register("gradient_descent")(GradientDescent)

@@ -1,47 +1,42 @@
 """Optimisers that run entirely inside `tf.function` (optionally XLA-compiled).
 
-Both optimisers share one small interface: `step()` does one iteration and returns the values
-`fn` reported at the point *before* the update; `reset()` forgets all state so the same object,
-and the same compiled function around `step`, can start a new run from a new `x`.
+They share one small interface (`registry.Optimizer`): `step()` does one iteration and returns
+the values `fn` reported at the point *before* the update; `reset()` forgets all state so the
+same object, and the same compiled function around `step`, can start a new run from a new `x`.
+
+Adding an optimiser: its class, taking `(fn, x, num_values, *, <its parameters>)` with no
+defaults, decorated with `@register("name")` and imported here; its config dataclass (defaults and
+`check()`) in `nst_tf.config.OPTIMIZER_SCHEMAS`; and `conf/optimizer/name.yaml`.
 """
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import tensorflow as tf
 
+from nst_tf.config import OPTIMIZER_SCHEMAS
 from nst_tf.optim.adam import Adam
 from nst_tf.optim.lbfgs import LBFGS
+from nst_tf.optim.registry import OPTIMIZERS, Optimizer, ValuesAndGrad, register
 
-ValuesAndGrad = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
-"""`fn(x) -> (values, grad)`.
-
-`values` is a float32 1-D tensor of static length `num_values`: `values[0]` is the objective to
-minimise, the rest are extra quantities to log. `grad` is d values[0]/dx, shaped like `x`.
-"""
-
-__all__ = ["LBFGS", "Adam", "Optimizer", "ValuesAndGrad", "make_optimizer"]
-
-
-class Optimizer(Protocol):
-    num_evals: tf.Variable
-    """int64 count of `fn` evaluations since the last reset."""
-
-    def step(self) -> tf.Tensor:
-        """One iteration; returns `values` at x_k, the point before this iteration's update."""
-        ...
-
-    def reset(self) -> None:
-        """Forget all state; the caller then assigns the new starting point to `x`."""
-        ...
+__all__ = [
+    "LBFGS",
+    "OPTIMIZERS",
+    "Adam",
+    "Optimizer",
+    "ValuesAndGrad",
+    "make_optimizer",
+    "register",
+]
 
 
 def make_optimizer(
     name: str, fn: ValuesAndGrad, x: tf.Variable, num_values: int, **params: Any
 ) -> Optimizer:
-    """Build the optimiser called `name` ("lbfgs" or "adam") with its own `params`."""
-    if name == "lbfgs":
-        return LBFGS(fn, x, num_values, **params)
-    if name == "adam":
-        return Adam(fn, x, num_values, **params)
-    raise ValueError(f"unknown optimizer {name!r}; expected 'lbfgs' or 'adam'")
+    """Build the optimiser registered as `name` with `params`; those not given take the defaults
+    of its config dataclass (an optimiser registered without one needs them all)."""
+    if name not in OPTIMIZERS:
+        known = ", ".join(repr(n) for n in sorted(OPTIMIZERS))
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {known}")
+    schema = OPTIMIZER_SCHEMAS.get(name)
+    defaults = schema().params() if schema else {}
+    return OPTIMIZERS[name](fn, x, num_values, **{**defaults, **params})

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import keras
 import tensorflow as tf
 
-if TYPE_CHECKING:
-    from nst_tf.optim import ValuesAndGrad
+from nst_tf.optim.registry import ValuesAndGrad, register
 
 
+@register("adam")
 class Adam:
     """`keras.optimizers.Adam` on `x`, one `fn` evaluation per step."""
 
@@ -19,10 +17,11 @@ class Adam:
         fn: ValuesAndGrad,
         x: tf.Variable,
         num_values: int,
-        learning_rate: float = 10.0,
-        beta_1: float = 0.9,
-        beta_2: float = 0.999,
-        epsilon: float = 1e-8,
+        *,
+        learning_rate: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
     ) -> None:
         self._fn = fn
         self._x = x

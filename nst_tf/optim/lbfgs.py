@@ -9,12 +9,11 @@ function start a new run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import tensorflow as tf
 
-if TYPE_CHECKING:
-    from nst_tf.optim import ValuesAndGrad
+from nst_tf.optim.registry import ValuesAndGrad, register
 
 _MIN_CURVATURE = 1e-10  # torch skips (s, y) pairs with y·s at or below this
 _C1, _C2 = 1e-4, 0.9  # strong-Wolfe constants (sufficient decrease, curvature), as torch
@@ -150,6 +149,7 @@ def _strong_wolfe(
     return accepted, evals
 
 
+@register("lbfgs")
 class LBFGS:
     """L-BFGS on `x` (torch.optim.LBFGS's algorithm), one outer iteration per `step()`.
 
@@ -173,12 +173,13 @@ class LBFGS:
         fn: ValuesAndGrad,
         x: tf.Variable,
         num_values: int,
-        history_size: int = 100,
-        line_search: str = "none",
-        learning_rate: float = 1.0,
-        max_line_search: int = 25,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
+        *,
+        history_size: int,
+        line_search: str,
+        learning_rate: float,
+        max_line_search: int,
+        tolerance_grad: float,
+        tolerance_change: float,
     ) -> None:
         if line_search not in LINE_SEARCHES:
             raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")

@@ -19,12 +19,15 @@ from . import ROOT, RUN_SCRIPT
 
 
 def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
-    """The run settings `scripts/run.py <overrides>` would use: the presets in conf/."""
+    """The run settings `scripts/run.py <overrides>` would use: the presets in conf/; fp32
+    unless the overrides name a precision (each section measures the ones it compares)."""
     from hydra import compose, initialize_config_dir
 
     from nst_tf.config import CONF_DIR, register_configs, validate
 
     register_configs()
+    if not any(override.startswith("precision=") for override in overrides):
+        overrides = ["precision=fp32", *overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return validate(compose("config", overrides=list(overrides)))
 

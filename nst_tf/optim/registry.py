@@ -1,0 +1,51 @@
+"""The optimiser interface and the registry `make_optimizer` looks names up in.
+
+Kept apart from `nst_tf.optim` so the optimiser modules can register themselves while that
+package imports them.
+"""
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import tensorflow as tf
+
+ValuesAndGrad = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+"""`fn(x) -> (values, grad)`.
+
+`values` is a float32 1-D tensor of static length `num_values`: `values[0]` is the objective to
+minimise, the rest are extra quantities to log. `grad` is d values[0]/dx, shaped like `x`.
+"""
+
+
+class Optimizer(Protocol):
+    num_evals: tf.Variable
+    """int64 count of `fn` evaluations since the last reset."""
+
+    def step(self) -> tf.Tensor:
+        """One iteration; returns `values` at x_k, the point before this iteration's update."""
+        ...
+
+    def reset(self) -> None:
+        """Forget all state; the caller then assigns the new starting point to `x`."""
+        ...
+
+
+OptimizerClass = Callable[..., Optimizer]
+"""`cls(fn, x, num_values, **params)`: every parameter keyword-only and required."""
+
+OPTIMIZERS: dict[str, OptimizerClass] = {}
+
+C = TypeVar("C", bound=OptimizerClass)
+
+
+def register(name: str) -> Callable[[C], C]:
+    """Class decorator: `make_optimizer(name, ...)` builds this class."""
+
+    def add(cls: C) -> C:
+        if name in OPTIMIZERS:
+            raise ValueError(f"optimizer {name!r} is already registered ({OPTIMIZERS[name]})")
+        OPTIMIZERS[name] = cls
+        return cls
+
+    return add
+
