@@ -117,6 +117,10 @@ class LbfgsConfig(OptimizerConfig):
     max_line_search: int = 25
     tolerance_grad: float = 0.0  # stop early when max|g| <= this; 0 = always run all iterations
     tolerance_change: float = 0.0  # stop early when loss or step change < this; 0 = never
+    # No pixel changes by more than this (× learning_rate, pixel units 0..255) in one step;
+    # 0 = torch.optim.LBFGS's steps (a tiny first step, then unbounded). Measured: no loss
+    # spikes from the noise start, and sooner to low losses (docs/LBFGS_FIRST_STEP.md).
+    max_step: float = 48.0
 
     def check(self) -> None:
         _require(self, "learning_rate", lambda v: v > 0, "must be > 0")
@@ -124,6 +128,7 @@ class LbfgsConfig(OptimizerConfig):
         _require(self, "max_line_search", lambda v: v >= 1, "must be >= 1")
         for key in ("tolerance_grad", "tolerance_change"):
             _require(self, key, lambda v: v >= 0, "must be >= 0 (0 = off)")
+        _require(self, "max_step", lambda v: v >= 0, "must be >= 0 (0 = unbounded, as torch)")
 
 
 @dataclass

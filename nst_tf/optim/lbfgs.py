@@ -156,8 +156,11 @@ class LBFGS:
     Differences from calling torch's step with max_iter=1 repeatedly:
     - the accepted point's f, gradient and values are cached, so each step evaluates fn once
       with line_search="none" (at x_k) and a line search's accepted evaluation is reused;
+    - `max_step` > 0 bounds every step: no element of x moves by more than
+      learning_rate·max_step (with a line search, this bounds its first trial); `max_step` = 0
+      gives torch's steps;
     - a direction that is not downhill drops the history and restarts from steepest descent
-      (with the first step's scaled step length) instead of stalling;
+      (with the first step's length) instead of stalling;
     - the stopping tests run at the start of a step, on f and g at x_k: max|g| <= tolerance_grad,
       g·g <= tolerance_change (even steepest descent is flat), and, after a step, max|s| or
       |f change| below tolerance_change. A non-finite loss also stops (setting `converged`)
@@ -180,11 +183,14 @@ class LBFGS:
         max_line_search: int,
         tolerance_grad: float,
         tolerance_change: float,
+        max_step: float,
     ) -> None:
         if line_search not in LINE_SEARCHES:
             raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
         if history_size < 1 or max_line_search < 1 or num_values < 1:
             raise ValueError("history_size, max_line_search and num_values must be at least 1")
+        if max_step < 0:
+            raise ValueError(f"max_step must be >= 0 (0 = unbounded), got {max_step}")
         if x.dtype != tf.float32:
             raise ValueError(f"x must be float32, got {x.dtype.name}")
         self._fn = fn
@@ -196,6 +202,7 @@ class LBFGS:
         self._max_evals = max_line_search
         self._tol_grad = tolerance_grad
         self._tol_change = tolerance_change
+        self._max_step = max_step
         n = x.shape.num_elements()
 
         def var(initial, name: str) -> tf.Variable:
@@ -217,7 +224,7 @@ class LBFGS:
         self._prev_s = var(tf.zeros([n]), "prev_s")
         self._prev_g = var(tf.zeros([n]), "prev_g")
         self._prev_f = var(0.0, "prev_f")
-        self._fresh = var(True, "fresh")  # no iteration since reset or restart: scale first step
+        self._fresh = var(True, "fresh")  # no iteration since reset or restart: torch's first step
         # fn at the current x, when known.
         self._cache_valid = var(False, "cache_valid")
         self._cache_values = var(tf.zeros([num_values]), "cache_values")
@@ -286,9 +293,7 @@ class LBFGS:
         d, gtd, fresh = tf.cond(
             gtd < -self._tol_change, lambda: (d, gtd, self._fresh.value()), lambda: self._restart(g)
         )
-        # Without curvature information -g has no natural length: torch's first step.
-        first_t = tf.minimum(1.0, 1.0 / tf.reduce_sum(tf.abs(g))) * self._lr
-        t = tf.where(fresh, first_t, self._lr)
+        t = self._step_length(g, d, fresh)
         x0 = tf.reshape(self._x, [-1])
         if self._line_search == "none":
             self._cache_valid.assign(False)
@@ -308,6 +313,19 @@ class LBFGS:
         self._prev_f.assign(f)
         self._has_prev.assign(True)
         self._fresh.assign(False)
+
+    def _step_length(self, g: tf.Tensor, d: tf.Tensor, fresh: tf.Tensor) -> tf.Tensor:
+        """The step length along d: the fixed step, or the line search's first trial."""
+        if self._max_step > 0:
+            # Without curvature pairs d = -g has no natural length. From the noise start the
+            # curvature along torch's tiny first step is negative, so its pair is skipped and
+            # the next step, -lr·g unscaled, moves pixels by hundreds of units (the loss jumps
+            # 30-3000x). Early pairs also underestimate how fast the curvature grows, so later
+            # steps can overshoot too. A bound in x's units stops both (docs/LBFGS_FIRST_STEP.md).
+            return self._lr * tf.minimum(1.0, self._max_step / tf.reduce_max(tf.abs(d)))
+        # torch's: lr·min(1, 1/|g|_1) on the first step after a reset or restart, then lr.
+        first_t = tf.minimum(1.0, 1.0 / tf.reduce_sum(tf.abs(g))) * self._lr
+        return tf.where(fresh, first_t, self._lr)
 
     def _remember(self, g: tf.Tensor) -> None:
         """Store the pair from the previous iteration, if it has positive curvature."""
