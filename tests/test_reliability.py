@@ -168,20 +168,22 @@ def test_sweep_into_an_earlier_sweeps_dir_changes_no_byte(tmp_path, images_dir):
 
 # --- signals -----------------------------------------------------------------------------------
 
-def test_sigterm_saves_like_ctrl_c_and_resumes(tmp_path, images_dir):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir, signum, code):
     out = tmp_path / "run"
     process = start_nst("size=32", "iterations=100000", "save_every=0", *FAST,
                         f"hydra.run.dir={out}")
     wait_for_rows(out / "losses.csv", 3)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     summary = json.loads((out / "summary.json").read_text())
     done = summary["iterations_done"]
-    assert summary["status"] == "interrupted" and summary["exit_code"] == 143
+    assert summary["status"] == "interrupted" and summary["exit_code"] == code
     assert summary["final"]["iteration"] == done
     assert stderr.strip().splitlines() == [f"nst-tf: {summary['reason']}"]
-    assert f"stopped by SIGTERM at iteration {done}" in stderr
+    assert f"stopped by {signal.Signals(signum).name} at iteration {done}" in stderr
     assert f"resume={out} iterations=100000" in stderr
     assert Image.open(out / "result.png").size == (32, 24)
     assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
@@ -189,7 +191,9 @@ def test_sigterm_saves_like_ctrl_c_and_resumes(tmp_path, images_dir):
     again = tmp_path / "again"
     result = run_nst(f"resume={out}", f"iterations={done + 2}", f"hydra.run.dir={again}")
     assert result.returncode == 0, result.stderr
-    assert read_csv(again / "losses.csv")[-1]["iteration"] == done + 2
+    iterations = [row["iteration"] for row in read_csv(again / "losses.csv")]
+    # A step cut short by the signal finished unlogged, so one row before `done` may be missing.
+    assert iterations == sorted(set(iterations)) and iterations[-3:] == [done, done + 1, done + 2]
 
 
 @pytest.fixture(scope="module")
