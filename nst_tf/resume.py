@@ -115,10 +115,15 @@ def resumed_config(cfg: DictConfig, checkpoint: Checkpoint, overrides: Sequence[
     for key in given:
         OmegaConf.update(earlier, key, OmegaConf.select(cfg, key), merge=False)
     earlier.resume = cfg.resume
-    # Back onto the typed schema, so the result validates like any composed config; the
-    # optimiser node takes the schema of the optimiser the earlier run used.
-    optimizer = earlier.pop("optimizer")
-    merged = OmegaConf.merge(cfg, earlier)
+    return on_schema(cfg, earlier)
+
+
+def on_schema(cfg: DictConfig, recorded: DictConfig) -> DictConfig:
+    """A run's recorded settings back on the typed schema of a composed `cfg`, so they validate
+    like any composed config; the optimiser node takes its own optimiser's schema."""
+    recorded = recorded.copy()
+    optimizer = recorded.pop("optimizer")
+    merged = OmegaConf.merge(cfg, recorded)
     schema = OPTIMIZER_SCHEMAS[optimizer.name]
     merged.optimizer = OmegaConf.merge(OmegaConf.structured(schema), optimizer)
     return merged
