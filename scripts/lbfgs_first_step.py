@@ -22,18 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_tf.app import initial_image
 from nst_tf.cache import default_cache_dir
 from nst_tf.config import LbfgsConfig, LineSearch
 from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
+from nst_tf.pipeline import initial_image
 from nst_tf.transfer import StyleTransfer, Weights
 from nst_tf.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT_LAYERS = ["conv4_2"]
 STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
-WEIGHTS = Weights(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
+WEIGHTS = Weights.paper(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
                   style_layers={name: 0.2 for name in STYLE_LAYERS})
 DEFAULT_MAX_STEP = LbfgsConfig().max_step
 TODAY = "max_step=0 (torch)"
@@ -69,7 +70,8 @@ def runs(images: Path, sizes: list[int], iterations: list[int], seeds: list[int]
         style = to_array(fit_long_side(read_rgb(images / "starry_night.jpg"), size))
         shape = content.shape[:2]
         for variant, params in variants.items():
-            transfer = StyleTransfer(extractor, CONTENT_LAYERS, STYLE_LAYERS, shape, "lbfgs",
+            transfer = StyleTransfer(extractor, paper_terms(CONTENT_LAYERS, STYLE_LAYERS), shape,
+                                     "lbfgs",
                                      params)
             for seed in seeds:
                 transfer.start(content, style, initial_image("noise", content, content, seed),

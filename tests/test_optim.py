@@ -12,13 +12,14 @@ import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nst_tf.app import initial_image
 from nst_tf.config import OPTIMIZER_SCHEMAS, AdamConfig, LbfgsConfig, register_configs
 from nst_tf.errors import UserError
 from nst_tf.images import fit_long_side, read_rgb, to_array
+from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import LBFGS, OPTIMIZERS, Adam, make_optimizer, register
 from nst_tf.optim.lbfgs import _Point, _strong_wolfe
+from nst_tf.pipeline import initial_image
 from nst_tf.transfer import StyleTransfer, Weights
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -504,9 +505,9 @@ def test_lbfgs_from_noise_never_raises_the_loss_by_half(vgg_weights, images_dir,
                       for name in ("tubingen.jpg", "starry_night.jpg"))
     extractor = FeatureExtractor(vgg_weights.arrays, "avg", content_layers + style_layers, "fp32")
     params = LbfgsConfig(max_step=max_step).params()
-    transfer = StyleTransfer(extractor, content_layers, style_layers, content.shape[:2], "lbfgs",
-                             params)
-    weights = Weights(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
+    transfer = StyleTransfer(extractor, paper_terms(content_layers, style_layers),
+                             content.shape[:2], "lbfgs", params)
+    weights = Weights.paper(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
                       style_layers={name: 0.2 for name in style_layers})
     transfer.start(content, style, initial_image("noise", content, content, 0), weights)
     losses = np.array([transfer.step()["total"] for _ in range(20)])
@@ -617,3 +618,25 @@ def test_a_registered_optimizer_runs_through_make_optimizer(registry, quadratic)
         make_optimizer("gradient_descent", fn, x, 2)
     with pytest.raises(ValueError, match="already registered"):
         register("gradient_descent")(GradientDescent)
+
+
+def test_a_fresh_step_moves_x_whatever_the_objectives_scale():
+    """A quadratic so flat in x's units that -g is below float32's resolution at x's values:
+    torch's first step leaves x where it is for ever; a fresh bounded step moves it."""
+    target = tf.constant(np.linspace(0, 255, 48, dtype=np.float32))
+    x = tf.Variable(tf.fill([48], 128.0))
+
+    def fn(point: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(point)
+            f = 1e-14 * tf.reduce_sum(tf.square(point - target))
+        return tf.reshape(f, [1]), tape.gradient(f, point)
+
+    losses = {}
+    for max_step in (0.0, 48.0):
+        x.assign(tf.fill([48], 128.0))
+        optimizer = make_optimizer("lbfgs", fn, x, 1, **LbfgsConfig(max_step=max_step).params())
+        step = tf.function(optimizer.step)
+        losses[max_step] = [float(step()[0]) for _ in range(30)]
+    assert losses[0.0][-1] == losses[0.0][0]  # stuck
+    assert losses[48.0][-1] < 1e-3 * losses[48.0][0]

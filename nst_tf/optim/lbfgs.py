@@ -322,7 +322,11 @@ class LBFGS:
             # the next step, -lr·g unscaled, moves pixels by hundreds of units (the loss jumps
             # 30-3000x). Early pairs also underestimate how fast the curvature grows, so later
             # steps can overshoot too. A bound in x's units stops both (docs/LBFGS_FIRST_STEP.md).
-            return self._lr * tf.minimum(1.0, self._max_step / tf.reduce_max(tf.abs(d)))
+            # A fresh step (no pairs yet) moves exactly that far: where the objective is tiny in
+            # x's units (loss_scale=reference, a small α) -lr·g is below float32's resolution
+            # at x's values, x never moves, and no curvature pair ever forms.
+            ratio = self._max_step / tf.reduce_max(tf.abs(d))
+            return self._lr * tf.where(fresh, ratio, tf.minimum(1.0, ratio))
         # torch's: lr·min(1, 1/|g|_1) on the first step after a reset or restart, then lr.
         first_t = tf.minimum(1.0, 1.0 / tf.reduce_sum(tf.abs(g))) * self._lr
         return tf.where(fresh, first_t, self._lr)
