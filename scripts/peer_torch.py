@@ -74,7 +74,8 @@ def main() -> None:
     features = vgg_features(weights, "conv5_1")
 
     def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None]
+        image = torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)
+        return image[None].contiguous()  # L-BFGS views the gradient flat
 
     content, style, init = (tensor(setup[k]) for k in ("content", "style", "init"))
     with torch.no_grad():
@@ -88,7 +89,7 @@ def main() -> None:
         s = sum(0.2 * ((gram(f[n]) - targets[n]) ** 2).sum()
                 / (4.0 * f[n].shape[1] ** 2 * (f[n].shape[2] * f[n].shape[3]) ** 2)
                 for n in STYLE)
-        return 1e-3 * c + s, float(c), float(s)
+        return 1e-3 * c + s, c.item(), s.item()
 
     optimizer = torch.optim.LBFGS([image], lr=1, max_iter=1, history_size=args.history,
                                   tolerance_grad=0, tolerance_change=0)
