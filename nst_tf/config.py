@@ -118,8 +118,8 @@ class LbfgsConfig(OptimizerConfig):
     tolerance_grad: float = 0.0  # stop early when max|g| <= this; 0 = always run all iterations
     tolerance_change: float = 0.0  # stop early when loss or step change < this; 0 = never
     # No pixel changes by more than this (× learning_rate, pixel units 0..255) in one step;
-    # 0 = torch.optim.LBFGS's steps (a tiny first step, then unbounded). Measured: no loss
-    # spikes from the noise start, and sooner to low losses (docs/LBFGS_FIRST_STEP.md).
+    # 0 = torch.optim.LBFGS's steps (a tiny first step, then unbounded), whose loss jumps up to
+    # 700x early on from the noise start. Measured in docs/LBFGS_FIRST_STEP.md.
     max_step: float = 48.0
 
     def check(self) -> None:

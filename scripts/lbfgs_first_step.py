@@ -6,8 +6,8 @@ line_search none (or --line-search), max_step 0 (torch's steps, today's behaviou
 default (or --max-steps), every other setting at its config default. Records the total loss
 after every iteration and prints a markdown section: per size, the largest rise
 loss[k+1]/loss[k], the iterations each variant needs to reach the lowest loss today's steps
-reach in half the run and in all of it, and the losses themselves. Counts, not seconds: valid
-on a busy machine.
+reach in 20 iterations, half the run and all of it, and the losses themselves (with several
+seeds, also a summary over them). Counts, not seconds: valid on a busy machine.
 
     PYTHONPATH=. python scripts/lbfgs_first_step.py --sizes 128 256 512 --iterations 100 100 60
 """
@@ -85,9 +85,18 @@ def runs(images: Path, sizes: list[int], iterations: list[int], seeds: list[int]
     return done
 
 
-def first_reaching(losses: np.ndarray, level: float) -> str:
+def first_reaching(losses: np.ndarray, level: float) -> int | None:
     hits = np.flatnonzero(losses <= level)
-    return str(hits[0]) if len(hits) else f"> {len(losses) - 1}"
+    return int(hits[0]) if len(hits) else None
+
+
+def count_text(iterations: int | None, count: int) -> str:
+    return f"> {count}" if iterations is None else str(iterations)
+
+
+def target_iterations(count: int) -> list[int]:
+    """Early, half-way and final: where today's steps set the loss to reach."""
+    return sorted({min(20, count), count // 2, count})
 
 
 def machine() -> str:
@@ -115,28 +124,53 @@ def report(done: list[Run], command: str, commit: str, line_search: str) -> str:
     for size in dict.fromkeys(r.size for r in done):
         at_size = [r for r in done if r.size == size]
         count = len(at_size[0].losses) - 1
-        half = count // 2
+        targets = target_iterations(count)
+        seeds = list(dict.fromkeys(r.seed for r in at_size))
+        variants = list(dict.fromkeys(r.variant for r in at_size))
         height, width = at_size[0].shape
+        today = {r.seed: r for r in at_size if r.variant == TODAY}
+        # Per run: the worst rise, its k, and the iterations to each of today's best losses.
+        rows = {}
+        for run in at_size:
+            ratios = run.losses[1:] / run.losses[:-1]
+            best = today[run.seed].losses
+            reached = [first_reaching(run.losses, best[: t + 1].min()) for t in targets]
+            rows[run.seed, run.variant] = (ratios.max(), int(np.argmax(ratios)), reached)
+        reach_header = " | ".join(f"iterations to today's best in {t}" for t in targets)
         out += [f"### {size} px ({width}×{height}), {count} iterations", "",
-                "loss[k] is the total loss after k iterations; the targets are the lowest loss "
-                f"today's (torch's) steps reach in {half} and in {count} iterations, same seed.",
-                "",
-                "| seed | variant | max loss[k+1]/loss[k] (k) | iterations to today's best "
-                f"in {half} | iterations to today's best in {count} | loss[10] | loss[{count}] "
-                "| evaluations |",
-                "|---|---|---|---|---|---|---|---|"]
-        for seed in dict.fromkeys(r.seed for r in at_size):
-            today = next(r for r in at_size if r.seed == seed and r.variant == TODAY)
-            for run in (r for r in at_size if r.seed == seed):
-                ratios = run.losses[1:] / run.losses[:-1]
-                worst = int(np.argmax(ratios))
-                out.append(
-                    f"| {seed} | {run.variant} | {ratios[worst]:.3g} ({worst}) "
-                    f"| {first_reaching(run.losses, today.losses[:half + 1].min())} "
-                    f"| {first_reaching(run.losses, today.losses.min())} "
-                    f"| {run.losses[10]:.4g} | {run.losses[count]:.4g} | {run.evaluations} |"
-                )
+                "loss[k] is the total loss after k iterations; the targets are the lowest losses "
+                f"today's (torch's) steps reach in {', '.join(map(str, targets))} iterations, "
+                "same seed.", "",
+                f"| seed | variant | max loss[k+1]/loss[k] (k) | {reach_header} | loss[10] "
+                f"| loss[{count}] | evaluations |",
+                "|---|---|---|" + "---|" * len(targets) + "---|---|---|"]
+        for run in sorted(at_size, key=lambda r: r.seed):
+            worst, k, reached = rows[run.seed, run.variant]
+            reach = " | ".join(count_text(r, count) for r in reached)
+            out.append(f"| {run.seed} | {run.variant} | {worst:.3g} ({k}) | {reach} "
+                       f"| {run.losses[10]:.4g} | {run.losses[count]:.4g} | {run.evaluations} |")
         out.append("")
+        if len(seeds) > 1:
+            out += [f"Over seeds {', '.join(map(str, seeds))}: the worst rise, the median "
+                    "iterations to each target, and loss[N] relative to today's (geometric mean).",
+                    "",
+                    f"| variant | worst max loss[k+1]/loss[k] | {reach_header} "
+                    f"| loss[{count}] / today's |",
+                    "|---|---|" + "---|" * len(targets) + "---|"]
+            for variant in variants:
+                runs_v = [r for r in at_size if r.variant == variant]
+                worst = max(rows[r.seed, variant][0] for r in runs_v)
+                medians = []
+                for i in range(len(targets)):
+                    # Not reached counts as count + 1: above every reached value.
+                    values = [rows[r.seed, variant][2][i] for r in runs_v]
+                    median = np.median([count + 1 if v is None else v for v in values])
+                    medians.append(f"> {count}" if median > count else f"{median:g}")
+                relative = np.exp(np.mean([np.log(r.losses[-1] / today[r.seed].losses[-1])
+                                           for r in runs_v]))
+                out.append(f"| {variant} | {worst:.3g} | {' | '.join(medians)} "
+                           f"| {relative:.3f} |")
+            out.append("")
     out += ["<details><summary>Total loss after each iteration</summary>", ""]
     for run in done:
         losses = " ".join(f"{v:.4g}" for v in run.losses)

@@ -414,14 +414,15 @@ def test_lbfgs_returns_values_before_the_update(quadratic, line_search):
         np.testing.assert_allclose(values, expected.numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("max_step", [0.0, 0.5], ids=["torch", "bounded"])
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
-def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
+def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search, max_step):
     fn, x_star = quadratic
     rng = np.random.default_rng(1)
     x_new = rng.standard_normal(x_star.shape).astype(np.float32)
 
     x = tf.Variable(tf.zeros(x_star.shape))
-    opt = lbfgs(fn, x, 2, line_search=line_search, history_size=5)
+    opt = lbfgs(fn, x, 2, line_search=line_search, history_size=5, max_step=max_step)
     step = tf.function(opt.step)
     run(opt, step, x, 200)  # to convergence: history full, caches and flags all set
     assert opt.converged.numpy()
@@ -431,18 +432,21 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search):
     assert step.experimental_get_tracing_count() == 1
 
     x_fresh = tf.Variable(x_new)
-    fresh_opt = lbfgs(fn, x_fresh, 2, line_search=line_search, history_size=5)
+    fresh_opt = lbfgs(fn, x_fresh, 2, line_search=line_search, history_size=5,
+                      max_step=max_step)
     fresh = run(fresh_opt, tf.function(fresh_opt.step), x_fresh, 30)
     np.testing.assert_array_equal(reused[0], fresh[0])
     np.testing.assert_array_equal(reused[1], fresh[1])
     assert opt.num_evals.numpy() == fresh_opt.num_evals.numpy()
 
 
+@pytest.mark.parametrize("max_step", [0.0, 0.5], ids=["torch", "bounded"])
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
-def test_lbfgs_runs_are_bit_identical(line_search):
+def test_lbfgs_runs_are_bit_identical(line_search, max_step):
     def trajectory():
         x = tf.Variable(np.array([-1.2, 1.0] * 5, np.float32))
-        opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1)
+        opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1,
+                    max_step=max_step)
         return run(opt, tf.function(opt.step, jit_compile=True), x, 40)
 
     first, second = trajectory(), trajectory()
