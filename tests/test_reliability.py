@@ -260,7 +260,7 @@ def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, imag
 
 def test_divergence_keeps_the_last_finite_image(tiny, tmp_path):
     build, content, style, init, weights = tiny
-    transfer = build(learning_rate=1e3)  # far too large a step: the loss overflows
+    transfer = build(learning_rate=1e3, max_step=0.0)  # unbounded, far too large: it overflows
     transfer.start(content, style, init, weights)
     log = LossLog(tmp_path / "losses.csv", transfer.value_names)
     with pytest.raises(Diverged) as caught:
@@ -279,7 +279,8 @@ def test_divergence_keeps_the_last_finite_image(tiny, tmp_path):
 
 def test_a_diverging_run_exits_3_without_a_result(tmp_path, images_dir):
     out = tmp_path / "run"
-    result = run_nst("size=32", "iterations=30", "optimizer.learning_rate=1e3", *FAST,
+    result = run_nst("size=32", "iterations=30", "optimizer.learning_rate=1e3",
+                     "optimizer.max_step=0", *FAST,
                      f"hydra.run.dir={out}")
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
