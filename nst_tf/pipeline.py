@@ -445,7 +445,12 @@ def _style_preset(index: int, name: str) -> ImageConfig:
     if name not in presets:
         raise UserError(f"styles[{index}].preset: unknown style preset '{name}'; "
                         f"choose one of {', '.join(presets)}")
-    preset = OmegaConf.load(CONF_DIR / "style" / f"{name}.yaml")
+    return preset_image("style", name)
+
+
+def preset_image(role: str, name: str) -> ImageConfig:
+    """The image preset conf/ROLE/NAME.yaml (role: content or style)."""
+    preset = OmegaConf.load(CONF_DIR / role / f"{name}.yaml")
     preset.pop("defaults", None)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), preset))
 

