@@ -194,6 +194,8 @@ class RunConfig:
     # Coarse to fine: optimise at each of these sizes in turn (iterations each), each starting
     # from the previous result upsampled; replaces `size`.
     scales: list[int] = field(default_factory=list)
+    # Iterations at each of `scales`, one per scale; null = `iterations` at every scale.
+    scale_iterations: list[int] | None = None
     style_scale: float = 1.0
     iterations: int = 500
     init: Init = Init.noise
@@ -266,6 +268,12 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise UserError("resume continues one size; drop scales=... (or resume its last scale)")
     if run.iterations < 1:
         raise UserError(f"iterations={run.iterations} must be >= 1")
+    if run.scale_iterations is not None:
+        if len(run.scale_iterations) != len(run.scales):
+            raise UserError(f"scale_iterations has {len(run.scale_iterations)} values for "
+                            f"{len(run.scales)} scales; give one per scale, or null")
+        if any(n < 1 for n in run.scale_iterations):
+            raise UserError(f"scale_iterations={run.scale_iterations} must all be >= 1")
     longest = max(run.scales or [run.size])
     for key, scale in [("style_scale", run.style_scale),
                        *((f"styles[{i}].scale", e.scale) for i, e in enumerate(run.styles))]:

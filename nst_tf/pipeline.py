@@ -235,7 +235,7 @@ def run(cfg: DictConfig, where: Where, overrides: Sequence[str], summary: dict[s
     for index, size in enumerate(sizes):
         stage = pictures.at_size(size, colors)
         shape = stage.content.shape[:2]
-        todo = settings.iterations  # per scale
+        todo = (settings.scale_iterations or [settings.iterations] * len(sizes))[index]
         if image is not None:  # coarse to fine: the previous scale's result, upsampled
             image = tf.image.resize(image, shape, method="bicubic").numpy()
         elif checkpoint:

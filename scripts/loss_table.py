@@ -2,10 +2,15 @@
 
     python scripts/loss_table.py SWEEP_DIR
 
-For each finished job: the unweighted content loss relative to the noise start's (row 0 of its
-losses.csv: 1 = as far from the photo as noise, 0 = the photo), and the unweighted style loss
-relative to the photo's own (the content image scored against the job's style target: 1 = as
-little style as the photo, 0 = the style's Grams exactly). Prints a markdown table.
+For each finished job:
+- content: the unweighted content loss relative to the noise start's (row 0 of its
+  losses.csv: 1 = as far from the photo as noise, 0 = the photo);
+- style: the unweighted style loss relative to the photo's own (the content image scored
+  against the job's style target: 1 = as little style as the photo, 0 = the style's Grams);
+- deep style: the same, but scored by every job at the same deep layers (conv4_1, conv5_1)
+  whatever layers it optimised, from its result.png: how much of the painting's large-scale
+  structure it has, comparable down a column of Fig. 3.
+Prints a markdown table.
 """
 
 import argparse
@@ -13,34 +18,47 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 
 import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
 from nst_tf import pipeline
 from nst_tf.cache import default_cache_dir
-from nst_tf.config import CONF_DIR, register_configs, validate
+from nst_tf.config import CONF_DIR, RunConfig, register_configs, validate
 from nst_tf.errors import UserError
+from nst_tf.images import read_rgb, to_array
 from nst_tf.report import read_losses
 from nst_tf.resume import on_schema
 from nst_tf.rundir import read_settings
 from nst_tf.sweep import format_value, read_sweep
 
+DEEP_LAYERS = ["conv4_1", "conv5_1"]
 
-def photo_losses(job_dir: Path) -> dict[str, float]:
-    """The job's objective at the content photo itself, with the job's own settings."""
+
+def job_settings(job_dir: Path, **changes: object) -> RunConfig:
+    """The job's own settings (as it recorded them), with `changes`."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         composed = compose("config")
-    settings = validate(on_schema(composed, read_settings(job_dir)))
+    settings = on_schema(composed, read_settings(job_dir))
+    for key, value in changes.items():
+        settings[key] = value
+    return validate(settings)
+
+
+def losses_at(settings: RunConfig, image_path: Path | None) -> dict[str, float]:
+    """The objective of `settings` at an image file of the run's size, or at the content
+    photo itself when `image_path` is None."""
     cache = default_cache_dir()
     images = Path(settings.paths.images) if settings.paths.images else None
     pictures = pipeline.read_pictures(settings, images, cache)
     weights = pipeline.model_weights(settings, cache)
     settings, _ = pipeline.resolve_precision(settings, weights, cache)
     stage = pictures.at_size(settings.size, settings.color.value)
+    image = stage.content if image_path is None else to_array(read_rgb(image_path))
     transfer, _ = pipeline.get_transfer(settings, weights, stage.content.shape[:2])
     transfer.start(stage.content, list(zip(stage.styles, pictures.blend, strict=True)),
-                   stage.content, pipeline.loss_weights(settings))
+                   np.asarray(image, np.float32), pipeline.loss_weights(settings))
     return transfer.evaluate()
 
 
@@ -52,17 +70,21 @@ def main() -> None:
         jobs = [job for job in read_sweep(args.sweep_dir) if job.status == "ok"]
     except UserError as error:
         sys.exit(f"nst-tf: error: {error}")
-    print("| job | settings | content / noise start's | style / photo's own |")
-    print("|---|---|---|---|")
+    print("| job | settings | content / noise start's | style / photo's own | "
+          f"deep style ({', '.join(DEEP_LAYERS)}) / photo's |")
+    print("|---|---|---|---|---|")
     for job in jobs:
         losses = read_losses(job.dir / "losses.csv")
-        photo = photo_losses(job.dir)
+        own = job_settings(job.dir)
+        deep = job_settings(job.dir, style_layers=DEEP_LAYERS, style_layer_weights=None)
         content = losses["content"][-1] / losses["content"][0]
-        style = losses["style"][-1] / photo["style"]
+        style = losses["style"][-1] / losses_at(own, None)["style"]
+        deep_style = (losses_at(deep, job.dir / "result.png")["style"]
+                      / losses_at(deep, None)["style"])
         label = " ".join(f"{key}={format_value(value)}" for key, value in job.overrides.items())
-        print(f"| {job.dir.name} | {label} | {content:.3f} | {style:.3g} |")
-        json.dump({"job": job.dir.name, "content_rel": content, "style_rel": style},
-                  sys.stderr)
+        print(f"| {job.dir.name} | {label} | {content:.3f} | {style:.3g} | {deep_style:.3g} |")
+        json.dump({"job": job.dir.name, "content_rel": content, "style_rel": style,
+                   "deep_style_rel": deep_style}, sys.stderr)
         print(file=sys.stderr)
 
 

@@ -2,6 +2,7 @@
 optimise the same thing: `python scripts/peer_setup.py --size 256 --out setup.npz`."""
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=Path, default=None, help="local folder of the presets")
+    parser.add_argument("--images", type=Path, default=os.environ.get("NST_IMAGES"),
+                        help="local folder of the presets (default: $NST_IMAGES, as runs use)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     content = fit_long_side(preset("content", "tubingen", args.images), args.size)

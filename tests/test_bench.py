@@ -70,12 +70,12 @@ def test_json_has_every_section(quick):
         assert "iterations" in results["time_to_quality"][name]
     c2f = results["coarse_to_fine"]
     assert c2f["scales"] == [32, 64] and c2f["direct"]["reached"] is not None
-    assert c2f["coarse_to_fine"]["full_size_from"]["iteration"] == 10
+    assert c2f["coarse_to_fine"]["full_size_from"]["iteration"] == 5  # scale_iterations=[5,10]
     assert set(results["quality"]["relative_gap"]) == {"content", "style"}
     labels = [r["label"] for r in results["tuning"]["runs"]]
     assert any("strong_wolfe" in label for label in labels)
     assert any(label.startswith("adam") for label in labels)
-    assert len(results["summary"]["targets"]) == 7
+    assert len(results["summary"]["targets"]) == 8  # the peer's needs --peer
     assert any("precision=auto" in r for r in results["recommendations"])
 
 
@@ -147,6 +147,32 @@ def test_precision_advice_is_never_bf16_alone(measured):
         precision = results["recommendations"][0]
         assert precision.startswith("**Precision: `precision=auto`**")
         assert f"speed ratio of {1 / factor:.2f}" in precision
+
+
+def test_peer_section_and_target(measured):
+    results = copy.deepcopy(measured)
+    results.pop("peer", None)
+    assert "Not measured in this run: `python scripts/bench.py --peer" in render(results)
+    ours = [{"precision": "fp32", "seconds_per_iteration": 0.25, "total": [9.0] * 451,
+             "reached": {"iteration": 354, "seconds": 72.0, "speedup": 71.0 / 72.0}},
+            {"precision": "bf16", "seconds_per_iteration": 0.12, "total": [9.0] * 451,
+             "reached": {"iteration": 341, "seconds": 40.0, "speedup": 71.0 / 40.0},
+             "own_crossing": {"iteration": 338, "seconds": 39.6, "fp32_total": 7.52e6}}]
+    results["peer"] = {"size": 256, "width": 256, "height": 192, "iterations": 300,
+                       "bar": 7.51e6, "torch": "2.13.0", "ours": ours,
+                       "peer": {"seconds": [0.0, 71.0], "total": [9.0, 7.51e6],
+                                "seconds_per_iteration": 0.237}}
+    text = render(results)
+    assert "| ours, bf16 | 0.120 | 341, 40.0 s | 1.77× |" in text
+    assert "in its own precision at iteration 338 (39.6 s)" in text
+    assert "scores its image 7.52e+06" in text
+    target = next(t for t in results["summary"]["targets"] if "PyTorch" in t["target"])
+    assert (target["measured"], target["met"]) == ("1.77x", True)
+    ours[1]["reached"] = None
+    text = render(results)
+    assert "| ours, bf16 | 0.120 | not within 450 | — |" in text
+    target = next(t for t in results["summary"]["targets"] if "PyTorch" in t["target"])
+    assert (target["measured"], target["met"]) == ("not reached", False)
 
 
 def test_history_table_and_append(measured, tmp_path):

@@ -16,7 +16,6 @@ from nst_tf.sweep_callback import SweepEnd
 from tests.helpers import FAST as QUICK
 from tests.helpers import ROOT, run_script
 
-# The experiments' own model.normalize=true: its calibration is cached after the first run.
 FAST = ["size=32", "iterations=2", "save_every=0", *QUICK]
 FIG3_ROWS = ["conv1_1", "conv1_1, conv2_1", "conv1_1 … conv3_1", "conv1_1 … conv4_1",
              "conv1_1 … conv5_1"]
@@ -163,7 +162,7 @@ def compose_experiment(*overrides: str):
 def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
     cfg = compose_experiment(f"+experiment={experiment}", f"+{group}={panel}")
     assert cfg.style.name == style and cfg.alpha == pytest.approx(alpha)
-    assert cfg.model.normalize is True
+    assert cfg.model.normalize is False and cfg.loss_scale.name == "reference"  # the authors' code
     assert cfg.hydra.callbacks.sweep_end._target_ == "nst_tf.sweep_callback.SweepEnd"
     sweep = cfg.hydra.sweeper.params[f"+{group}"].split(",")
     assert "E" not in sweep  # Picasso only on request (the experiment's comment says how)
@@ -204,3 +203,18 @@ def test_summary_config_wins_over_hydra_files(fig3_sweep):
     # The resolved config in summary.json is what the figure reads (interpolations done).
     summary = json.loads((fig3_sweep / "0" / "summary.json").read_text())
     assert sweep_grid(fig3_sweep).cells[0][0].config == summary["config"]
+
+
+def test_loss_table_reads_every_job(fig3_sweep):
+    result = run_script("loss_table.py", str(fig3_sweep))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    assert len(rows) == 20 and "deep style (conv4_1, conv5_1) / photo's" in result.stdout
+    # content: the job's own losses.csv, last row over row 0
+    losses = [line.split(",") for line in (fig3_sweep / "5" / "losses.csv").read_text().split()]
+    column = losses[0].index("content")
+    expected = float(losses[-1][column]) / float(losses[1][column])
+    assert float(rows[5][2]) == pytest.approx(expected, abs=1e-3)
+    for row in rows:
+        style, deep = float(row[3]), float(row[4].rstrip(" |"))
+        assert style > 0 and deep > 0

@@ -54,6 +54,8 @@ BAD_VALUES = {  # overrides joined by &
     "seed=4294967296": "seed=4294967296 is out of range",
     "size=100000": "size=100000 is too large",
     "scales=[64,20000]": "scales=20000 is too large",
+    "scales=[32,64]&scale_iterations=[10]": "scale_iterations has 1 values for 2 scales",
+    "scales=[32,64]&scale_iterations=[10,0]": "scale_iterations=[10, 0] must all be >= 1",
     "optimizer.tolerance_grad=-1": "optimizer.tolerance_grad=-1.0 must be >= 0",
     "optimizer=adam&optimizer.beta_1=1": "optimizer.beta_1=1.0 must be in [0, 1)",
     "optimizer=adam&optimizer.beta_2=-0.1": "optimizer.beta_2=-0.1 must be in [0, 1)",

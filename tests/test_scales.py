@@ -1,4 +1,5 @@
-"""Coarse to fine: scales=[a,b] optimises at each size, starting from the previous result."""
+"""Coarse to fine: scales=[a,b] optimises at each size, starting from the previous result,
+scale_iterations=[m,n] times at each."""
 
 import json
 
@@ -15,14 +16,14 @@ def small(path, size) -> np.ndarray:
 
 def test_two_scales_end_to_end(tmp_path, images_dir):
     out = tmp_path / "c2f"
-    result = run_nst("scales=[32,64]", "iterations=15", "save_every=10", *FAST,
+    result = run_nst("scales=[32,64]", "scale_iterations=[10,15]", "save_every=10", *FAST,
                      f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     assert Image.open(out / "result.png").size == (64, 48)
     assert Image.open(out / "scale_00032.png").size == (32, 24)
     rows = read_csv(out / "losses.csv")
-    assert [int(r["size"]) for r in rows] == [32] * 16 + [64] * 16
-    assert [r["iteration"] for r in rows] == list(range(16)) + list(range(15, 31))
+    assert [int(r["size"]) for r in rows] == [32] * 11 + [64] * 16
+    assert [r["iteration"] for r in rows] == list(range(11)) + list(range(10, 26))
     stages = json.loads((out / "summary.json").read_text())["stages"]
     assert [s["content_size"] for s in stages] == [[32, 24], [64, 48]]
 

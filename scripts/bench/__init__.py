@@ -20,7 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent  # scripts/bench/
 ROOT = HERE.parents[1]  # the checkout: conf/, nst_tf/, scripts/, tests/, docs/, outputs/
-ENTRY = HERE.parent / "bench.py"  # also runs the probes that need a fresh process
-RUN_SCRIPT = HERE.parent / "run.py"
+SCRIPTS = HERE.parent
+ENTRY = SCRIPTS / "bench.py"  # also runs the probes that need a fresh process
+RUN_SCRIPT = SCRIPTS / "run.py"
 DOCS = ROOT / "docs"
 HISTORY = DOCS / "performance_history.json"

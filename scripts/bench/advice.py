@@ -11,7 +11,9 @@ from .harness import first_reaching
 from .machine import isa_of
 from .plan import (
     TARGET_BF16_SPEEDUP,
+    TARGET_C2F_SPEEDUP,
     TARGET_CLI_SECONDS,
+    TARGET_PEER_SPEEDUP,
     TARGET_QUALITY_GAP,
     TARGET_ROOFLINE_SHARE,
     TARGET_SWEEP_OVERHEAD,
@@ -103,6 +105,26 @@ def summarise(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
          "measured": ", ".join(f"{p}: {results['determinism'][p]}" for p in plan.precisions),
          "met": all(results["determinism"][p] for p in plan.precisions)},
     ]
+    c2f = results.get("coarse_to_fine")
+    if c2f:
+        direct, coarse = c2f["direct"]["reached"], c2f["coarse_to_fine"]["reached"]
+        ratio = direct["seconds"] / coarse["seconds"] if direct and coarse else None
+        targets.append({
+            "target": f"coarse to fine reaches the direct {c2f['size']} px run's "
+                      f"{c2f['scale_iterations'][-1]}-iteration loss >= "
+                      f"{TARGET_C2F_SPEEDUP:g}x sooner",
+            "measured": f"{ratio:.2f}x" if ratio else "not reached",
+            "met": bool(ratio and ratio >= TARGET_C2F_SPEEDUP)})
+    peer = results.get("peer")
+    if peer:
+        plain = peer["ours"][-1]
+        sooner = plain["reached"]["speedup"] if plain["reached"] else None
+        targets.append({
+            "target": f"reach the PyTorch L-BFGS peer's {peer['iterations']}-iteration loss at "
+                      f"{peer['size']} px >= {TARGET_PEER_SPEEDUP:g}x sooner "
+                      f"({plain['precision']}, as precision=auto picks here)",
+            "measured": f"{sooner:.2f}x" if sooner else "not reached",
+            "met": bool(sooner and sooner >= TARGET_PEER_SPEEDUP)})
     return {"size": size, "fp32_seconds": fp32["seconds_per_iteration"],
             "bf16_seconds": bf16["seconds_per_iteration"], "bf16_speedup": speedup,
             "faster_precision": "bf16" if speedup > 1 else "fp32",
@@ -343,15 +365,19 @@ def recommend(results: Mapping[str, Any], history: Sequence[Mapping[str, Any]] =
             + (f"{lbfgs_s:.0f} s." if lbfgs_s is not None else "not within its iterations.")
         )
     c2f = results.get("coarse_to_fine")
-    if c2f and c2f["direct"]["reached"] and c2f["coarse_to_fine"]["reached"]:
+    if c2f and c2f["direct"]["reached"]:
         direct = c2f["direct"]["reached"]["seconds"]
-        coarse = c2f["coarse_to_fine"]["reached"]["seconds"]
-        scales = ",".join(str(s) for s in c2f["scales"])
-        verdict = (f"use `scales=[{scales}]` for {c2f['size']} px results"
-                   if coarse < direct else f"a direct run is as fast at {c2f['size']} px")
-        advice.append(
-            f"Coarse to fine: {verdict}. It reached the direct run's "
-            f"{c2f['iterations_per_scale']}-iteration loss in {coarse:.0f} s of loop time vs "
-            f"{direct:.0f} s ({c2f['precision']})."
-        )
+        reached = c2f["coarse_to_fine"]["reached"]
+        split = (f"`scales=[{','.join(str(s) for s in c2f['scales'])}] "
+                 f"scale_iterations=[{','.join(str(n) for n in c2f['scale_iterations'])}]`")
+        bar = f"the direct run's {c2f['scale_iterations'][-1]}-iteration loss"
+        if reached is None:
+            advice.append(f"Coarse to fine: keep direct runs at {c2f['size']} px; {split} did "
+                          f"not reach {bar} ({c2f['precision']}).")
+        else:
+            verdict = (f"use {split} for {c2f['size']} px results" if reached["seconds"] < direct
+                       else f"a direct run is as fast at {c2f['size']} px")
+            advice.append(f"Coarse to fine: {verdict}. {split} reached {bar} in "
+                          f"{reached['seconds']:.0f} s of loop time vs {direct:.0f} s "
+                          f"({c2f['precision']}).")
     return advice

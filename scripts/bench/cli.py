@@ -28,6 +28,7 @@ from .sections import (
     section_coarse_to_fine,
     section_eager,
     section_memory,
+    section_peer,
     section_preset_check,
     section_quality,
     section_step_time,
@@ -37,9 +38,10 @@ from .sections import (
 
 
 def run_benchmark(plan: Plan, out: Path, history: Path = HISTORY,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, peer: str | None = None) -> dict[str, Any]:
     """Measure every section, write `performance.json`, `PERFORMANCE.md` and the figures; a
-    full run also adds its headline figures to `history`."""
+    full run also adds its headline figures to `history`. `peer`: a Python with torch, for
+    the PyTorch peer's section (skipped without it)."""
     import tensorflow as tf
 
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,8 @@ def run_benchmark(plan: Plan, out: Path, history: Path = HISTORY,
             plan, Path(scratch), results["cli_run"], log)
         results["preset_check"] = section_preset_check(
             plan, cli_precision, Path(scratch), results, log)
+        if peer:
+            results["peer"] = section_peer(plan, cli_precision, peer, builder, Path(scratch), log)
     results["environment"]["loadavg_end"] = os.getloadavg()[0]
     results["total_seconds"] = time.perf_counter() - started
     write_report(results, out, machines.load(history))
@@ -107,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--history", type=Path, default=HISTORY,
                         help="earlier machines' headline figures; a full run adds its own "
                         "(default: docs/performance_history.json)")
+    parser.add_argument("--peer", metavar="PYTHON",
+                        help="a Python with torch (a throwaway venv, never the project's): adds "
+                        "the PyTorch L-BFGS peer's section")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite the report from OUT/performance.json")
     args = parser.parse_args(argv)
@@ -117,5 +124,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     plan = QUICK if args.quick else FULL
     results = run_benchmark(plan, args.out, args.history,
-                            log=lambda m: print(m, file=sys.stderr))
+                            log=lambda m: print(m, file=sys.stderr), peer=args.peer)
     print(one_line(results))

@@ -83,4 +83,4 @@ def plot_coarse_to_fine(path: Path, c2f: Mapping[str, Any]) -> None:
               for name, label in (("direct", f"direct, size={c2f['size']}"),
                                   ("coarse_to_fine", f"scales=[{scales}]"))]
     plot_loss_curves(path, curves, c2f["target_total"],
-                     f"direct run's loss after {c2f['iterations_per_scale']} iterations")
+                     f"direct run's loss after {c2f['scale_iterations'][-1]} iterations")

