@@ -3,8 +3,8 @@
     python scripts/loss_table.py SWEEP_DIR
 
 For each finished job:
-- content: the unweighted content loss relative to the noise start's (row 0 of its
-  losses.csv: 1 = as far from the photo as noise, 0 = the photo);
+- content: the unweighted content loss relative to that of the white noise its seed gives
+  (whatever the run started from: 1 = as far from the photo as noise, 0 = the photo);
 - style: the unweighted style loss relative to the photo's own (the content image scored
   against the job's style target: 1 = as little style as the photo, 0 = the style's Grams);
 - deep style: the same, but scored by every job at the same deep layers (conv4_1, conv5_1)
@@ -46,19 +46,25 @@ def job_settings(job_dir: Path, **changes: object) -> RunConfig:
     return validate(settings)
 
 
-def losses_at(settings: RunConfig, image_path: Path | None) -> dict[str, float]:
-    """The objective of `settings` at an image file of the run's size, or at the content
-    photo itself when `image_path` is None."""
+def losses_at(settings: RunConfig, image: Path | str) -> dict[str, float]:
+    """The objective of `settings` at an image file of the run's size, at the content photo
+    itself ("photo"), or at the white noise the run's seed starts from ("noise")."""
     cache = default_cache_dir()
     images = Path(settings.paths.images) if settings.paths.images else None
     pictures = pipeline.read_pictures(settings, images, cache)
     weights = pipeline.model_weights(settings, cache)
     settings, _ = pipeline.resolve_precision(settings, weights, cache)
     stage = pictures.at_size(settings.size, settings.color.value)
-    image = stage.content if image_path is None else to_array(read_rgb(image_path))
+    if image == "photo":
+        pixels = stage.content
+    elif image == "noise":
+        pixels = pipeline.initial_image("noise", stage.content, stage.content, settings.seed,
+                                        settings.model.backbone)
+    else:
+        pixels = to_array(read_rgb(image))
     transfer, _ = pipeline.get_transfer(settings, weights, stage.content.shape[:2])
     transfer.start(stage.content, list(zip(stage.styles, pictures.blend, strict=True)),
-                   np.asarray(image, np.float32), pipeline.loss_weights(settings))
+                   np.asarray(pixels, np.float32), pipeline.loss_weights(settings))
     return transfer.evaluate()
 
 
@@ -77,10 +83,10 @@ def main() -> None:
         losses = read_losses(job.dir / "losses.csv")
         own = job_settings(job.dir)
         deep = job_settings(job.dir, style_layers=DEEP_LAYERS, style_layer_weights=None)
-        content = losses["content"][-1] / losses["content"][0]
-        style = losses["style"][-1] / losses_at(own, None)["style"]
+        content = losses["content"][-1] / losses_at(own, "noise")["content"]
+        style = losses["style"][-1] / losses_at(own, "photo")["style"]
         deep_style = (losses_at(deep, job.dir / "result.png")["style"]
-                      / losses_at(deep, None)["style"])
+                      / losses_at(deep, "photo")["style"])
         label = " ".join(f"{key}={format_value(value)}" for key, value in job.overrides.items())
         print(f"| {job.dir.name} | {label} | {content:.3f} | {style:.3g} | {deep_style:.3g} |")
         json.dump({"job": job.dir.name, "content_rel": content, "style_rel": style,

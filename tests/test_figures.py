@@ -210,7 +210,7 @@ def test_loss_table_reads_every_job(fig3_sweep):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
     assert len(rows) == 20 and "deep style (conv4_1, conv5_1) / photo's" in result.stdout
-    # content: the job's own losses.csv, last row over row 0
+    # content over the noise start's: these jobs start from that noise, row 0 of losses.csv
     losses = [line.split(",") for line in (fig3_sweep / "5" / "losses.csv").read_text().split()]
     column = losses[0].index("content")
     expected = float(losses[-1][column]) / float(losses[1][column])
