@@ -16,6 +16,7 @@ Prints a markdown table.
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,37 +36,38 @@ from nst_tf.sweep import format_value, read_sweep
 DEEP_LAYERS = ["conv4_1", "conv5_1"]
 
 
-def job_settings(job_dir: Path, **changes: object) -> RunConfig:
-    """The job's own settings (as it recorded them), with `changes`."""
+def job_settings(job_dir: Path) -> RunConfig:
+    """The job's own settings, as it recorded them."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         composed = compose("config")
-    settings = on_schema(composed, read_settings(job_dir))
-    for key, value in changes.items():
-        settings[key] = value
-    return validate(settings)
+    return validate(on_schema(composed, read_settings(job_dir)))
 
 
-def losses_at(settings: RunConfig, image: Path | str) -> dict[str, float]:
-    """The objective of `settings` at an image file of the run's size, at the content photo
-    itself ("photo"), or at the white noise the run's seed starts from ("noise")."""
+def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]]:
+    """The objective of `settings` at each image: a file of the run's size, the content photo
+    itself ("photo"), or the white noise the run's seed starts from ("noise")."""
     cache = default_cache_dir()
-    images = Path(settings.paths.images) if settings.paths.images else None
-    pictures = pipeline.read_pictures(settings, images, cache)
+    folder = Path(settings.paths.images) if settings.paths.images else None
+    pictures = pipeline.read_pictures(settings, folder, cache)
     weights = pipeline.model_weights(settings, cache)
     settings, _ = pipeline.resolve_precision(settings, weights, cache)
     stage = pictures.at_size(settings.size, settings.color.value)
-    if image == "photo":
-        pixels = stage.content
-    elif image == "noise":
-        pixels = pipeline.initial_image("noise", stage.content, stage.content, settings.seed,
-                                        settings.model.backbone)
-    else:
-        pixels = to_array(read_rgb(image))
     transfer, _ = pipeline.get_transfer(settings, weights, stage.content.shape[:2])
-    transfer.start(stage.content, list(zip(stage.styles, pictures.blend, strict=True)),
-                   np.asarray(pixels, np.float32), pipeline.loss_weights(settings))
-    return transfer.evaluate()
+    styles = list(zip(stage.styles, pictures.blend, strict=True))
+    values = []
+    for image in images:
+        if image == "photo":
+            pixels = stage.content
+        elif image == "noise":
+            pixels = pipeline.initial_image("noise", stage.content, stage.content, settings.seed,
+                                            settings.model.backbone)
+        else:
+            pixels = to_array(read_rgb(image))
+        transfer.start(stage.content, styles, np.asarray(pixels, np.float32),
+                       pipeline.loss_weights(settings))
+        values.append(transfer.evaluate())
+    return values
 
 
 def main() -> None:
@@ -82,11 +84,12 @@ def main() -> None:
     for job in jobs:
         losses = read_losses(job.dir / "losses.csv")
         own = job_settings(job.dir)
-        deep = job_settings(job.dir, style_layers=DEEP_LAYERS, style_layer_weights=None)
-        content = losses["content"][-1] / losses_at(own, "noise")["content"]
-        style = losses["style"][-1] / losses_at(own, "photo")["style"]
-        deep_style = (losses_at(deep, job.dir / "result.png")["style"]
-                      / losses_at(deep, "photo")["style"])
+        deep = replace(own, style_layers=DEEP_LAYERS, style_layer_weights=None)
+        noise, photo = losses_at(own, "noise", "photo")
+        result_deep, photo_deep = losses_at(deep, job.dir / "result.png", "photo")
+        content = losses["content"][-1] / noise["content"]
+        style = losses["style"][-1] / photo["style"]
+        deep_style = result_deep["style"] / photo_deep["style"]
         label = " ".join(f"{key}={format_value(value)}" for key, value in job.overrides.items())
         print(f"| {job.dir.name} | {label} | {content:.3f} | {style:.3g} | {deep_style:.3g} |")
         json.dump({"job": job.dir.name, "content_rel": content, "style_rel": style,

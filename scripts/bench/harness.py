@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import subprocess
@@ -155,7 +154,6 @@ def run_cli(args: Sequence[str], log: Callable[[str], None]) -> float:
 
 def read_run(folder: Path) -> tuple[dict, dict[str, list[float]]]:
     """A run dir's summary.json and losses.csv (as columns)."""
-    summary = json.loads((folder / "summary.json").read_text())
-    with open(folder / "losses.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    return summary, {key: [float(row[key]) for row in rows] for key in rows[0]}
+    from nst_tf.report import read_losses
+
+    return json.loads((folder / "summary.json").read_text()), read_losses(folder / "losses.csv")

@@ -5,7 +5,6 @@ fresh process per size, and the sweep, CLI, Adam, coarse-to-fine and preset-chec
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -464,9 +463,10 @@ def section_peer(plan: Plan, precision: str, peer_python: str, builder: Builder,
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-3000:]}")
     version = subprocess.run([peer_python, "-c", "import torch; print(torch.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    with open(peer_csv, newline="") as file:
-        peer_rows = list(csv.DictReader(file))
-    peer = {key: [float(row[key]) for row in peer_rows] for key in ("seconds", "total")}
+    from nst_tf.report import read_losses
+
+    table = read_losses(peer_csv)  # the peer writes our losses.csv's columns
+    peer = {key: table[key] for key in ("seconds", "total")}
     bar = peer["total"][-1]
     arrays = np.load(setup)
     content, style, init = arrays["content"], arrays["style"], arrays["init"]
