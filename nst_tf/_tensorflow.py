@@ -1,6 +1,7 @@
 """Importing this imports TensorFlow quietly: entry points import it before anything else
 that loads TensorFlow."""
 
+import logging
 import os
 import re
 import sys
@@ -34,4 +35,13 @@ def _import_tensorflow_quietly() -> None:
                     print(line, file=sys.stderr)
 
 
+class _DropRetracingWarnings(logging.Filter):
+    """TensorFlow warns when a function's code is traced again and again; here that is by design:
+    each new image shape, optimiser setting or loss_table pass builds a compiled step of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 _import_tensorflow_quietly()
+logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())

@@ -4,9 +4,9 @@ It runs the pipeline the CLI runs, with the same checks and the same one-line er
 UserError), and reuses the compiled step across calls as a sweep does.
 """
 
-import shutil
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,19 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
-from nst_tf.config import CONF_DIR, ImageConfig, config_error_message, register_configs
+from nst_tf.config import CONF_DIR, ImageConfig
 from nst_tf.errors import UserError
+from nst_tf.hydra_setup import config_error_message, register_configs
 
 Picture = str | Path | Image.Image | np.ndarray
+_COMPOSING = threading.Lock()  # Hydra's compose API is one global state: one thread at a time
 
 
 @dataclass(frozen=True)
 class Result:
     """A finished run: the image, each loss per iteration, and the run's summary."""
 
-    image: Image.Image
+    image: Image.Image | None  # None: the run failed (summary["reason"] says why)
     losses: Mapping[str, list[float]]  # iteration, seconds, total, each term, size
     summary: Mapping[str, Any]
     output_dir: Path | None  # where its files are, if kept
@@ -44,27 +46,59 @@ def stylize(content: Picture, style: Picture, *, output_dir: str | Path | None =
     files (result, losses, snapshots, summary) go to `output_dir`, a new folder, if given.
     Raises UserError with the CLI's one line for a bad value; KeyboardInterrupt if stopped.
     """
+    [result] = _run([{"content": content, "style": style, "output_dir": output_dir,
+                      **settings}], batch_size=1)
+    if result.summary["status"] != "ok":
+        raise UserError(result.summary["reason"])
+    return result
+
+
+def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "auto"
+                  ) -> list[Result]:
+    """Many runs, each item the keyword arguments `stylize` takes (`content`, `style`,
+    `output_dir` and settings); items that can share a compiled step (same shapes, layers,
+    backbone, precision, optimiser settings and iterations) run together, `batch_size` at a
+    time ("auto": as many as fit in memory, at most 16).
+
+    Returns one Result per item, in order; a failed item's has no image and says why in
+    `summary["reason"]`. Raises KeyboardInterrupt if stopped (every running item saved).
+    """
+    return _run(items, batch_size)
+
+
+def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Result]:
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
     from nst_tf.report import read_losses
+    from nst_tf.runner import Job
 
     with tempfile.TemporaryDirectory(prefix="nst-tf-") as scratch:
-        cfg = _config(settings, {"content": content, "style": style}, Path(scratch))
-        out = Path(output_dir) if output_dir is not None else Path(scratch) / "run"
-        out.mkdir(parents=True, exist_ok=True)
-        where = pipeline.Where(out, "output_dir", "nst_tf.stylize(...)")
-        summary = pipeline.attempt(cfg, where, [])
-        if summary["status"] == "interrupted":
-            raise KeyboardInterrupt(summary["reason"])
-        if summary["status"] != "ok":
-            raise UserError(summary["reason"])
-        image = Image.open(out / "result.png")
-        image.load()
-        result = Result(image, read_losses(out / "losses.csv"), summary,
-                        out if output_dir is not None else None)
-        if output_dir is None:
-            shutil.rmtree(out)
-    return result
+        jobs, kept = [], []
+        for index, item in enumerate(items):
+            settings = dict(item)
+            pictures = {role: settings.pop(role) for role in ("content", "style")}
+            output_dir = settings.pop("output_dir", None)
+            folder = Path(scratch) / str(index)
+            folder.mkdir()
+            cfg = _config(settings, pictures, folder)
+            out = Path(output_dir) if output_dir is not None else folder / "run"
+            out.mkdir(parents=True, exist_ok=True)
+            jobs.append(Job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"), []))
+            kept.append(output_dir is not None)
+        summaries = pipeline.attempt_jobs(jobs, batch_size)
+        if any(summary["status"] == "interrupted" for summary in summaries):
+            raise KeyboardInterrupt(next(s["reason"] for s in summaries
+                                         if s["status"] == "interrupted"))
+        results = []
+        for job, summary, keep in zip(jobs, summaries, kept, strict=True):
+            out = job.where.out
+            image = None
+            if summary["status"] == "ok":
+                image = Image.open(out / "result.png")
+                image.load()
+            losses = read_losses(out / "losses.csv") if (out / "losses.csv").exists() else {}
+            results.append(Result(image, losses, summary, out if keep else None))
+    return results
 
 
 def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture], scratch: Path
@@ -79,7 +113,7 @@ def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture], scratc
         presets.append(f"optimizer={name}")
         settings["optimizer"] = {} if isinstance(optimizer, str) else optimizer
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        with _COMPOSING, initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose("config", overrides=presets)
         for role, picture in pictures.items():
             if not _is_preset(role, picture):

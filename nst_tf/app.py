@@ -6,6 +6,7 @@ TensorFlow loads only when a run starts (nst_tf.pipeline), so --help and --cfg s
 import logging
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.config import CONF_PACKAGE, config_error_message, register_configs
+from nst_tf.config import CONF_PACKAGE
 from nst_tf.errors import UserError, fail, say
+from nst_tf.hydra_setup import config_error_message, register_configs
 
 log = logging.getLogger("nst_tf")
 
@@ -29,7 +32,8 @@ def _dir_key() -> str:
     return "hydra.sweep.dir" if multirun else "hydra.run.dir"
 
 
-def _command() -> str:
+def command() -> str:
+    """How the user started us, for the `resume=` line they can paste."""
     script = Path(sys.argv[0])
     if script.name == "__main__.py":
         return "python -m nst_tf"
@@ -44,11 +48,11 @@ def _hydra_main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    where = pipeline.Where(Path(hydra_cfg.runtime.output_dir), _dir_key(), _command(),
+    where = pipeline.Where(Path(hydra_cfg.runtime.output_dir), _dir_key(), command(),
                            keep_failures=sweep)
     overrides = list(hydra_cfg.overrides.task)
     if sweep:
-        return _objective(cfg, _sweep_job(cfg, where, overrides))
+        return objective(cfg, _sweep_job(cfg, where, overrides))
     summary = pipeline.attempt(cfg, where, overrides)
     if summary["status"] == "interrupted":
         say(summary["reason"])
@@ -56,10 +60,11 @@ def _hydra_main(cfg: DictConfig) -> float:
         say(f"error: {summary['reason']}", logging.ERROR)
     if summary["status"] != "ok":
         sys.exit(summary["exit_code"])
-    return _objective(cfg, summary)
+    return objective(cfg, summary)
 
 
-def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float:
+def objective(cfg: DictConfig, summary: dict[str, Any]) -> float:
+    """What a sweeper minimises: the job's final `objective` loss; nan if it failed."""
     if summary["status"] != "ok":
         return math.nan  # no loss to report; nst_tf.search tells Optuna it was the worst
     return float(summary["final"][cfg.objective])  # the pipeline checked the name
@@ -87,9 +92,27 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
             pipeline.write_record(where.out, summary)
         if summary["status"] == "interrupted":
             _sweep_stopped.update(summary)
-    if summary["status"] != "ok":
-        say(f"{job}: {summary['status']}: {summary['reason']}")
+    report_sweep_job(where, overrides, summary)
     return summary
+
+
+def report_sweep_job(where: Any, overrides: list[str], summary: dict[str, Any]) -> None:
+    """One line for a sweep job that did not end ok."""
+    if summary["status"] != "ok":
+        job = f"job {where.out.name} ({' '.join(overrides)})"
+        say(f"{job}: {summary['status']}: {summary['reason']}")
+
+
+class SlurmCheck(Callback):
+    """Before a sweep under Hydra's Slurm launcher: without Slurm's commands here, one line instead
+    of submitit's traceback, and before Hydra writes the sweep dir."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if launcher.endswith(".SlurmLauncher") and not all(map(shutil.which, ("sbatch", "srun"))):
+            # Hydra turns a callback's exceptions into warnings; exit instead.
+            fail("Slurm was not found (no sbatch or srun on this machine); "
+                 "hydra/launcher=submitit_local runs the same sweep here")
 
 
 def main() -> None:

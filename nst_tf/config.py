@@ -1,25 +1,20 @@
 """Structured configs: the schema Hydra type-checks against, and the checks types cannot express."""
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from hydra.errors import MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.backbones import BACKBONES, get_backbone
+from nst_tf.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from nst_tf.errors import UserError
 
 # The Hydra configs and presets: the repository's conf/, installed as this package.
 CONF_PACKAGE = "nst_tf.conf"
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))  # where that is on disk, to read presets
-DEFAULT_BACKBONE = "vgg19"  # the paper's network
 MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
@@ -53,11 +48,6 @@ class Color(Enum):
     histogram = "histogram"
 
 
-class LineSearch(Enum):
-    none = "none"
-    strong_wolfe = "strong_wolfe"
-
-
 @dataclass
 class ImageConfig:
     """A preset (name, file, url, md5 and credits) or a user's file (`path`)."""
@@ -82,72 +72,6 @@ class StyleBlend:
     scale: float | None = None  # None: style_scale
     # Grey image at the content's size: where this style goes (white) and where not (black).
     mask: str | None = None
-
-
-class OptimizerConfig:
-    """Base of the optimisers' configs: `name` is the optimiser `nst_tf.optim` registers, the
-    other fields its keyword arguments; their defaults here are the only ones."""
-
-    def check(self) -> None:
-        """Raise UserError for a setting the types allow but the optimiser cannot use."""
-        raise NotImplementedError
-
-    def params(self) -> dict[str, Any]:
-        """The optimiser's keyword arguments (enums as their values)."""
-        return {
-            key: getattr(value, "value", value)
-            for key, value in asdict(self).items()
-            if key != "name"
-        }
-
-
-def _require(opt: OptimizerConfig, key: str, ok: Callable[[Any], bool], rule: str) -> None:
-    value = getattr(opt, key)
-    if not ok(value):
-        raise UserError(f"optimizer.{key}={value} {rule}")
-
-
-@dataclass
-class LbfgsConfig(OptimizerConfig):
-    name: str = "lbfgs"
-    # Measured: as good as 100, 11% sooner at 512 px, half the memory (docs/PERFORMANCE.md).
-    history_size: int = 50
-    line_search: LineSearch = LineSearch.none
-    learning_rate: float = 1.0
-    max_line_search: int = 25
-    tolerance_grad: float = 0.0  # stop early when max|g| <= this; 0 = always run all iterations
-    tolerance_change: float = 0.0  # stop early when loss or step change < this; 0 = never
-    # No pixel changes by more than this (× learning_rate, pixel units 0..255) in one step;
-    # 0 = torch.optim.LBFGS's steps (a tiny first step, then unbounded), whose loss jumps up to
-    # 700x early on from the noise start. Measured in docs/LBFGS_FIRST_STEP.md.
-    max_step: float = 48.0
-
-    def check(self) -> None:
-        _require(self, "learning_rate", lambda v: v > 0, "must be > 0")
-        _require(self, "history_size", lambda v: v >= 1, "must be >= 1")
-        _require(self, "max_line_search", lambda v: v >= 1, "must be >= 1")
-        for key in ("tolerance_grad", "tolerance_change"):
-            _require(self, key, lambda v: v >= 0, "must be >= 0 (0 = off)")
-        _require(self, "max_step", lambda v: v >= 0, "must be >= 0 (0 = unbounded, as torch)")
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    learning_rate: float = 10.0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-8
-
-    def check(self) -> None:
-        _require(self, "learning_rate", lambda v: v > 0, "must be > 0")
-        for key in ("beta_1", "beta_2"):
-            _require(self, key, lambda v: 0 <= v < 1, "must be in [0, 1)")
-        _require(self, "epsilon", lambda v: v > 0, "must be > 0")
-
-
-# Every optimiser `optimizer=NAME` can pick: its schema, checks and defaults.
-OPTIMIZER_SCHEMAS = {"lbfgs": LbfgsConfig, "adam": AdamConfig}
 
 
 @dataclass
@@ -213,16 +137,6 @@ class RunConfig:
     objective: str = "total"
     model: ModelConfig = field(default_factory=ModelConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-
-
-def register_configs() -> None:
-    """Make the schemas known to Hydra, so composition type-checks every key."""
-    store = ConfigStore.instance()
-    store.store(name="schema", node=RunConfig)
-    store.store(group="content", name="schema", node=ImageConfig)
-    store.store(group="style", name="schema", node=ImageConfig)
-    for name, schema in OPTIMIZER_SCHEMAS.items():
-        store.store(group="optimizer", name=f"{name}_schema", node=schema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -323,14 +237,6 @@ def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:
             _reject_unknown_keys(child, f"{prefix}{key}.")
 
 
-def layer_weights(layers: list[str], weights: list[float] | None, each: float | None = None
-                  ) -> dict[str, float]:
-    """Per-layer weights; when not given, `each` for every layer, or equal summing to 1."""
-    if weights is None:
-        weights = [each or 1.0 / len(layers)] * len(layers)
-    return dict(zip(layers, weights, strict=True))
-
-
 def _reject_non_finite(node: Any, key: str) -> None:
     # nan passes every comparison check, and inf overflows later; neither is a usable setting.
     if isinstance(node, float) and not math.isfinite(node):
@@ -344,27 +250,3 @@ def _reject_non_finite(node: Any, key: str) -> None:
     elif isinstance(node, dict):
         for name, item in node.items():
             _reject_non_finite(item, f"{key}.{name}")
-
-
-def _missing_config_message(error: MissingConfigException) -> str:
-    name = error.missing_cfg_file or ""
-    group, _, option = name.rpartition("/")
-    options = [o for o in (error.options or []) if not o.endswith("schema")]
-    if group:
-        return f"unknown {group} preset '{option}'; choose one of {', '.join(options)}"
-    return str(error).splitlines()[0]
-
-
-def config_error_message(error: Exception) -> str:
-    """One line for a config that does not compose or type-check."""
-    if isinstance(error, MissingConfigException):
-        return _missing_config_message(error)
-    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
-    key = getattr(cause, "full_key", None)
-    first = str(cause).splitlines()[0].strip()
-    schema = getattr(cause, "object_type", None)
-    if "not in" in first and key and is_dataclass(schema):
-        known = ", ".join(sorted(f.name for f in fields(schema)))
-        return f"unknown config key '{key}'; known keys: {known}"
-    return f"{key}: {first}" if key else first

@@ -1,7 +1,8 @@
 """The paper's losses (Gatys, Ecker & Bethge 2015, eqs. 1, 3-5), and the objective's terms.
 
-Features are float32 tensors of shape (1, H, W, N): N filters, M = H·W positions. Each term of
-the objective is a LossTerm: adding one is a subclass and its weight in the config
+Features are float32 tensors of shape (B, H, W, N): B images (a batch of runs), N filters,
+M = H·W positions. Every loss is per image, shape (B,): members of a batch never mix. Each term
+of the objective is a LossTerm: adding one is a subclass and its weight in the config
 (docs/ARCHITECTURE.md).
 """
 
@@ -15,16 +16,19 @@ import tensorflow as tf
 if TYPE_CHECKING:
     from nst_tf.model import FeatureExtractor
 
+_EACH = [1, 2, 3]  # every axis but the batch's
+
 
 def gram_matrix(features: tf.Tensor) -> tf.Tensor:
-    """G_ij = Σ_k F_ik F_jk, an (N, N) matrix."""
-    flat = tf.reshape(features, [-1, tf.shape(features)[-1]])
+    """G_ij = Σ_k F_ik F_jk per image, (B, N, N)."""
+    shape = tf.shape(features)
+    flat = tf.reshape(features, [shape[0], -1, shape[-1]])
     return tf.matmul(flat, flat, transpose_a=True)
 
 
 def content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     """½ Σ (F − P)²."""
-    return 0.5 * tf.reduce_sum(tf.square(features - target))
+    return 0.5 * tf.reduce_sum(tf.square(features - target), axis=_EACH)
 
 
 def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
@@ -33,7 +37,8 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
     n = tf.cast(shape[-1], tf.float32)
     m = tf.cast(shape[1] * shape[2], tf.float32)
     # Scaling before squaring keeps float32 far from overflow at large M.
-    return tf.reduce_sum(tf.square((gram_matrix(features) - target_gram) / (2.0 * n * m)))
+    return tf.reduce_sum(tf.square((gram_matrix(features) - target_gram) / (2.0 * n * m)),
+                         axis=[1, 2])
 
 
 # The first author's reference code (leongatys/PytorchNeuralStyleTransfer), in whose scaling the
@@ -49,20 +54,20 @@ def reference_gram(features: tf.Tensor) -> tf.Tensor:
 
 def reference_content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     """mean (F − P)²."""
-    return tf.reduce_mean(tf.square(features - target))
+    return tf.reduce_mean(tf.square(features - target), axis=_EACH)
 
 
 def reference_style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
     """1/N² · mean over the N×N entries of (G/M − A/M_style)²; `target_gram` is A/M_style."""
     n = tf.cast(tf.shape(features)[-1], tf.float32)
-    return tf.reduce_mean(tf.square(reference_gram(features) - target_gram)) / (n * n)
+    return tf.reduce_mean(tf.square(reference_gram(features) - target_gram), axis=[1, 2]) / (n * n)
 
 
 def total_variation(image: tf.Tensor) -> tf.Tensor:
     """Σ of squared differences between neighbouring pixels (neural-style's TV loss)."""
     dy = image[:, 1:, :, :] - image[:, :-1, :, :]
     dx = image[:, :, 1:, :] - image[:, :, :-1, :]
-    return tf.reduce_sum(tf.square(dy)) + tf.reduce_sum(tf.square(dx))
+    return tf.reduce_sum(tf.square(dy), axis=_EACH) + tf.reduce_sum(tf.square(dx), axis=_EACH)
 
 
 def guided_style_layer_loss(
@@ -70,22 +75,32 @@ def guided_style_layer_loss(
 ) -> tf.Tensor:
     """Σ_r w_r E_l over regions (Gatys et al. 2017, *Controlling Perceptual Factors*).
 
-    masks: (R, H, W) guidance channels at this layer's resolution; target_grams: (R, N, N).
-    Each region's Gram is divided by the mean squared mask, so a region compares with a whole
-    style image's Gram at the scale of the full image (an all-ones mask gives E_l exactly).
+    masks: (B, R, H, W) guidance channels at this layer's resolution; target_grams:
+    (B, R, N, N); weights: (B, R). Each region's Gram is divided by the mean squared mask, so a
+    region compares with a whole style image's Gram at the scale of the full image (an all-ones
+    mask gives E_l exactly).
     """
     shape = tf.shape(features)
     n = tf.cast(shape[-1], tf.float32)
     m = tf.cast(shape[1] * shape[2], tf.float32)
-    guided = features * masks[..., None]  # (R, H, W, N): batch 1 broadcasts over regions
-    flat = tf.reshape(guided, [tf.shape(masks)[0], -1, shape[-1]])
-    area = tf.reduce_mean(tf.square(masks), axis=[1, 2])[:, None, None]
+    guided = features[:, None] * masks[..., None]  # (B, R, H, W, N)
+    flat = tf.reshape(guided, [shape[0], tf.shape(masks)[1], -1, shape[-1]])
+    area = tf.reduce_mean(tf.square(masks), axis=[2, 3])[..., None, None]
     grams = tf.matmul(flat, flat, transpose_a=True) / tf.maximum(area, 1e-12)
-    per_region = tf.reduce_sum(tf.square((grams - target_grams) / (2.0 * n * m)), axis=[1, 2])
-    return tf.reduce_sum(weights * per_region)
+    per_region = tf.reduce_sum(tf.square((grams - target_grams) / (2.0 * n * m)), axis=[2, 3])
+    return tf.reduce_sum(weights * per_region, axis=1)
 
 
 # --- the objective's terms -------------------------------------------------------------------
+
+
+def weights_by_layer(layers: Sequence[str], weights: Sequence[float] | None = None,
+                  each: float | None = None) -> dict[str, float]:
+    """Per-layer weights, the one default rule: as given; else `each` for every layer; else
+    equal, summing to 1 (the paper's w_l = 1/L)."""
+    if weights is None:
+        weights = [each or 1.0 / max(len(layers), 1)] * len(layers)
+    return dict(zip(layers, weights, strict=True))
 
 
 @dataclass(frozen=True)
@@ -99,19 +114,20 @@ class Targets:
 
 class LossTerm:
     """One term of the objective: `name` is its column in losses.csv, `layers` the features it
-    reads. `build` makes its state once per compiled step; `start` sets its targets for a run
-    (no retrace); `value` is traced into the step."""
+    reads. `build` makes its state once per compiled step, with a row per member of the batch;
+    `start` sets one member's targets (no retrace); `value` is traced into the step and gives
+    each member's value, shape (B,)."""
 
     name: str = ""
 
     def __init__(self, layers: Sequence[str] = ()) -> None:
         self.layers = tuple(layers)
 
-    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
-        """Allocate variables for images of `shape` (height, width)."""
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
+        """Allocate variables for `batch` images of `shape` (height, width)."""
 
-    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        """Set targets and per-layer weights for a new run."""
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        """Set member `member`'s targets and per-layer weights for a new run."""
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
@@ -120,24 +136,28 @@ class LossTerm:
 class LayerTerm(LossTerm):
     """A term summed over its layers with per-layer weights: Σ_l w_l E_l."""
 
-    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         self.extractor = extractor
         self.shapes = extractor.feature_shapes(*shape)
-        self.layer_weights = tf.Variable(tf.zeros([len(self.layers)]), name=f"w_{self.name}")
+        self.layer_weights = tf.Variable(tf.zeros([batch, len(self.layers)]),
+                                         name=f"w_{self.name}")
 
-    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        """`layer_weights` by layer; none given: equal, summing to 1."""
-        equal = 1.0 / max(len(self.layers), 1)
-        self.layer_weights.assign([layer_weights.get(name, equal) for name in self.layers])
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        given = {**weights_by_layer(self.layers), **layer_weights}
+        self.layer_weights[member].assign([given[name] for name in self.layers])
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         if not self.layers:
-            return tf.constant(0.0)
-        per_layer = [self.layer_value(features[name], name) for name in self.layers]
-        return tf.reduce_sum(self.layer_weights * tf.stack(per_layer))
+            return tf.zeros(tf.shape(image)[:1])
+        per_layer = tf.stack([self.layer_value(features[name], name) for name in self.layers],
+                             axis=1)
+        return tf.reduce_sum(self.layer_weights * per_layer, axis=1)
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
         raise NotImplementedError
+
+    def _variable(self, shape: Sequence[int], name: str) -> tf.Variable:
+        return tf.Variable(tf.zeros(shape), name=name)
 
 
 class ContentLoss(LayerTerm):
@@ -150,17 +170,17 @@ class ContentLoss(LayerTerm):
         super().__init__(layers)
         self.loss = reference_content_loss if reference else content_loss
 
-    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
-        super().build(extractor, shape)
-        self.targets = {name: tf.Variable(tf.zeros(self.shapes[name]), name=f"P_{name}")
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
+        super().build(extractor, shape, batch)
+        self.targets = {name: self._variable([batch, *self.shapes[name][1:]], f"P_{name}")
                         for name in self.layers}
         self._features = tf.function(extractor.__call__)
 
-    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        super().start(targets, layer_weights)
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        super().start(member, targets, layer_weights)
         features = self._features(tf.constant(targets.content[None]))
         for name in self.layers:
-            self.targets[name].assign(features[name])
+            self.targets[name][member].assign(features[name][0])
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
         return self.loss(features, self.targets[name])
@@ -177,9 +197,9 @@ class StyleLoss(LayerTerm):
         self.gram = reference_gram if reference else gram_matrix
         self.loss = reference_style_layer_loss if reference else style_layer_loss
 
-    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
-        super().build(extractor, shape)
-        self.targets = {name: tf.Variable(tf.zeros(self._target_shape(name)), name=f"A_{name}")
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
+        super().build(extractor, shape, batch)
+        self.targets = {name: self._variable([batch, *self._target_shape(name)], f"A_{name}")
                         for name in self.layers}
         # Style images come in any size: one trace for all of them.
         self._grams = tf.function(
@@ -191,7 +211,7 @@ class StyleLoss(LayerTerm):
 
     def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
         features = self.extractor(style)
-        return {name: self.gram(features[name]) for name in self.layers}
+        return {name: self.gram(features[name])[0] for name in self.layers}
 
     def grams(self, targets: Targets) -> list[tuple[dict[str, tf.Tensor], float]]:
         """Each style's Grams, with its blend weight normalised to sum 1."""
@@ -199,11 +219,11 @@ class StyleLoss(LayerTerm):
         return [(self._grams(tf.constant(image[None])), weight / total)
                 for image, weight in targets.styles]
 
-    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        super().start(targets, layer_weights)
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        super().start(member, targets, layer_weights)
         grams = self.grams(targets)
         for name in self.layers:
-            self.targets[name].assign(tf.add_n([g[name] * weight for g, weight in grams]))
+            self.targets[name][member].assign(tf.add_n([g[name] * weight for g, weight in grams]))
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
         return self.loss(features, self.targets[name])
@@ -216,27 +236,27 @@ class GuidedStyleLoss(StyleLoss):
         super().__init__(layers)
         self.regions = regions
 
-    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int]) -> None:
-        super().build(extractor, shape)
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
+        super().build(extractor, shape, batch)
         self.masks = {
-            name: tf.Variable(tf.zeros([self.regions, *self.shapes[name][1:3]]))
+            name: self._variable([batch, self.regions, *self.shapes[name][1:3]], f"mask_{name}")
             for name in self.layers
         }
-        self.region_weights = tf.Variable(tf.zeros([self.regions]))
+        self.region_weights = self._variable([batch, self.regions], "region_weights")
 
     def _target_shape(self, name: str) -> list[int]:
         return [self.regions, *super()._target_shape(name)]
 
-    def start(self, targets: Targets, layer_weights: Mapping[str, float]) -> None:
-        LayerTerm.start(self, targets, layer_weights)
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        LayerTerm.start(self, member, targets, layer_weights)
         if len(targets.masks) != self.regions or len(targets.styles) != self.regions:
             raise ValueError(f"{self.regions} regions need as many masks and styles")
         grams = self.grams(targets)
         pooled = [self.extractor.downsample(mask) for mask in targets.masks]
         for name in self.layers:
-            self.targets[name].assign(tf.stack([g[name] for g, _ in grams]))
-            self.masks[name].assign(np.stack([p[name] for p in pooled]))
-        self.region_weights.assign([weight for _, weight in grams])
+            self.targets[name][member].assign(tf.stack([g[name] for g, _ in grams]))
+            self.masks[name][member].assign(np.stack([p[name] for p in pooled]))
+        self.region_weights[member].assign([weight for _, weight in grams])
 
     def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
         return guided_style_layer_loss(

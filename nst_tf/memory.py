@@ -15,10 +15,28 @@ STEP_BYTES_PER_PIXEL = 2300  # the compiled step's activations and gradients thr
 OPTIMIZER_BYTES_PER_PIXEL = {"lbfgs": lambda history: 2 * history * 12, "adam": lambda _: 2 * 12}
 
 
-def estimate_peak(pixels: int, style_pixels: int, optimizer: str, history: int = 0) -> float:
-    """Bytes at the peak: the optimiser's buffers, and the step or a style's forward pass."""
-    kept = pixels * OPTIMIZER_BYTES_PER_PIXEL[optimizer](history)
-    return BASE_BYTES + kept + max(pixels, style_pixels) * STEP_BYTES_PER_PIXEL
+def estimate_peak(pixels: int, style_pixels: int, optimizer: str, history: int = 0,
+                  batch: int = 1) -> float:
+    """Bytes at the peak: the optimiser's buffers, and the step or a style's forward pass, for
+    `batch` images optimised at once (styles are read one at a time)."""
+    return BASE_BYTES + batch * member_bytes(pixels, optimizer, history) + max(
+        0, style_pixels - batch * pixels) * STEP_BYTES_PER_PIXEL
+
+
+def member_bytes(pixels: int, optimizer: str, history: int = 0) -> float:
+    """What each image of a batch adds: its optimiser buffers and its share of the step."""
+    return pixels * (OPTIMIZER_BYTES_PER_PIXEL[optimizer](history) + STEP_BYTES_PER_PIXEL)
+
+
+def largest_batch(pixels: int, style_pixels: int, optimizer: str, history: int, cap: int,
+                  available: float | None = None) -> int:
+    """The most images (1..cap) whose estimated peak fits in what is available."""
+    available = available_bytes() if available is None else available
+    if available is None:
+        return cap
+    fits = [b for b in range(1, cap + 1)
+            if estimate_peak(pixels, style_pixels, optimizer, history, b) <= available]
+    return max(fits, default=1)
 
 
 def available_bytes() -> float | None:
@@ -36,13 +54,14 @@ def available_bytes() -> float | None:
 
 
 def check_memory(key: str, size: int, content: tuple[int, int], style_pixels: int,
-                 optimizer: str, history: int, available: float | None = None) -> float:
+                 optimizer: str, history: int, available: float | None = None,
+                 batch: int = 1) -> float:
     """Refuse, in one line with the fix, a run whose estimated peak exceeds what is available.
 
     `key`=`size` gives a `content` of (width, height) px. Returns the estimate in bytes.
     """
     pixels = content[0] * content[1]
-    need = estimate_peak(pixels, style_pixels, optimizer, history)
+    need = estimate_peak(pixels, style_pixels, optimizer, history, batch)
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return need

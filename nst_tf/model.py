@@ -6,9 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nst_tf.backbones import get_backbone
+from nst_tf.backbones import DEFAULT_BACKBONE, get_backbone
 from nst_tf.backbones.vgg import WeightArrays
-from nst_tf.config import DEFAULT_BACKBONE
 
 
 class FeatureExtractor:

@@ -10,9 +10,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from nst_tf.config import OPTIMIZER_SCHEMAS
 from nst_tf.errors import UserError, warn
 from nst_tf.images import read_rgb
+from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.report import FIXED
 from nst_tf.rundir import read_settings
 

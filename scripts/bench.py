@@ -1,10 +1,13 @@
-"""Measure the performance of nst-tf on this machine; write docs/PERFORMANCE.md and
-docs/performance.json (the code is in scripts/bench/, beside this file).
+"""Measure the performance of nst-tf on this machine; write PERFORMANCE.md, performance.json and
+figures into a new folder under outputs/bench/ (the code is in scripts/bench/, beside this file).
 
     python scripts/bench.py               # the full benchmark (~45 min on a fast 2-core CPU;
-                                          # needs an idle machine); adds to the machine history
-    python scripts/bench.py --quick --out /tmp/bench   # every section at tiny sizes (smoke test)
-    python scripts/bench.py --render      # rewrite docs/PERFORMANCE.md from performance.json
+                                          # needs an idle machine)
+    python scripts/bench.py --quick       # every section at tiny sizes (smoke test)
+    python scripts/bench.py --only batch  # one section alone (batching), into its own folder
+    python scripts/bench.py --out docs    # regenerate docs/PERFORMANCE.md and its figures, and
+                                          # add this machine to docs/performance_history.json
+    python scripts/bench.py --render --out docs   # rewrite docs/PERFORMANCE.md from its json
 """
 
 import os

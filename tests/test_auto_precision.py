@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from nst_tf import pipeline, precision
-from nst_tf.config import CONF_DIR, register_configs, validate
+from nst_tf import precision
+from nst_tf.config import CONF_DIR, validate
+from nst_tf.hydra_setup import register_configs
+from nst_tf.session import SESSION
 
 
 def settings(*overrides: str):
@@ -49,21 +51,21 @@ def test_auto_picks_the_faster_and_caches_it(tmp_path, fp32, bf16, used):
 
 def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
     # The pipeline's own probe, end to end, on this machine: whichever it picks is recorded.
-    chosen, record = pipeline.resolve_precision(settings(), vgg_weights, tmp_path)
+    chosen, record = SESSION.precision(settings(), vgg_weights, tmp_path)
     assert record["requested"] == "auto" and record["used"] in ("fp32", "bf16")
     assert chosen.precision.value == record["used"] and record["bf16_speedup"] > 0
     assert record["decided"] == "probed"
-    kept, again = pipeline.resolve_precision(settings(), vgg_weights, tmp_path)
+    kept, again = SESSION.precision(settings(), vgg_weights, tmp_path)
     assert again["decided"] == "cached" and again["used"] == record["used"]
 
 
 def test_explicit_bf16_slower_here_gets_one_warning(vgg_weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(precision, "choose",
                         lambda probe, cache: precision.Choice("fp32", 0.117, "CPU Zen 3", "cached"))
-    chosen, record = pipeline.resolve_precision(settings("precision=bf16"), vgg_weights, tmp_path)
+    chosen, record = SESSION.precision(settings("precision=bf16"), vgg_weights, tmp_path)
     assert chosen.precision.value == "bf16" and record["used"] == "bf16"
     assert capsys.readouterr().err.splitlines() == [
         "nst-tf: warning: precision=bf16 is 8.5x slower than fp32 on this machine (CPU Zen 3); "
         "precision=auto or fp32 is faster"]
-    pipeline.resolve_precision(settings("precision=fp32"), vgg_weights, tmp_path)
+    SESSION.precision(settings("precision=fp32"), vgg_weights, tmp_path)
     assert capsys.readouterr().err == ""

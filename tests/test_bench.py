@@ -2,6 +2,7 @@
 report describes the machine it ran on, with nothing in it written for one machine."""
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,16 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # the benchmark's package, scripts/bench/
 
-from bench import advice, history, machine, report  # noqa: E402
+from bench import advice, batching, cli, history, machine, report  # noqa: E402
 
 SECTIONS = (
     "environment", "matmul_peak", "numpy_peak", "flops", "step_time", "eager", "memory", "sweep",
     "cli_run", "time_to_quality", "coarse_to_fine", "quality", "determinism", "tuning",
-    "preset_check", "summary", "recommendations",
+    "preset_check", "batch", "summary", "recommendations",
 )
 HEADINGS = (
     "# Performance", "## Targets", "## Seconds per iteration", "## Roofline", "## Eager baseline",
-    "## Memory", "## Sweep overhead", "## The CLI run", "## Time to quality",
+    "## Memory", "## Sweep overhead", "## Batching: many runs in one compiled step",
+    "## The CLI run", "## Time to quality",
     "## Coarse to fine", "## fp32 and bf16: quality", "## Optimiser presets",
     "## Other machines",
 )
@@ -75,7 +77,13 @@ def test_json_has_every_section(quick):
     labels = [r["label"] for r in results["tuning"]["runs"]]
     assert any("strong_wolfe" in label for label in labels)
     assert any(label.startswith("adam") for label in labels)
-    assert len(results["summary"]["targets"]) == 8  # the peer's needs --peer
+    batch = results["batch"]
+    assert {(r["size"], r["members"]) for r in batch["throughput"]} == {
+        (s, b) for s in (32, 64) for b in (1, 2, 4)}
+    assert [p["batch"] for p in batch["memory"]["points"]] == [1, 2, 4]
+    assert [r["statuses"].get("ok") for r in batch["sweep"]["runs"]
+            if not r.get("skipped")][:2] == [20, 20]
+    assert len(results["summary"]["targets"]) == 10  # the peer's needs --peer
     assert any("precision=auto" in r for r in results["recommendations"])
 
 
@@ -189,6 +197,31 @@ def test_history_table_and_append(measured, tmp_path):
     assert [m["cpu"] for m in history.load(path)] == ["Test CPU (GenuineTest family 6)"]
 
 
+def test_a_full_run_adds_itself_to_the_history_beside_its_report(measured, tmp_path):
+    results = as_machine(measured, "Test CPU", ["avx", "avx2"], 2.0)
+    results["environment"]["date"] = "2030-01-01T00:00:00"  # another run than the committed one
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    out.mkdir()
+    committed = docs / "performance_history.json"
+    history.append(committed, history.headline(measured))
+    before = committed.read_bytes()
+    written = history.record(out, committed, history.headline(results))
+    assert written == out / "performance_history.json" and committed.read_bytes() == before
+    assert len(history.load(written)) == 2
+    history.record(docs, committed, history.headline(results))  # --out docs: the file itself
+    assert len(history.load(committed)) == 2
+
+
+def test_default_out_is_a_new_folder_under_outputs_not_docs():
+    # The benchmark's report must not replace the committed docs unless asked (--out docs).
+    out = cli.parse_args([]).out
+    assert out.is_relative_to(ROOT / "outputs") and not out.is_relative_to(ROOT / "docs")
+    assert not out.exists()
+    assert cli.parse_args(["--quick"]).out.parent == out.parent
+    assert cli.parse_args(["--out", "docs"]).out == Path("docs")
+
+
 def test_cpuinfo_and_lscpu_parsing():
     cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
                "model name\t: AMD EPYC 7B13\nphysical id\t: 0\ncore id\t\t: 0\n"
@@ -205,3 +238,136 @@ def test_cpuinfo_and_lscpu_parsing():
         "AVX2, AVX-512, amx_tile, amx_bf16")
     described = machine.describe_cpu()
     assert described["model"] and isinstance(described["isa"], list)
+
+
+# --- the batch section's report and targets, from recorded (fake) results ---
+
+
+def fake_batch(ratio_256_b4=1.31, sweep_ok=20, batch20_fits=True, gpus=()):
+    """A batch section as `batching.section_batch` records it, with chosen outcomes."""
+    rows = []
+    for precision in ("fp32", "bf16"):
+        for size in (128, 256, 512):
+            for members in (1, 2, 4, 8):
+                if (size, members, precision) == (512, 8, "fp32"):
+                    rows.append({"size": size, "precision": precision, "members": members,
+                                 "skipped": "needs about 30.0 GiB by the memory model, "
+                                            "20.0 GiB available"})
+                    continue
+                ratio = {1: 1.0, 2: 1.1, 4: ratio_256_b4 if size == 256 else 1.2, 8: 1.3}[members]
+                seconds = members * 0.25 / ratio
+                rows.append({"size": size, "precision": precision, "members": members,
+                             "seconds_per_iteration": seconds, "min_seconds": seconds,
+                             "times": [seconds], "compile_seconds": 2.0,
+                             "images_per_second": members / seconds,
+                             "ratio": ratio if precision == "bf16" else ratio - 0.05,
+                             "gflops": 400.0})
+    runs = [{"name": "sequential", "command": "python scripts/run.py -m +experiment=fig3",
+             "wall_seconds": 300.0, "exit_code": 0, "statuses": {"ok": 20},
+             "batches": [1] * 20, "precision": "bf16"},
+            {"name": "batched auto", "command": "python scripts/run.py -m +experiment=fig3 "
+             "hydra/launcher=nst_batched", "wall_seconds": 150.0,
+             "exit_code": 0 if sweep_ok == 20 else 1,
+             "statuses": {"ok": sweep_ok, **({"failed": 20 - sweep_ok} if sweep_ok < 20 else {})},
+             "batches": [16, 4], "precision": "bf16"}]
+    runs.append({"name": "batched 20", "command": "python scripts/run.py -m +experiment=fig3 "
+                 "hydra/launcher=nst_batched hydra.launcher.batch_size=20", "wall_seconds": 140.0,
+                 "exit_code": 0, "statuses": {"ok": 20}, "batches": [20], "precision": "bf16"}
+                if batch20_fits else {"name": "batched 20", "skipped": True})
+    mib = 2**20
+    return {
+        "device": {"tensorflow_device": "GPU Test 100" if gpus else "CPU Test CPU",
+                   "gpus": [{"name": g, "compute_capability": [8, 0]} for g in gpus]},
+        "placed_on": "/job:localhost/replica:0/task:0/device:CPU:0",
+        "auto_precision": {"requested": "auto", "used": "bf16", "bf16_speedup": 1.56,
+                           "decided": "cached"},
+        "precisions": ["fp32", "bf16"], "auto_cap": 16, "throughput": rows,
+        "repeats": {"128": 10, "256": 6, "512": 3},
+        "memory": {"size": 256, "precision": "fp32", "steps": 2, "optimizer": "lbfgs",
+                   "history_size": 50, "available_bytes": 20 * 2**30,
+                   "points": [{"batch": b, "peak_rss": (1000 + 220 * b) * mib,
+                               "model_rss": 900 * mib} for b in (1, 2, 4, 8)],
+                   "bytes_per_member": 220 * mib, "intercept_bytes": 1000 * mib,
+                   "estimate_bytes_per_member": 229376000.0,
+                   "choices": [{"size": 256, "content": [256, 192], "style_pixels": 52000,
+                                "auto": 16, "fits_measured": 83,
+                                "measured_member_bytes": 165 * mib,
+                                "estimate_member_bytes": 164 * mib},
+                               {"size": 512, "content": [512, 384], "style_pixels": 208000,
+                                "auto": 16, "fits_measured": 20,
+                                "measured_member_bytes": 660 * mib,
+                                "estimate_member_bytes": 656 * mib}]},
+        "sweep": {"jobs": 20, "size": 128, "iterations": 50, "content": [128, 96],
+                  "auto_expected": 16, "runs": runs,
+                  "batch20": {"fits": batch20_fits, "estimate_bytes": 3.5 * 2**30 if
+                              batch20_fits else 40 * 2**30, "available_bytes": 20 * 2**30}},
+        "gpu_estimate": {"assumed": batching.GPU_ASSUMED, "tile": 128,
+                         "sizes": [{"size": 256, "flops": 102e9, "layer": "conv5_1",
+                                    "positions": 256, "channels": 512},
+                                   {"size": 512, "flops": 406e9, "layer": "conv5_1",
+                                    "positions": 1024, "channels": 512}]},
+    }
+
+
+def batch_targets(results):
+    return [t for t in results["summary"]["targets"]
+            if t["target"].startswith(("B = ", "the Fig. 3 grid"))]
+
+
+def test_batch_section_targets_and_report(measured):
+    results = copy.deepcopy(measured)
+    results.pop("batch", None)
+    assert "`python scripts/bench.py --only batch` measures it alone" in render(results)
+    assert batch_targets(results) == []
+
+    results["batch"] = fake_batch()
+    results["environment"].update(cpu="Test CPU 3000", cpu_details={"vendor": "GenuineTest"})
+    text = render(results)
+    speed, sweep = batch_targets(results)
+    assert speed["target"].startswith("B = 4 at 256 px, bf16 (precision=auto here): >= 1.25x")
+    assert (speed["measured"], speed["met"]) == ("1.31x; fp32 1.26x", True)
+    assert sweep["measured"] == ("2.00x (300 s → 150 s); batch_size=20: 2.14x; "
+                                 "ok jobs 20/20, 20/20, 20/20")
+    assert sweep["met"] is True
+    assert "| 256 | bf16 | 4 | 0.763 | 5.24 | 1.31 | 400 | 2.0 |" in text
+    assert "| 512 | fp32 | 8 | skipped: needs about 30.0 GiB" in text
+    assert "| batched auto | `python scripts/run.py -m +experiment=fig3 hydra/launcher=" \
+           "nst_batched` | 16 + 4 | bf16 | 150.0 | 20/20 | 2.00× |" in text
+    assert "| sequential |" in text and "| 20 × 1 |" in text
+    assert "b = **220 MiB per member**" in text and "1.01× the estimate" in text
+    assert "| 512 | 512×384 | 16 | 20 | 660 / 656 |" in text
+    # the device it ran on, and the GPU paragraph only as an estimate
+    assert "TensorFlow ran the step on **CPU Test CPU**" in text
+    assert "Test CPU 3000 (GenuineTest)" in text and "GPUs TensorFlow can use: none" in text
+    gpu = text.split("### On a GPU: an ESTIMATE, not measured")[1]
+    assert "No GPU ran here: nothing below is measured. **ESTIMATE.**" in gpu
+    assert "A100" in gpu and "0.33 ms (bf16)" in gpu and "about B = 14" in gpu
+
+    # missed: a slow batch at 256 px; a batched sweep with a failed job; 20 did not fit
+    results["batch"] = fake_batch(ratio_256_b4=1.1, sweep_ok=19, batch20_fits=False,
+                                  gpus=("Test GPU",))
+    text = render(results)
+    speed, sweep = batch_targets(results)
+    assert (speed["measured"], speed["met"]) == ("1.10x; fp32 1.05x", False)
+    assert sweep["met"] is False and "ok jobs 20/20, 19/20" in sweep["measured"]
+    assert "batch_size=20: 2" not in sweep["measured"]
+    assert "`batch_size=20`: **not run**" in text and "40.0 GiB, does not fit" in text
+    assert "The batched auto sweep exited with 1: 19 ok, 1 failed." in text
+    assert "- Missed: B = 4 at 256 px" in text
+    assert "GPUs TensorFlow can use: Test GPU (compute capability 8.0)" in text
+    assert "the paragraph below is still only the estimate" in text
+
+
+def test_batch_section_alone_is_written_and_rendered_again(measured, tmp_path, capsys):
+    quick = report.Plan.from_dict({**measured["plan"], "name": "quick"})
+    results = {"only": "batch", "plan": dataclasses.asdict(quick),
+               "environment": {**measured["environment"], "loadavg_end": 0.1},
+               "total_seconds": 90.0, "batch": fake_batch()}
+    batching.write_alone(results, tmp_path)
+    text = (tmp_path / "PERFORMANCE.md").read_text()
+    assert "`python scripts/bench.py --only batch --quick` (QUICK run" in text
+    assert "| B = 4 at 256 px, bf16 (precision=auto here)" in text
+    assert "## Batching: many runs in one compiled step" in text
+    cli.main(["--render", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.startswith("batch: 1.31x; fp32 1.26x (met); 2.00x")
+    assert cli.parse_args(["--only", "batch", "--quick"]).only == "batch"

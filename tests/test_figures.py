@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from nst_tf.config import register_configs
 from nst_tf.errors import UserError
+from nst_tf.hydra_setup import register_configs
 from nst_tf.sweep import compact_layers, format_value, sweep_grid, write_sweep_figure
 from nst_tf.sweep_callback import SweepEnd
 from tests.helpers import FAST as QUICK
@@ -218,3 +218,15 @@ def test_loss_table_reads_every_job(fig3_sweep):
     for row in rows:
         style, deep = float(row[3]), float(row[4].rstrip(" |"))
         assert style > 0 and deep > 0
+    assert "retracing" not in result.stderr  # TensorFlow's warning about the many builds
+
+
+def test_loss_table_json_is_one_list_on_stdout(fig3_sweep, tmp_path):
+    sweep = tmp_path / "one"
+    shutil.copytree(fig3_sweep / "5", sweep / "5")
+    result = run_script("loss_table.py", str(sweep), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(result.stdout)
+    assert set(row) == {"job", "settings", "content_rel", "style_rel", "deep_style_rel"}
+    assert row["job"] == "5" and "alpha=1e-4" in row["settings"]
+    assert row["content_rel"] > 0 and row["style_rel"] > 0 and row["deep_style_rel"] > 0

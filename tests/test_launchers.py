@@ -3,6 +3,7 @@ run as users do. Each test skips when its plugin is not installed."""
 
 import contextlib
 import csv
+import json
 import os
 import signal
 import stat
@@ -158,3 +159,18 @@ def test_failed_trials_count_as_the_worst_loss_and_the_search_goes_on(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     assert [row["status"] for row in read_table(sweep)] == ["failed", "failed"]
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_value == float("inf")
+
+
+def test_optuna_trials_asked_for_together_run_as_one_batch(tmp_path):
+    plugin("hydra_optuna_sweeper", "optuna")
+    sweep = tmp_path / "search"
+    result = run_nst("-m", "hydra/sweeper=optuna", "hydra/launcher=nst_batched",
+                     "alpha=interval(0.0001, 0.01)",
+                     "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *TINY,
+                     f"hydra.sweep.dir={sweep}")
+    rows = assert_sweep_ended_well(result, sweep, 4)
+    batches = [json.loads((sweep / row["job"] / "summary.json").read_text())["stages"][0]["batch"]
+               for row in rows]
+    assert batches == [2, 2, 2, 2]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == min(float(row["total"]) for row in rows)

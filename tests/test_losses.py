@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from nst_tf import losses
-from nst_tf.config import layer_weights
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
+from nst_tf.losses import weights_by_layer as layer_weights
 from nst_tf.model import FeatureExtractor
 from nst_tf.transfer import StyleTransfer, Weights
 
@@ -45,13 +45,14 @@ def test_layer_losses_match_numpy(pictures, extractor):
     content, style = pictures
     noise = np.random.default_rng(1).uniform(0, 255, content.shape).astype(np.float32)
     x, p, s = (extractor(tf.constant(a[None])) for a in (noise, content, style))
-    got = losses.content_loss(x["conv4_2"], p["conv4_2"]).numpy()
+    got = losses.content_loss(x["conv4_2"], p["conv4_2"]).numpy()[0]
     want = np_content(x["conv4_2"].numpy(), p["conv4_2"].numpy())
     assert got == pytest.approx(want, rel=1e-4)
     for name in STYLE:
         a_gram = losses.gram_matrix(s[name])
-        np.testing.assert_allclose(a_gram.numpy(), np_gram(s[name].numpy()), rtol=1e-4, atol=1e-2)
-        got = losses.style_layer_loss(x[name], a_gram).numpy()
+        np.testing.assert_allclose(a_gram.numpy()[0], np_gram(s[name].numpy()), rtol=1e-4,
+                                   atol=1e-2)
+        got = losses.style_layer_loss(x[name], a_gram).numpy()[0]
         want = np_style_layer(x[name].numpy(), s[name].numpy())
         assert got == pytest.approx(want, rel=1e-4), name
 
@@ -92,7 +93,7 @@ def test_gradient_matches_finite_differences(pictures, extractor):
     grad = grad.numpy()[0].astype(np.float64)
 
     def total(x: np.ndarray) -> float:
-        return float(transfer._values(tf.constant(x[None].astype(np.float32)))[0])
+        return float(transfer._values(tf.constant(x[None].astype(np.float32)))[0, 0])
 
     unit = grad / np.linalg.norm(grad)
     for _ in range(3):

@@ -47,8 +47,8 @@ def test_each_region_is_closest_to_its_own_style(halves, tmp_path, images_dir, v
     def distance(region: int, style: int) -> float:
         return sum(
             float(losses.guided_style_layer_loss(
-                features[n], tf.constant(pooled[region][n][None]),
-                style_grams[style][n][None], tf.constant([1.0])))
+                features[n], tf.constant(pooled[region][n][None, None]),
+                style_grams[style][n][None], tf.constant([[1.0]]))[0])
             for n in LAYERS
         )
 
@@ -62,9 +62,9 @@ def test_all_ones_mask_equals_the_plain_style_loss(vgg_weights, images_dir):
     style = to_array(fit_long_side(read_rgb(images_dir / "the_scream.jpg"), 48))
     f = extractor(tf.constant(image[None]))["conv2_1"]
     a = losses.gram_matrix(extractor(tf.constant(style[None]))["conv2_1"])
-    ones = tf.ones([1, *f.shape[1:3]])
-    guided = losses.guided_style_layer_loss(f, ones, a[None], tf.constant([1.0]))
-    assert float(guided) == pytest.approx(float(losses.style_layer_loss(f, a)), rel=1e-5)
+    ones = tf.ones([1, 1, *f.shape[1:3]])
+    guided = losses.guided_style_layer_loss(f, ones, a[None], tf.constant([[1.0]]))
+    assert float(guided[0]) == pytest.approx(float(losses.style_layer_loss(f, a)[0]), rel=1e-5)
 
 
 def test_mask_of_wrong_size_gives_one_line(tmp_path, images_dir):

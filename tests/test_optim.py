@@ -12,14 +12,15 @@ import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nst_tf.config import OPTIMIZER_SCHEMAS, AdamConfig, LbfgsConfig, register_configs
 from nst_tf.errors import UserError
+from nst_tf.hydra_setup import register_configs
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import LBFGS, OPTIMIZERS, Adam, make_optimizer, register
-from nst_tf.optim.lbfgs import _Point, _strong_wolfe
-from nst_tf.pipeline import initial_image
+from nst_tf.optim.line_search import Point, strong_wolfe
+from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS, AdamConfig, LbfgsConfig
+from nst_tf.pictures import initial_image
 from nst_tf.transfer import StyleTransfer, Weights
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -27,12 +28,27 @@ LINE_SEARCHES = ["none", "strong_wolfe"]
 # torch.optim.LBFGS's defaults: these tests need tolerances > 0 to see convergence.
 TORCH_LBFGS = {"history_size": 100, "line_search": "none", "learning_rate": 1.0,
                "max_line_search": 25, "tolerance_grad": 1e-7, "tolerance_change": 1e-9,
-               "max_step": 0.0}
+               "max_step": 0.0, "max_step_pairs": 0}
 
 
 def lbfgs(fn, x: tf.Variable, num_values: int, **params) -> LBFGS:
     """LBFGS with torch's defaults for whatever `params` leaves out."""
-    return LBFGS(fn, x, num_values, **{**TORCH_LBFGS, **params})
+    return LBFGS(batched(fn), x, num_values, **{**TORCH_LBFGS, **params})
+
+
+def batched(fn):
+    """`fn` over a batch of one, as the optimisers take it: x (1, ...) -> values (1, V)."""
+
+    def over_batch(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        values, grad = fn(x[0])
+        return values[None], grad[None]
+
+    return over_batch
+
+
+def one(value) -> tf.Variable:
+    """A batch of one problem's x."""
+    return tf.Variable(tf.convert_to_tensor(value, tf.float32)[None])
 
 
 def values_and_grad(objective):
@@ -70,8 +86,8 @@ def run(opt, step, x: tf.Variable, max_steps: int) -> tuple[np.ndarray, np.ndarr
     """Step until converged or max_steps; returns the values and the x after each step."""
     values, xs = [], []
     for _ in range(max_steps):
-        values.append(step().numpy())
-        xs.append(x.numpy())
+        values.append(step().numpy()[0])
+        xs.append(x.numpy()[0])
         if getattr(opt, "converged", False) and opt.converged.numpy():
             break
     return np.array(values), np.array(xs)
@@ -86,13 +102,13 @@ def quadratic():
 @pytest.mark.parametrize("jit", [False, True])
 def test_lbfgs_minimises_quadratic(quadratic, line_search, jit):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, line_search=line_search)
     values, _ = run(opt, tf.function(opt.step, jit_compile=jit), x, 200)
     assert opt.converged.numpy()
-    np.testing.assert_allclose(x.numpy(), x_star, atol=1e-4)
+    np.testing.assert_allclose(x.numpy()[0], x_star, atol=1e-4)
     # The converged step reports values at the final x.
-    np.testing.assert_allclose(values[-1], fn(x.value())[0].numpy(), rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(values[-1], fn(x.value()[0])[0].numpy(), rtol=1e-4, atol=1e-12)
     assert values[-1][0] < 1e-6
     # A condition number of 100 in 50-D: far fewer steps than gradient descent would need.
     assert len(values) < 100
@@ -104,19 +120,19 @@ def test_lbfgs_minimises_quadratic(quadratic, line_search, jit):
     ids=["2d", "10d"],
 )
 def test_lbfgs_strong_wolfe_minimises_rosenbrock(start, max_steps):
-    x = tf.Variable(np.array(start, np.float32))
+    x = one(np.array(start, np.float32))
     opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search="strong_wolfe")
     values, _ = run(opt, tf.function(opt.step), x, max_steps)
     assert opt.converged.numpy(), f"not converged in {max_steps} steps, f = {values[-1][0]}"
-    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-4)
+    np.testing.assert_allclose(x.numpy()[0], 1.0, atol=1e-4)
 
 
 @pytest.mark.parametrize("max_step", [0.0, 0.1], ids=["torch", "bounded"])
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_lbfgs_first_step_is_scaled_steepest_descent(quadratic, line_search, max_step):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
-    _, g = fn(x.value())
+    x = one(tf.zeros(x_star.shape))
+    _, g = fn(x.value()[0])
     g = g.numpy()
     assert np.abs(g).sum() > 1 and np.abs(g).max() > 0.1  # so the scaling matters
     opt = lbfgs(fn, x, 2, line_search=line_search, learning_rate=0.5, max_step=max_step)
@@ -124,28 +140,28 @@ def test_lbfgs_first_step_is_scaled_steepest_descent(quadratic, line_search, max
     if line_search == "none":
         # torch's first step: t = lr·min(1, 1/|g|_1); bounded: t = lr·min(1, max_step/max|g|)
         t = 0.5 * (max_step / np.abs(g).max() if max_step else 1 / np.abs(g).sum())
-        np.testing.assert_allclose(x.numpy(), -t * g, rtol=1e-5)
+        np.testing.assert_allclose(x.numpy()[0], -t * g, rtol=1e-5)
     else:  # the line search starts there and may move anywhere along -g
-        t = x.numpy() / -g
+        t = x.numpy()[0] / -g
         np.testing.assert_allclose(t, t[0], rtol=1e-4)
 
 
 @pytest.mark.parametrize("max_step", [0.0, 0.3], ids=["torch", "bounded"])
 def test_lbfgs_skips_pairs_without_positive_curvature(max_step):
     # Σ cos x is concave on (-π/2, π/2): y·s < 0 for steps inside it, so no pair is stored.
-    x = tf.Variable(tf.fill([3], 0.5))
+    x = one(tf.fill([3], 0.5))
     opt = lbfgs(values_and_grad(lambda x: (tf.reduce_sum(tf.cos(x)), [])), x, 1,
                 max_step=max_step)
     opt.step()
-    assert np.all(np.abs(x.numpy()) < np.pi / 2)
-    x_1, g_1 = x.numpy(), -np.sin(x.numpy())
+    assert np.all(np.abs(x.numpy()[0]) < np.pi / 2)
+    x_1, g_1 = x.numpy()[0], -np.sin(x.numpy()[0])
     assert np.abs(g_1).sum() > 1  # so the scaled restart step would differ from the plain one
     opt.step()  # considers the pair from the first step
     assert opt._count.numpy() == 0
     # The pair is skipped, not a reason to restart: a steepest-descent step of length lr
     # (torch's: the step that overshoots on the real objective), or max_step in max norm.
     t = max_step / np.abs(g_1).max() if max_step else 1.0
-    np.testing.assert_allclose(x.numpy(), x_1 - t * g_1, rtol=1e-6)
+    np.testing.assert_allclose(x.numpy()[0], x_1 - t * g_1, rtol=1e-6)
     # ...whereas once past the inflection point curvature is positive again.
     for _ in range(5):
         opt.step()
@@ -154,31 +170,31 @@ def test_lbfgs_skips_pairs_without_positive_curvature(max_step):
 
 def test_lbfgs_max_step_bounds_every_step(quadratic):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, learning_rate=0.5, max_step=0.2)
     _, xs = run(opt, tf.function(opt.step), x, 300)
     steps = np.abs(np.diff(xs, axis=0, prepend=0)).max(axis=1)
     assert steps.max() <= 0.5 * 0.2 * (1 + 1e-5)  # lr·max_step
     assert np.sum(steps > 0.099) >= 5  # the bound was in effect, not just never reached
     assert opt.converged.numpy()
-    np.testing.assert_allclose(x.numpy(), x_star, atol=1e-4)
+    np.testing.assert_allclose(x.numpy()[0], x_star, atol=1e-4)
 
 
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_lbfgs_restarts_when_direction_is_not_downhill(quadratic, line_search):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, line_search=line_search)
     for _ in range(3):
         opt.step()
     assert opt._count.numpy() > 0
     # Simulate a history gone bad: the two-loop recursion proposes going uphill.
     opt._direction = lambda g: g
-    x_k, g_k = x.numpy(), fn(x.value())[1].numpy()
+    x_k, g_k = x.numpy()[0], fn(x.value()[0])[1].numpy()
     opt.step()
     assert opt._count.numpy() == 0 and opt._h_diag.numpy() == 1.0  # history dropped
-    assert fn(x.value())[0][0] < fn(tf.constant(x_k))[0][0]
-    step = x.numpy() - x_k
+    assert fn(x.value()[0])[0][0] < fn(tf.constant(x_k))[0][0]
+    step = x.numpy()[0] - x_k
     np.testing.assert_allclose(step / -g_k, (step / -g_k)[0], rtol=1e-3)  # along -g
     if line_search == "none":  # with the first step's length
         np.testing.assert_allclose(step, -g_k / np.abs(g_k).sum(), rtol=1e-4)
@@ -200,13 +216,13 @@ def test_strong_wolfe_accepts_a_strong_wolfe_point(phi, t0):
     fn = values_and_grad(lambda x: (tf.reduce_sum(phi(x)), []))
     f0, g0 = fn(tf.zeros([1]))
     d = tf.ones([1])
-    start = _Point(tf.constant(0.0), f0[0], g0, tf.reduce_sum(g0 * d), f0)
+    start = Point(tf.constant(0.0), f0[0], g0, tf.reduce_sum(g0 * d), f0)
 
     def evaluate(t):
         values, g = fn(t * d)
-        return _Point(t, values[0], g, tf.reduce_sum(g * d), values)
+        return Point(t, values[0], g, tf.reduce_sum(g * d), values)
 
-    accepted, evals = _strong_wolfe(evaluate, start, tf.constant(t0), d, 25, 1e-9)
+    accepted, evals = strong_wolfe(evaluate, start, tf.constant(t0), d, 25, 1e-9)
     t = accepted.t.numpy()
     f, g = fn(tf.constant([t]))
     assert 1 <= evals.numpy() <= 25
@@ -328,21 +344,21 @@ def test_strong_wolfe_matches_torch(phi, t0, tolerance_change):
     # Also in float64: in float32 the cubic fits are too noisy at tiny steps to compare branches.
     f0, g0 = fn(tf.zeros([1], tf.float64))
     d = tf.ones([1], tf.float64)
-    start = _Point(tf.constant(0.0, tf.float64), f0[0], g0, tf.reduce_sum(g0 * d), f0)
+    start = Point(tf.constant(0.0, tf.float64), f0[0], g0, tf.reduce_sum(g0 * d), f0)
 
     def evaluate(t):
         values, g = fn(t * d)
-        return _Point(t, values[0], g, tf.reduce_sum(g * d), values)
+        return Point(t, values[0], g, tf.reduce_sum(g * d), values)
 
     t = tf.constant(t0, tf.float64)
-    accepted, evals = _strong_wolfe(evaluate, start, t, d, 25, tolerance_change)
+    accepted, evals = strong_wolfe(evaluate, start, t, d, 25, tolerance_change)
     assert evals.numpy() == evals_ref
     np.testing.assert_allclose(accepted.t.numpy(), t_ref, rtol=1e-12)
 
 
 def test_lbfgs_stops_at_small_gradient(quadratic):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, tolerance_grad=0.1)
     _, xs = run(opt, tf.function(opt.step), x, 200)
     max_grad = [np.abs(fn(tf.constant(x_k))[1].numpy()).max() for x_k in xs]
@@ -355,7 +371,7 @@ def test_lbfgs_stops_at_small_gradient(quadratic):
 def test_lbfgs_stops_when_objective_stops_changing():
     # Around 1000 float32 resolves changes of 6e-5 only: f stalls well before the gradient or
     # the steps get small.
-    x = tf.Variable(tf.fill([10], 2.0))
+    x = one(tf.fill([10], 2.0))
     fn = values_and_grad(
         lambda x: (1000.0 + tf.reduce_sum((x - 1.0) ** 2 * tf.range(1.0, 11.0)), [])
     )
@@ -368,7 +384,7 @@ def test_lbfgs_stops_when_objective_stops_changing():
 
 def test_lbfgs_without_line_search_evaluates_once_per_step(quadratic):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, line_search="none")
     step = tf.function(opt.step)
     for k in range(1, 21):
@@ -385,7 +401,7 @@ def test_lbfgs_strong_wolfe_counts_and_reuses_evaluations(quadratic):
         calls.assign_add(1)
         return fn(x)
 
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(counted, x, 2, line_search="strong_wolfe")
     values, _ = run(opt, tf.function(opt.step), x, 200)
     assert opt.num_evals.numpy() == calls.numpy()
@@ -393,25 +409,25 @@ def test_lbfgs_strong_wolfe_counts_and_reuses_evaluations(quadratic):
     # start of each step would cost at least two evaluations per step.
     assert opt.num_evals.numpy() < 1.5 * len(values)
     # Once converged, steps neither move x nor evaluate fn again.
-    x_end, evals = x.numpy(), opt.num_evals.numpy()
+    x_end, evals = x.numpy()[0], opt.num_evals.numpy()
     again = tf.function(opt.step)()
-    np.testing.assert_array_equal(x.numpy(), x_end)
-    np.testing.assert_array_equal(again.numpy(), values[-1])
+    np.testing.assert_array_equal(x.numpy()[0], x_end)
+    np.testing.assert_array_equal(again.numpy()[0], values[-1])
     assert opt.num_evals.numpy() == evals
 
 
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_lbfgs_returns_values_before_the_update(quadratic, line_search):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, line_search=line_search)
     step = tf.function(opt.step)
     for _ in range(10):
-        x_k = x.numpy()
+        x_k = x.numpy()[0]
         values = step().numpy()
-        assert not np.array_equal(x.numpy(), x_k)  # the step did move
+        assert not np.array_equal(x.numpy()[0], x_k)  # the step did move
         expected, _ = fn(tf.constant(x_k))
-        np.testing.assert_allclose(values, expected.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(values[0], expected.numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("max_step", [0.0, 0.5], ids=["torch", "bounded"])
@@ -421,17 +437,17 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search, max_step):
     rng = np.random.default_rng(1)
     x_new = rng.standard_normal(x_star.shape).astype(np.float32)
 
-    x = tf.Variable(tf.zeros(x_star.shape))
+    x = one(tf.zeros(x_star.shape))
     opt = lbfgs(fn, x, 2, line_search=line_search, history_size=5, max_step=max_step)
     step = tf.function(opt.step)
     run(opt, step, x, 200)  # to convergence: history full, caches and flags all set
     assert opt.converged.numpy()
     opt.reset()
-    x.assign(x_new)
+    x.assign(x_new[None])
     reused = run(opt, step, x, 30)
     assert step.experimental_get_tracing_count() == 1
 
-    x_fresh = tf.Variable(x_new)
+    x_fresh = one(x_new)
     fresh_opt = lbfgs(fn, x_fresh, 2, line_search=line_search, history_size=5,
                       max_step=max_step)
     fresh = run(fresh_opt, tf.function(fresh_opt.step), x_fresh, 30)
@@ -444,7 +460,7 @@ def test_lbfgs_reset_reuses_compiled_step(quadratic, line_search, max_step):
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_lbfgs_runs_are_bit_identical(line_search, max_step):
     def trajectory():
-        x = tf.Variable(np.array([-1.2, 1.0] * 5, np.float32))
+        x = one(np.array([-1.2, 1.0] * 5, np.float32))
         opt = lbfgs(values_and_grad(rosenbrock), x, 1, line_search=line_search, learning_rate=0.1,
                     max_step=max_step)
         return run(opt, tf.function(opt.step, jit_compile=True), x, 40)
@@ -467,12 +483,12 @@ def test_lbfgs_line_search_backs_off_from_non_finite_values():
         non_finite.assign_add(tf.cast(~tf.math.is_finite(values[0]), tf.int32))
         return values, grad
 
-    x = tf.Variable(tf.fill([4], 3.0))
+    x = one(tf.fill([4], 3.0))
     opt = lbfgs(counted, x, 1, line_search="strong_wolfe", learning_rate=10.0)
     values, _ = run(opt, tf.function(opt.step), x, 100)
     assert non_finite.numpy() > 0  # the line search did step into the NaNs
     assert np.isfinite(values).all()
-    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-3)
+    np.testing.assert_allclose(x.numpy()[0], 1.0, atol=1e-3)
     assert np.isfinite(opt._s.numpy()).all() and np.isfinite(opt._y.numpy()).all()
 
 
@@ -480,15 +496,15 @@ def test_lbfgs_fixed_step_stops_at_non_finite_values():
     def objective(x):
         return tf.reduce_sum(x - tf.math.log(x)), []
 
-    x = tf.Variable(tf.fill([4], 3.0))
+    x = one(tf.fill([4], 3.0))
     opt = lbfgs(values_and_grad(objective), x, 1, line_search="none", learning_rate=10.0)
     step = tf.function(opt.step)
     values, _ = run(opt, step, x, 100)
     assert opt.converged.numpy() and not np.isfinite(values[-1]).all()
     assert np.isfinite(opt._s.numpy()).all() and np.isfinite(opt._y.numpy()).all()
-    x_end = x.numpy()
+    x_end = x.numpy()[0]
     step()
-    np.testing.assert_array_equal(x.numpy(), x_end)
+    np.testing.assert_array_equal(x.numpy()[0], x_end)
 
 
 @pytest.mark.parametrize(
@@ -521,15 +537,15 @@ def test_lbfgs_from_noise_never_raises_the_loss_by_half(vgg_weights, images_dir,
 
 def test_adam_lowers_quadratic_and_resets(quadratic):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
-    opt = Adam(fn, x, 2, learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    x = one(tf.zeros(x_star.shape))
+    opt = Adam(batched(fn), x, 2, learning_rate=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     step = tf.function(opt.step, jit_compile=True)
     first, _ = run(opt, step, x, 100)
     assert first[-1][0] < 0.05 * first[0][0]
     assert opt.num_evals.numpy() == 100
 
     opt.reset()
-    x.assign(tf.zeros(x_star.shape))
+    x.assign(tf.zeros([1, *x_star.shape]))
     again, _ = run(opt, step, x, 100)
     np.testing.assert_array_equal(again, first)  # moments, step count and learning rate restored
     assert opt.num_evals.numpy() == 100
@@ -538,14 +554,14 @@ def test_adam_lowers_quadratic_and_resets(quadratic):
 
 def test_make_optimizer_dispatches(quadratic):
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
-    opt = make_optimizer("lbfgs", fn, x, 2, history_size=3, line_search="strong_wolfe")
-    assert isinstance(opt, LBFGS) and opt._s.shape == (3, x_star.size)
-    assert isinstance(make_optimizer("adam", fn, x, 2, learning_rate=1.0), Adam)
+    x = one(tf.zeros(x_star.shape))
+    opt = make_optimizer("lbfgs", batched(fn), x, 2, history_size=3, line_search="strong_wolfe")
+    assert isinstance(opt, LBFGS) and opt._s.shape == (1, 3, x_star.size)
+    assert isinstance(make_optimizer("adam", batched(fn), x, 2, learning_rate=1.0), Adam)
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'; expected one of 'adam', 'lb"):
-        make_optimizer("sgd", fn, x, 2)
+        make_optimizer("sgd", batched(fn), x, 2)
     with pytest.raises(ValueError, match="line_search"):
-        make_optimizer("lbfgs", fn, x, 2, line_search="armijo")
+        make_optimizer("lbfgs", batched(fn), x, 2, line_search="armijo")
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_SCHEMAS))
@@ -562,7 +578,7 @@ def test_each_config_is_its_optimizers_only_defaults(quadratic, name):
     assert OmegaConf.to_object(composed) == schema()
     # Parameters not given come from the config's defaults.
     fn, x_star = quadratic
-    make_optimizer(name, fn, tf.Variable(tf.zeros(x_star.shape)), 2)
+    make_optimizer(name, batched(fn), one(tf.zeros(x_star.shape)), 2)
 
 
 @pytest.mark.parametrize(
@@ -607,14 +623,15 @@ def test_a_registered_optimizer_runs_through_make_optimizer(registry, quadratic)
             values, grad = self._fn(tf.convert_to_tensor(self._x))
             self._x.assign_sub(self._lr * grad)
             self.num_evals.assign_add(1)
-            return tf.ensure_shape(values, [self._num_values])
+            return tf.ensure_shape(values, [1, self._num_values])
 
         def reset(self) -> None:
             self.num_evals.assign(0)
 
     fn, x_star = quadratic
-    x = tf.Variable(tf.zeros(x_star.shape))
-    opt = make_optimizer("gradient_descent", fn, x, 2, learning_rate=0.015)  # < 2 / λmax = 0.02
+    x = one(tf.zeros(x_star.shape))
+    # learning_rate < 2 / λmax = 0.02
+    opt = make_optimizer("gradient_descent", batched(fn), x, 2, learning_rate=0.015)
     assert isinstance(opt, GradientDescent)
     values, _ = run(opt, tf.function(opt.step), x, 200)
     assert values[-1][0] < 0.01 * values[0][0] and opt.num_evals.numpy() == 200
@@ -628,7 +645,7 @@ def test_a_fresh_step_moves_x_whatever_the_objectives_scale():
     """A quadratic so flat in x's units that -g is below float32's resolution at x's values:
     torch's first step leaves x where it is for ever; a fresh bounded step moves it."""
     target = tf.constant(np.linspace(0, 255, 48, dtype=np.float32))
-    x = tf.Variable(tf.fill([48], 128.0))
+    x = one(tf.fill([48], 128.0))
 
     def fn(point: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -638,9 +655,10 @@ def test_a_fresh_step_moves_x_whatever_the_objectives_scale():
 
     losses = {}
     for max_step in (0.0, 48.0):
-        x.assign(tf.fill([48], 128.0))
-        optimizer = make_optimizer("lbfgs", fn, x, 1, **LbfgsConfig(max_step=max_step).params())
+        x.assign(tf.fill([1, 48], 128.0))
+        optimizer = make_optimizer("lbfgs", batched(fn), x, 1,
+                                   **LbfgsConfig(max_step=max_step).params())
         step = tf.function(optimizer.step)
-        losses[max_step] = [float(step()[0]) for _ in range(30)]
+        losses[max_step] = [float(step()[0, 0]) for _ in range(30)]
     assert losses[0.0][-1] == losses[0.0][0]  # stuck
     assert losses[48.0][-1] < 1e-3 * losses[48.0][0]

@@ -33,7 +33,7 @@ import tensorflow as tf
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.model import FeatureExtractor
-from nst_tf.pipeline import initial_image
+from nst_tf.pictures import initial_image
 from nst_tf.transfer import StyleTransfer, Weights, optimise
 
 BF16_U = 2.0**-8

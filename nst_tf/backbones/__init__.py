@@ -8,8 +8,9 @@ then selects it (docs/ARCHITECTURE.md).
 from nst_tf.backbones.vgg import VGG16, VGG19, Backbone, ImagenetFile
 
 BACKBONES: dict[str, Backbone] = {backbone.name: backbone for backbone in (VGG19, VGG16)}
+DEFAULT_BACKBONE = VGG19.name  # the paper's network
 
-__all__ = ["BACKBONES", "Backbone", "ImagenetFile", "get_backbone"]
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "ImagenetFile", "get_backbone"]
 
 
 def get_backbone(name: str) -> Backbone:

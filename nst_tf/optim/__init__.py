@@ -1,7 +1,8 @@
 """Optimisers that run entirely inside `tf.function` (optionally XLA-compiled).
 
-They share one small interface (`registry.Optimizer`): `step()` does one iteration and returns
-the values `fn` reported at the point *before* the update; `reset()` forgets all state so the
+They share one small interface (`registry.Optimizer`) over a batch: `x` is (B, ...), B
+independent problems, and `step()` does one iteration of each and returns the (B, values) `fn`
+reported at the points *before* the update; `reset()` forgets all state so the
 same object, and the same compiled function around `step`, can start a new run from a new `x`.
 
 Adding an optimiser: its class, taking `(fn, x, num_values, *, <its parameters>)` with no
@@ -13,10 +14,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from nst_tf.config import OPTIMIZER_SCHEMAS
 from nst_tf.optim.adam import Adam
 from nst_tf.optim.lbfgs import LBFGS
 from nst_tf.optim.registry import OPTIMIZERS, Optimizer, ValuesAndGrad, register
+from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 
 __all__ = [
     "LBFGS",

@@ -35,11 +35,12 @@ class Adam:
         self.num_evals = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="num_evals")
 
     def step(self) -> tf.Tensor:
-        """One Adam update; returns `values` at x before the update."""
+        """One Adam update (elementwise: each member of a batch its own); returns `values` at x
+        before the update."""
         values, grad = self._fn(tf.convert_to_tensor(self._x))
         self._opt.apply_gradients([(grad, self._x)])
         self.num_evals.assign_add(1)
-        return tf.ensure_shape(values, [self._num_values])
+        return tf.ensure_shape(values, [self._x.shape[0], self._num_values])
 
     def reset(self) -> None:
         """Zero the moments, the iteration counter and `num_evals`."""

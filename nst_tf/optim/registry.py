@@ -12,8 +12,9 @@ import tensorflow as tf
 ValuesAndGrad = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 """`fn(x) -> (values, grad)`.
 
-`values` is a float32 1-D tensor of static length `num_values`: `values[0]` is the objective to
-minimise, the rest are extra quantities to log. `grad` is d values[0]/dx, shaped like `x`.
+`x` is (B, ...): B independent problems. `values` is a float32 (B, num_values) tensor:
+`values[:, 0]` is each problem's objective, the rest are extra quantities to log. `grad` is
+d Σ values[:, 0] / dx, shaped like `x`: each problem's own gradient.
 """
 
 

@@ -7,6 +7,7 @@ import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .batching import batch_targets
 from .harness import first_reaching
 from .machine import isa_of
 from .plan import (
@@ -120,6 +121,7 @@ def summarise(results: dict[str, Any], plan: Plan) -> dict[str, Any]:
             f"reach the PyTorch L-BFGS peer's {peer['iterations']}-iteration loss at "
             f"{peer['size']} px in {plain['precision']} (as precision=auto picks here)",
             plain["reached"]["speedup"] if plain["reached"] else None, TARGET_PEER_SPEEDUP))
+    targets += batch_targets(results)
     return {"size": size, "fp32_seconds": fp32["seconds_per_iteration"],
             "bf16_seconds": bf16["seconds_per_iteration"], "bf16_speedup": speedup,
             "faster_precision": "bf16" if speedup > 1 else "fp32",

@@ -14,8 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import DOCS, HISTORY
+from . import HISTORY, OUTPUTS
 from . import history as machines
+from .batching import one_line as batch_line
+from .batching import run_alone, section_batch, write_alone
 from .harness import Builder, settings_for
 from .machine import describe
 from .plan import FULL, QUICK, Plan
@@ -39,15 +41,13 @@ from .sections import (
 
 def run_benchmark(plan: Plan, out: Path, history: Path = HISTORY,
                   log: Callable[[str], None] = print, peer: str | None = None) -> dict[str, Any]:
-    """Measure every section, write `performance.json`, `PERFORMANCE.md` and the figures; a
-    full run also adds its headline figures to `history`. `peer`: a Python with torch, for
-    the PyTorch peer's section (skipped without it)."""
-    import tensorflow as tf
+    """Measure every section, write `performance.json`, `PERFORMANCE.md` and the figures into
+    `out`; a full run also writes `history` with its own headline figures added into `out`.
+    `peer`: a Python with torch, for the PyTorch peer's section (skipped without it)."""
+    import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    # Every section builds new compiled steps on purpose; TF's retracing warnings are noise here.
-    tf.get_logger().setLevel("ERROR")
     results: dict[str, Any] = {"plan": asdict(plan), "environment": describe()}
     if results["environment"]["loadavg_start"] > BUSY_LOAD:
         log(f"warning: load average {results['environment']['loadavg_start']:.2f}; "
@@ -78,51 +78,88 @@ def run_benchmark(plan: Plan, out: Path, history: Path = HISTORY,
             plan, Path(scratch), results["cli_run"], log)
         results["preset_check"] = section_preset_check(
             plan, cli_precision, Path(scratch), results, log)
+        results["batch"] = section_batch(plan, builder, Path(scratch), log)
         if peer:
             results["peer"] = section_peer(plan, cli_precision, peer, builder, Path(scratch), log)
     results["environment"]["loadavg_end"] = os.getloadavg()[0]
     results["total_seconds"] = time.perf_counter() - started
     write_report(results, out, machines.load(history))
     if plan.name == FULL.name:
-        machines.append(history, machines.headline(results))
+        machines.record(out, history, machines.headline(results))
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`scripts/bench.py [--quick | --render] [--out DIR] [--history FILE]`, and the probes."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["probe-memory"]:
-        size, precision, steps = int(argv[1]), argv[2], int(argv[3])
-        print(json.dumps(probe_memory(size, precision, steps)))
-        return
-    if argv[:1] == ["probe-numpy"]:
-        repeats, sizes = int(argv[1]), [int(n) for n in argv[2:]]
-        print(json.dumps(probe_numpy(sizes, repeats)))
-        return
+def default_out() -> Path:
+    """A new folder per run: the committed docs/ change only when asked for (`--out docs`)."""
+    return OUTPUTS / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, with `out` filled in."""
     parser = argparse.ArgumentParser(
         prog="scripts/bench.py",
         description="Measure nst-tf's performance on this machine and write PERFORMANCE.md, "
         "performance.json and figures.")
     parser.add_argument("--quick", action="store_true",
                         help="every section at tiny sizes (a smoke test; minutes, not numbers)")
-    parser.add_argument("--out", type=Path, default=DOCS,
-                        help="folder for PERFORMANCE.md, performance.json and figures "
-                        "(default: the checkout's docs/)")
+    parser.add_argument("--out", type=Path,
+                        help="folder for PERFORMANCE.md, performance.json and figures (default: "
+                        "a new one, outputs/bench/<date>_<time>; --out docs regenerates the "
+                        "checkout's docs)")
     parser.add_argument("--history", type=Path, default=HISTORY,
-                        help="earlier machines' headline figures; a full run adds its own "
+                        help="earlier machines' headline figures, shown beside this run's; a "
+                        "full run writes them with its own added to OUT/performance_history.json "
                         "(default: docs/performance_history.json)")
     parser.add_argument("--peer", metavar="PYTHON",
                         help="a Python with torch (a throwaway venv, never the project's): adds "
                         "the PyTorch L-BFGS peer's section")
+    parser.add_argument("--only", choices=["batch"],
+                        help="measure only this section (with --quick: its quick plan); its "
+                        "targets and report alone")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite the report from OUT/performance.json")
     args = parser.parse_args(argv)
+    if args.out is None:
+        if args.render:
+            parser.error("--render rewrites an earlier report: give its folder, e.g. --out docs")
+        args.out = default_out()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`scripts/bench.py [--quick | --render] [--only batch] [--out DIR] [--history FILE]`,
+    and the probes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["probe-memory"]:
+        import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
+
+        size, precision, steps = int(argv[1]), argv[2], int(argv[3])
+        batch = int(argv[4]) if len(argv) > 4 else 1
+        print(json.dumps(probe_memory(size, precision, steps, batch)))
+        return
+    if argv[:1] == ["probe-numpy"]:
+        repeats, sizes = int(argv[1]), [int(n) for n in argv[2:]]
+        print(json.dumps(probe_numpy(sizes, repeats)))
+        return
+    args = parse_args(argv)
     if args.render:
-        results = json.loads((args.out / "performance.json").read_text())
+        saved = args.out / "performance.json"
+        if not saved.is_file():
+            sys.exit(f"scripts/bench.py: error: no {saved}; --out names a folder a run wrote")
+        results = json.loads(saved.read_text())
+        if results.get("only") == "batch":
+            write_alone(results, args.out)
+            print(batch_line(results))
+            return
         write_report(results, args.out, machines.load(args.history))
         print(one_line(results))
         return
     plan = QUICK if args.quick else FULL
+    print(f"writing the report to {args.out}", file=sys.stderr)
+    if args.only:
+        results = run_alone(plan, args.out, log=lambda m: print(m, file=sys.stderr))
+        print(batch_line(results))
+        return
     results = run_benchmark(plan, args.out, args.history,
                             log=lambda m: print(m, file=sys.stderr), peer=args.peer)
     print(one_line(results))

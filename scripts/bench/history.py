@@ -1,9 +1,10 @@
 """Earlier machines' headline figures (docs/performance_history.json): the report shows them
-next to this run's, and a full run appends its own."""
+next to this run's, and a full run writes them with its own added beside its report."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,16 @@ def append(path: Path, entry: Mapping[str, Any]) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machines"] = machines
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def record(out: Path, history: Path, entry: Mapping[str, Any]) -> Path:
+    """Write `history` with `entry` added as `out`/performance_history.json, beside the report:
+    the committed file changes only when `out` is docs/. Returns the file written."""
+    kept = out / "performance_history.json"
+    if history.exists() and not (kept.exists() and kept.samefile(history)):
+        shutil.copyfile(history, kept)
+    append(kept, entry)
+    return kept
 
 
 def table(history: Sequence[Mapping[str, Any]], this_run: Mapping[str, Any] | None,

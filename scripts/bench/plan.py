@@ -14,6 +14,9 @@ TARGET_SWEEP_OVERHEAD = 0.10
 TARGET_QUALITY_GAP = 0.03
 TARGET_C2F_SPEEDUP = 2.0  # reach the direct run's loss at the full size this much sooner
 TARGET_PEER_SPEEDUP = 1.5  # reach the PyTorch peer's loss this much sooner
+TARGET_BATCH_SPEEDUP = 1.25  # images·iterations/s of B = 4 against B = 1 at 256 px
+TARGET_BATCH_SIZE, TARGET_BATCH_MEMBERS = 256, 4
+TARGET_BATCH_SWEEP_SPEEDUP = 1.5  # the Fig. 3 grid with hydra/launcher=nst_batched, sooner
 
 # A precision setting of the plan that the run resolves: the faster of fp32 and bf16 in its own
 # step-time table (as `precision=auto` would pick), so a CPU with slow bf16 is not run in bf16.
@@ -58,7 +61,18 @@ class Plan:
     tune_histories: tuple[int, ...]
     tune_line_searches: tuple[str, ...]
     tune_adam_rates: tuple[float, ...]
+    batch_sizes: tuple[int, ...]  # square sizes (px) of the batch throughput table
+    batch_members: tuple[int, ...]  # B, images per compiled step
+    batch_repeats: Mapping[int, int]  # timed steps per size, after one warm-up
+    batch_sweep_size: int  # the Fig. 3 grid, sequential against batched
+    batch_sweep_iterations: int
+    batch_memory_size: int  # peak RSS per B at this square size, a subprocess each
+    batch_memory_members: tuple[int, ...]
+    batch_auto_sizes: tuple[int, ...]  # batch_size=auto's choice against the measured fit
     precisions: tuple[str, ...] = ("fp32", "bf16")
+    # Overrides that cut the Fig. 3 grid (rows x columns) to batch_sweep_jobs; none: all 20.
+    batch_sweep_grid: tuple[str, ...] = ()
+    batch_sweep_jobs: int = 20
 
     @property
     def headline_size(self) -> int:
@@ -108,6 +122,14 @@ FULL = Plan(
     tune_histories=(10, 20, 50, 100),
     tune_line_searches=("none", "strong_wolfe"),
     tune_adam_rates=(2.0, 5.0, 10.0, 20.0, 50.0),
+    batch_sizes=(128, 256, 512),
+    batch_members=(1, 2, 4, 8),
+    batch_repeats={128: 10, 256: 6, 512: 3},
+    batch_sweep_size=128,
+    batch_sweep_iterations=50,
+    batch_memory_size=256,
+    batch_memory_members=(1, 2, 4, 8),
+    batch_auto_sizes=(256, 512),
 )
 
 QUICK = Plan(
@@ -145,4 +167,14 @@ QUICK = Plan(
     tune_histories=(5, 100),
     tune_line_searches=("none", "strong_wolfe"),
     tune_adam_rates=(5.0, 10.0),
+    batch_sizes=(32, 64),
+    batch_members=(1, 2, 4),
+    batch_repeats={32: 2, 64: 2},
+    batch_sweep_size=32,
+    batch_sweep_iterations=3,
+    batch_sweep_grid=("style_layers=[conv1_1],[conv1_1,conv2_1]", "alpha=1e-3,1e-2"),
+    batch_sweep_jobs=4,
+    batch_memory_size=64,
+    batch_memory_members=(1, 2),
+    batch_auto_sizes=(256, 512),
 )

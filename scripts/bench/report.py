@@ -24,6 +24,7 @@ from .advice import (
     tuning_analysis,
     why_missed,
 )
+from .batching import render_batch
 from .figures import plot_coarse_to_fine, plot_time_to_quality
 from .machine import cpu_label, isa_of, isa_summary
 from .plan import FASTEST, TARGET_QUALITY_GAP, Plan
@@ -100,6 +101,7 @@ def render_markdown(results: Mapping[str, Any], history: Sequence[Mapping[str, A
         *_eager(results),
         *_memory(results),
         *_sweep(results),
+        *render_batch(results),
         *_cli(results),
         *_time_to_quality(results),
         *_coarse_to_fine(results),

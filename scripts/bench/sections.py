@@ -1,5 +1,5 @@
 """The measurements, one function per section of the report. In-process sections build their
-compiled steps through `harness.Builder` (so through `nst_tf.pipeline`); peak memory needs a
+compiled steps through `harness.Builder` (so through `nst_tf.session`); peak memory needs a
 fresh process per size, and the sweep, CLI, Adam, coarse-to-fine and preset-check runs are real
 `scripts/run.py` runs."""
 
@@ -28,6 +28,7 @@ from .harness import (
     first_reaching,
     load_images,
     loss_weights,
+    members,
     noise_init,
     optimizer_params,
     read_run,
@@ -104,18 +105,19 @@ def section_eager(plan: Plan, builder: Builder, log: Log) -> list[dict]:
     return rows
 
 
-def probe_memory(size: int, precision: str, steps: int) -> dict[str, Any]:
-    """Run in a fresh process: build, compile and step at size×size; report peak RSS."""
+def probe_memory(size: int, precision: str, steps: int, batch: int = 1) -> dict[str, Any]:
+    """Run in a fresh process: build, compile and step `batch` images at size×size; report
+    peak RSS."""
     settings = settings_for([f"precision={precision}"])
     content, style = load_images(settings, size, square=True)
     builder = Builder()
     builder.extractor(settings)
     baseline = peak_rss()
-    transfer = builder.transfer(settings, content.shape[:2])
-    transfer.start(content, style, noise_init(content, 0), loss_weights(settings))
+    transfer = builder.transfer(settings, content.shape[:2], batch)
+    transfer.start_batch(members(settings, content, style, batch))
     for _ in range(steps):
-        transfer.step()
-    return {"size": size, "precision": precision, "pixels": size * size,
+        transfer.step_values()
+    return {"size": size, "precision": precision, "pixels": size * size, "batch": batch,
             "peak_rss": peak_rss(), "model_rss": baseline}
 
 

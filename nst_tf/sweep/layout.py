@@ -1,34 +1,21 @@
-"""A sweep's end: sweep.csv (how each job ended) and its figure, every job's result in a grid
-labelled by what the sweep varied. Reads only files, so it imports no TensorFlow."""
+"""A sweep's layout: its jobs in a grid of what it varied (rows x columns) or a search's trials
+in order, with the labels, subtitle, credits and cell texts a figure shows."""
 
-import csv
-import io
 import json
 import math
-import os
 import re
 import textwrap
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")  # files only; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from PIL import Image  # noqa: E402
+from nst_tf.backbones import BACKBONES
+from nst_tf.errors import UserError
+from nst_tf.sweep.records import SHOWN_STATUSES, SweepJob, read_sweep, sweep_tally
 
-from nst_tf.backbones import BACKBONES  # noqa: E402
-from nst_tf.errors import UserError  # noqa: E402
-from nst_tf.files import write_atomic  # noqa: E402
-from nst_tf.images import fit_long_side, read_rgb  # noqa: E402
-
-FIGURE_STEM = "figure"
 # Preset fields that only say where an image comes from; they change with its name.
 _IMAGE_DETAILS = ("path", "file", "url", "md5", "title", "author", "licence")
 _NAMES = {
@@ -54,43 +41,6 @@ _ABSENT = object()  # a key one job has and another has not
 # Hydra's grid sweeper; any other (e.g. Optuna's) samples trials, which form no grid.
 _GRID_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _TRIALS_PER_ROW = 6
-
-TABLE_NAME = "sweep.csv"
-TABLE_COLUMNS = ("job", "overrides", "status", "reason", "exit_code")  # then the final losses
-# Each status and its exit code when summary.json gives none (an older app's Ctrl-C: SIGINT).
-_EXIT_CODES = {"ok": 0, "failed": 1, "diverged": 3, "interrupted": 130, "skipped": 130}
-_SHOWN = ("ok", "interrupted")  # statuses whose cell shows the job's result.png
-NO_RECORD = "no summary.json: the job ended without a record (killed?)"
-
-
-@dataclass
-class SweepJob:
-    """One job of a sweep, as its files describe it."""
-
-    dir: Path
-    config: dict[str, Any]  # resolved (summary.json), else as Hydra saved it
-    overrides: dict[str, Any]  # override key without its +/~ prefix -> parsed value
-    task_overrides: list[str]  # as given, e.g. "alpha=1e-3"
-    summary: dict[str, Any]  # {} when the job wrote none, or it cannot be read
-    status: str  # ok, failed, diverged, interrupted or skipped
-    reason: str | None  # one line; None when ok
-    exit_code: int
-
-    @property
-    def result(self) -> Path | None:
-        path = self.dir / "result.png"
-        return path if path.is_file() else None
-
-    @property
-    def shown(self) -> Path | None:
-        """The image the figure shows: none for a job that failed, diverged or was skipped."""
-        return self.result if self.status in _SHOWN else None
-
-    @property
-    def final(self) -> dict[str, Any]:
-        """The last step's iteration, seconds and losses; {} if no step ran."""
-        final = self.summary.get("final")
-        return final if isinstance(final, dict) else {}
 
 
 @dataclass
@@ -123,57 +73,6 @@ class SweepGrid:
     cells: list[list[SweepJob | None]]  # None where no job ran
     thumbnails: list[Thumbnails]
     titles: list[list[str]] | None = None  # per cell, for trials; None: the axes label them
-
-
-def read_sweep(sweep_dir: Path) -> list[SweepJob]:
-    """Every Hydra job under `sweep_dir` (a dir holding .hydra/config.yaml), in job order."""
-    if not sweep_dir.is_dir():
-        raise UserError(
-            f"sweep dir {sweep_dir} not found; give the dir a multirun wrote (its hydra.sweep.dir)"
-        )
-    job_dirs = [saved.parent.parent for saved in sweep_dir.glob("**/.hydra/config.yaml")]
-    if not job_dirs:
-        raise UserError(
-            f"no Hydra jobs in {sweep_dir}; give the dir a multirun wrote (its hydra.sweep.dir)"
-        )
-    job_dirs.sort(key=lambda job_dir: (_job_number(job_dir), _natural_key(str(job_dir))))
-    return [_read_job(job_dir) for job_dir in job_dirs]
-
-
-def write_sweep_table(sweep_dir: Path, jobs: Sequence[SweepJob]) -> Path:
-    """SWEEP_DIR/sweep.csv: per job its overrides, status, reason, exit code and final losses."""
-    # The final values' names come from the jobs: the objective's terms are configurable.
-    final = dict.fromkeys(["iteration", "seconds", *(k for job in jobs for k in job.final)])
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=[*TABLE_COLUMNS, *final], lineterminator="\n")
-    writer.writeheader()
-    for job in jobs:
-        writer.writerow({
-            "job": job.dir.relative_to(sweep_dir).as_posix(),
-            "overrides": " ".join(job.task_overrides),
-            "status": job.status,
-            "reason": job.reason,
-            "exit_code": job.exit_code,
-            **{key: job.final.get(key) for key in final},  # None is written blank
-        })
-    path = sweep_dir / TABLE_NAME
-    write_atomic(path, text.getvalue().encode())  # never a half-written table
-    return path
-
-
-def sweep_tally(jobs: Sequence[SweepJob]) -> str:
-    """How the jobs ended, e.g. '3 jobs, 2 ok, 1 failed'."""
-    counts = Counter(job.status for job in jobs)
-    parts = [f"{counts[status]} {status}" for status in _EXIT_CODES if counts[status]]
-    return ", ".join([f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}", *parts])
-
-
-def sweep_exit_code(jobs: Sequence[SweepJob]) -> int:
-    """0 when every job is ok; a stopped sweep's code (e.g. 143 for SIGTERM); else 1."""
-    for job in jobs:
-        if job.status in ("interrupted", "skipped"):
-            return job.exit_code
-    return 0 if all(job.status == "ok" for job in jobs) else 1
 
 
 def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> SweepGrid:
@@ -289,107 +188,9 @@ def _tried(key: str, value: Any, settings: dict[str, Any], flat: list[dict[str, 
     return f"{_display_name(key.rsplit('.', 1)[-1], flat)} {format_value(value)}"
 
 
-def write_sweep_figure(
-    sweep_dir: Path, out: Path | None = None, jobs: Sequence[SweepJob] | None = None
-) -> list[Path]:
-    """Build a sweep's figure; write `out` (default SWEEP_DIR/figure) as .png and .pdf."""
-    grid = sweep_grid(sweep_dir, jobs)
-    stem = out if out is not None else sweep_dir / FIGURE_STEM
-    if stem.suffix.lower() in (".png", ".pdf"):
-        stem = stem.with_suffix("")
-    paths = [stem.with_name(f"{stem.name}.png"), stem.with_name(f"{stem.name}.pdf")]
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        draw_sweep_figure(grid, paths)
-    except OSError as error:
-        raise UserError(
-            f"cannot write the figure {paths[0]} ({error.strerror or error}); "
-            "choose a writable place with --out"
-        ) from error
-    return paths
-
-
-def draw_sweep_figure(grid: SweepGrid, paths: list[Path]) -> None:
-    """Draw the grid with its inputs, labels and final losses; save it to each path."""
-    n_rows, n_cols = len(grid.cells), len(grid.cells[0])
-    fixed = [t for t in grid.thumbnails if t.along == "all"]
-    per_row = [t for t in grid.thumbnails if t.along == "rows"]
-    per_column = [t for t in grid.thumbnails if t.along == "columns"]
-    lead, top = int(bool(fixed)) + len(per_row), len(per_column)
-    aspect = _aspect(grid)
-    panel = 1.8  # inches per panel's width; text gets a strip below each row
-    width = panel * (lead + n_cols) + 0.5
-    figure = plt.figure(
-        figsize=(width, (panel * aspect + 0.35) * (top + n_rows) + 0.9),
-        dpi=150,
-        layout="constrained",
-    )
-    spec = figure.add_gridspec(top + n_rows, lead + n_cols)
-
-    def label(axis: Axis, index: int, sep: str) -> str:
-        return f"{axis.name}{sep}{axis.labels[index]}" if axis.name else axis.labels[index]
-
-    if fixed:  # the inputs every job shares, from the top of a column of their own
-        inputs = spec[top:, 0].subgridspec(max(len(fixed), n_rows), 1)
-        for i, thumb in enumerate(fixed):
-            ax = figure.add_subplot(inputs[i])
-            _show(ax, thumb.paths[0])
-            ax.set_title(thumb.role, fontsize=8)
-    for i, thumb in enumerate(per_column):
-        for c in range(n_cols):
-            ax = figure.add_subplot(spec[i, lead + c])
-            _show(ax, thumb.paths[c])
-            if i == 0 and grid.columns:
-                ax.set_title(label(grid.columns, c, " = "), fontsize=8)
-            if c == 0:
-                ax.set_ylabel(thumb.role, fontsize=8)
-    for r in range(n_rows):
-        row_axes = []
-        for j, thumb in enumerate(per_row):
-            ax = figure.add_subplot(spec[top + r, int(bool(fixed)) + j])
-            _show(ax, thumb.paths[r])
-            if r == 0:
-                ax.set_title(thumb.role, fontsize=8)
-            row_axes.append(ax)
-        for c in range(n_cols):
-            ax = figure.add_subplot(spec[top + r, lead + c])
-            job = grid.cells[r][c]
-            if grid.titles is not None:
-                if job is None:  # past the last trial
-                    ax.set_axis_off()
-                    continue
-                ax.set_title(grid.titles[r][c], fontsize=6)
-            mark = _mark_color(job)
-            # About 20 characters per inch at 6 pt; less, to keep clear of the frame.
-            if note := cell_note(job, int(panel * 16)):
-                _show(ax, (), note, mark or "grey")
-                ax.set_box_aspect(aspect)  # its frame as large as the results beside it
-            else:
-                _show(ax, (job.result,) if job and job.result else ())
-            if mark:
-                for spine in ax.spines.values():
-                    spine.set(visible=True, color=mark, linewidth=1.5)
-            ax.set_xlabel(cell_caption(job), fontsize=6, color=mark or "black")
-            if r == 0 and not per_column and grid.columns:
-                ax.set_title(label(grid.columns, c, " = "), fontsize=8)
-            row_axes.append(ax)
-        if grid.rows:
-            row_axes[0].set_ylabel(label(grid.rows, r, "\n"), fontsize=8)
-    # About 12 characters per inch at 10 pt: wrap so a narrow grid does not clip the settings.
-    figure.suptitle(f"{grid.title}\n{textwrap.fill(grid.subtitle, int(width * 12))}", fontsize=10)
-    if grid.credits:
-        # About 20 characters per inch at 6 pt.
-        figure.supxlabel(textwrap.fill(grid.credits, int(width * 20)), fontsize=6)
-    for path in paths:
-        figure.savefig(path.with_name(f".{path.stem}.tmp{path.suffix}"))
-    plt.close(figure)
-    for path in paths:  # only now, so a failed save never leaves half a figure in place
-        os.replace(path.with_name(f".{path.stem}.tmp{path.suffix}"), path)
-
-
 def cell_caption(job: SweepJob | None) -> str:
     """The line under a shown cell: its final losses, and where an interrupted job stopped."""
-    if job is None or job.status not in _SHOWN:
+    if job is None or job.status not in SHOWN_STATUSES:
         return ""
     final, parts = job.final, []
     if final:
@@ -403,7 +204,7 @@ def cell_caption(job: SweepJob | None) -> str:
 
 def cell_note(job: SweepJob | None, width: int) -> str:
     """What a cell says instead of a result: status and reason in lines of `width`, or ''."""
-    if job is None or job.status in _SHOWN:
+    if job is None or job.status in SHOWN_STATUSES:
         return ""
     text = f"{job.status}: {job.reason}" if job.reason else job.status
     return "\n".join(textwrap.wrap(text, width, max_lines=6, placeholder=" …"))
@@ -452,62 +253,6 @@ def _scientific(value: float, digits: int) -> str:
     if "." in mantissa:
         mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
-
-
-def _natural_key(text: str) -> list[object]:
-    # "job 10" after "job 9"
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _job_number(job_dir: Path) -> float:
-    saved = job_dir / ".hydra" / "hydra.yaml"
-    try:
-        number = OmegaConf.select(OmegaConf.load(saved), "hydra.job.num", default=None)
-    except Exception:  # a missing or damaged file only costs the order: fall back to names
-        return math.inf
-    return number if isinstance(number, int) else math.inf
-
-
-def _read_job(job_dir: Path) -> SweepJob:
-    try:
-        summary = json.loads((job_dir / "summary.json").read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        summary, outcome = {}, ("failed", NO_RECORD, 1)
-    except (OSError, ValueError) as error:
-        summary, outcome = {}, ("failed", f"summary.json unreadable: {error}", 1)
-    else:
-        outcome = _outcome(summary)
-    config = summary.get("config")
-    if not isinstance(config, dict):
-        saved = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-        config = OmegaConf.to_container(saved, resolve=False)
-    overrides: dict[str, Any] = {}
-    lines: list[str] = []
-    listed = job_dir / ".hydra" / "overrides.yaml"
-    if listed.is_file():
-        lines = [str(x) for x in OmegaConf.to_container(OmegaConf.load(listed))]
-        for override in OverridesParser.create().parse_overrides(lines):
-            key = override.get_key_element().lstrip("+~")
-            overrides[key] = None if override.is_delete() else override.value()
-    status, reason, exit_code = outcome
-    return SweepJob(dir=job_dir, config=config, overrides=overrides, task_overrides=lines,
-                    summary=summary, status=status, reason=reason, exit_code=exit_code)
-
-
-def _outcome(summary: dict[str, Any]) -> tuple[str, str | None, int]:
-    """(status, reason, exit code) as a job's summary.json records them."""
-    status = summary.get("status")
-    if status is None:  # written before jobs recorded a status: finished, or stopped by Ctrl-C
-        status = "interrupted" if summary.get("interrupted") else "ok"
-    elif status not in _EXIT_CODES:
-        return "failed", f"unknown status {status!r} in summary.json", 1
-    reason = summary.get("reason")
-    code = summary.get("exit_code")
-    if not isinstance(code, int) or (code == 0) != (status == "ok"):
-        code = _EXIT_CODES[status]  # never let a failed job pass for ok, or the reverse
-    return status, None if reason is None else " ".join(str(reason).split()), code
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -645,46 +390,3 @@ def _credits(flat: list[dict[str, Any]]) -> str:
                 if line not in credits:
                     credits.append(line)
     return "; ".join(credits)
-
-
-def _aspect(grid: SweepGrid) -> float:
-    """Height / width of the first result, to size the figure."""
-    for row in grid.cells:
-        for job in row:
-            if job and job.shown:
-                with Image.open(job.shown) as image:
-                    return image.height / image.width
-    return 0.75
-
-
-def _show(
-    axes: plt.Axes, paths: tuple[Path, ...], note: str = "no result", color: str = "grey"
-) -> None:
-    """The images side by side at one height, or a note saying why there are none."""
-    axes.set_xticks([])
-    axes.set_yticks([])
-    for spine in axes.spines.values():
-        spine.set_visible(False)
-    images, unreadable = [], []
-    for path in paths:
-        try:
-            images.append(fit_long_side(read_rgb(path), 512))  # inputs can be large
-        except UserError:
-            unreadable.append(path.name)
-    if unreadable or not images:
-        note = f"cannot read\n{unreadable[0]}" if unreadable else note
-        axes.text(0.5, 0.5, note, ha="center", va="center", fontsize=6, color=color,
-                  transform=axes.transAxes)
-        return
-    height = min(image.height for image in images)
-    gap = np.full((height, max(1, height // 32), 3), 255, np.uint8)
-    strips = [np.asarray(image.resize((max(1, round(image.width * height / image.height)),
-                                       height))) for image in images]
-    axes.imshow(np.hstack([part for strip in strips for part in (strip, gap)][:-1]))
-
-
-def _mark_color(job: SweepJob | None) -> str | None:
-    """The colour of a cell's frame and text: orange for an interrupted job, red when not shown."""
-    if job is None or job.status == "ok":
-        return None
-    return "tab:orange" if job.status == "interrupted" else "tab:red"

@@ -1,0 +1,157 @@
+"""What a run writes as it goes, as the loop's callbacks: progress bar, snapshots, loss log,
+TensorBoard. Each sees one member of the step (a `transfer.View`)."""
+
+import csv
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from nst_tf.errors import WriteError
+from nst_tf.images import save_png
+from nst_tf.report import columns
+from nst_tf.transfer import Progress, View
+
+log = logging.getLogger("nst_tf")
+
+
+class ProgressBar:
+    """A tqdm bar with the iteration, the losses and it/s."""
+
+    def __init__(self, iterations: int, description: str = "", position: int = 0) -> None:
+        """`position`: the bar's line, for the runs of a batch."""
+        self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True,
+                        position=position)
+
+    def on_step(self, progress: Progress, run: View) -> None:
+        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
+                             refresh=False)
+        self.bar.update(1)
+
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
+        # The losses at the final image, not the step before it.
+        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
+                             refresh=False)
+        self.bar.close()
+
+
+class TimeEstimate:
+    """One line, after the first few steps, with how long the run will take here."""
+
+    STEPS = 3  # timed after the first, which may still warm caches
+    WORTH_SAYING = 30.0  # s: a shorter run needs no estimate
+
+    def __init__(self, iterations: int) -> None:
+        self.iterations, self.seen, self.since = iterations, 0, 0.0
+
+    def on_step(self, progress: Progress, run: View) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            self.since = progress.seconds
+        elif self.seen == 1 + self.STEPS and self.iterations > self.seen:
+            rate = (progress.seconds - self.since) / self.STEPS
+            left = rate * (self.iterations - self.seen)
+            if left >= self.WORTH_SAYING:
+                log.info("about %s to go at %.3g s/it on this machine (%d iterations)",
+                         _duration(left), rate, self.iterations)
+
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Snapshots:
+    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early),
+    through `show`, which turns the optimised image into what the user sees."""
+
+    def __init__(
+        self,
+        folder: Path,
+        every: int,
+        show: Callable[[np.ndarray], np.ndarray] = lambda image: image,
+    ) -> None:
+        self.folder, self.every, self.show = folder, every, show
+
+    def path(self, iteration: int) -> Path:
+        return self.folder / f"iter_{iteration:05d}.png"
+
+    def on_step(self, progress: Progress, run: View) -> None:
+        done = progress.iteration + 1  # the image now holds this many updates
+        if self.every and done % self.every == 0:
+            save_png(self.path(done), self.show(run.result()))
+
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
+        if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
+            save_png(self.path(progress.iteration), self.show(run.result()))
+
+
+class TensorBoardLog:
+    """Each step's losses as TensorBoard scalars, and the image every `every` updates and at
+    the end, under `folder` (`tensorboard --logdir` it)."""
+
+    def __init__(self, folder: Path, every: int,
+                 show: Callable[[np.ndarray], np.ndarray] = lambda image: image) -> None:
+        self.writer = tf.summary.create_file_writer(str(folder))
+        self.every, self.show = every, show
+
+    def on_step(self, progress: Progress, run: View) -> None:
+        with self.writer.as_default(step=progress.iteration):
+            for name, value in progress.values.items():
+                tf.summary.scalar(f"loss/{name}", value)
+        done = progress.iteration + 1
+        if self.every and done % self.every == 0:
+            self._image(done, run)
+
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
+        self._image(progress.iteration, run)
+        self.writer.flush()
+
+    def _image(self, iteration: int, run: View) -> None:
+        pixels = np.clip(self.show(run.result()), 0, 255) / 255.0
+        with self.writer.as_default(step=iteration):
+            tf.summary.image("image", pixels[None].astype(np.float32))
+
+
+class LossLog:
+    """Appends one CSV row per step, so a stopped or crashed run keeps its losses.
+
+    Row k holds the losses at the image after k updates: the weighted total, then each term
+    unweighted; `size` is the long side the step ran at (coarse-to-fine runs change it).
+    """
+
+    def __init__(self, csv_path: Path, value_names: Sequence[str],
+                 earlier: Sequence[Mapping[str, float]] = ()) -> None:
+        """`earlier`: rows of the run this one resumes, so the curve continues."""
+        self.csv_path, self.columns = csv_path, columns(value_names)
+        self._write("w", earlier, header=True)
+
+    def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
+               ) -> None:
+        try:
+            with open(self.csv_path, mode, newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.columns)
+                if header:
+                    writer.writeheader()
+                writer.writerows(rows)
+        except OSError as error:
+            raise WriteError(self.csv_path, error.strerror or str(error)) from error
+
+    def _append(self, progress: Progress, run: View) -> None:
+        self._write("a", [{**progress.row(), "size": max(run.shape)}])
+
+    def on_step(self, progress: Progress, run: View) -> None:
+        self._append(progress, run)
+
+    def on_end(self, progress: Progress, run: View, status: str) -> None:
+        if status != "diverged":  # a diverged run's last finite row is already logged
+            self._append(progress, run)

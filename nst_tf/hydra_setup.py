@@ -1,0 +1,86 @@
+"""How Hydra meets our configs: the schemas registered, our launcher plugin made known, the
+presets as users pick them (for the help page), and a config that does not compose or
+type-check said in one line."""
+
+from dataclasses import fields, is_dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
+from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
+
+# Files in conf/ that other configs include, not options to choose.
+_INCLUDED_ONLY = {"experiment": {"common"}}
+
+
+def presets(group: str) -> list[str]:
+    """The options of a config group in conf/ (e.g. "style", "hydra/launcher"), as users pick
+    them: without the schemas, which live in Hydra's config store, and the included-only files."""
+    hidden = _INCLUDED_ONLY.get(group, set())
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem not in hidden)
+
+
+# conf/config.yaml's help page lists the presets with ${nst_presets:GROUP}. Registered on import,
+# so that every process holding the config (a launcher's workers too) can resolve it.
+OmegaConf.register_new_resolver("nst_presets", lambda group: ", ".join(presets(group)),
+                                replace=True)
+
+
+def register_configs() -> None:
+    """Make the schemas known to Hydra, so composition type-checks every key."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=RunConfig)
+    store.store(group="content", name="schema", node=ImageConfig)
+    store.store(group="style", name="schema", node=ImageConfig)
+    for name, schema in OPTIMIZER_SCHEMAS.items():
+        store.store(group="optimizer", name=f"{name}_schema", node=schema)
+    # Hydra finds plugins by listing hydra_plugins/, which an editable install's import hook
+    # cannot list: make our launcher known however the package was installed.
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.nst_tf_launcher.batched import BatchedLauncher
+
+    Plugins.instance().register(BatchedLauncher)
+
+
+# Hydra's launcher and sweeper plugins: the config each provides, and the extra that installs it.
+PLUGIN_EXTRAS = {
+    "hydra/launcher/joblib": "joblib",
+    "hydra/launcher/submitit_slurm": "slurm",
+    "hydra/launcher/submitit_local": "slurm",
+    "hydra/launcher/ray": "ray",
+    "hydra/sweeper/optuna": "optuna",
+}
+
+
+def _missing_config_message(error: MissingConfigException) -> str:
+    name = error.missing_cfg_file or ""
+    group, _, option = name.rpartition("/")
+    if name in PLUGIN_EXTRAS:  # our nst_* launcher configs extend these
+        extra = PLUGIN_EXTRAS[name]
+        return (f"the {option} {group.removeprefix('hydra/')} is a Hydra plugin that is not "
+                f"installed; install the {extra} extra: pip install 'nst-tf[{extra}]' "
+                f"(in a checkout: pip install -e '.[{extra}]')")
+    options = [o for o in (error.options or []) if not o.endswith("schema")]
+    if group:
+        choices = f"; choose one of {', '.join(options)}" if options else ""
+        return f"unknown {group} preset '{option}'{choices}"
+    return str(error).splitlines()[0]
+
+
+def config_error_message(error: Exception) -> str:
+    """One line for a config that does not compose or type-check."""
+    if isinstance(error, MissingConfigException):
+        return _missing_config_message(error)
+    # The cause (an OmegaConf error) names the key; its first line says what is wrong.
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None)
+    first = str(cause).splitlines()[0].strip()
+    schema = getattr(cause, "object_type", None)
+    if "not in" in first and key and is_dataclass(schema):
+        known = ", ".join(sorted(f.name for f in fields(schema)))
+        return f"unknown config key '{key}'; known keys: {known}"
+    return f"{key}: {first}" if key else first

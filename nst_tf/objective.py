@@ -1,0 +1,44 @@
+"""A run's objective from its settings: the loss terms, their weights, the optimiser's
+parameters. The one place settings become the core's objects."""
+
+from dataclasses import asdict
+from typing import Any
+
+from nst_tf.config import LossScale, RunConfig
+from nst_tf.errors import UserError
+from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms, weights_by_layer
+from nst_tf.transfer import Weights
+
+
+def loss_weights(settings: RunConfig) -> Weights:
+    """α, β, the TV weight, the extra terms' weights and the per-layer weights, by term."""
+    # Unless given: the paper weighs its L layers 1/L each; the authors' code, 1 (and 1/N²
+    # inside each style layer's loss).
+    each = 1.0 if settings.loss_scale == LossScale.reference else None
+    paper = Weights.paper(
+        alpha=settings.alpha,
+        beta=settings.beta,
+        tv=settings.tv_weight,
+        content_layers=weights_by_layer(settings.content_layers, settings.content_layer_weights,
+                                        each),
+        style_layers=weights_by_layer(settings.style_layers, settings.style_layer_weights, each),
+    )
+    return Weights({**paper.terms, **settings.terms}, paper.layers)
+
+
+def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
+    """The paper's terms, then the extra ones the config names."""
+    unknown = sorted(set(settings.terms) - set(EXTRA_TERMS))
+    if unknown:
+        known = ", ".join(EXTRA_TERMS) or "none"
+        raise UserError(f"terms.{unknown[0]}: no such loss term; registered extra terms: {known}")
+    extra = [EXTRA_TERMS[name](settings) for name in settings.terms]
+    reference = settings.loss_scale == LossScale.reference
+    return [*paper_terms(settings.content_layers, settings.style_layers, regions, reference),
+            *extra]
+
+
+def optimizer_params(settings: RunConfig) -> dict[str, Any]:
+    """The optimiser's keyword arguments from its config node (enums as their values)."""
+    return {k: getattr(v, "value", v) for k, v in asdict(settings.optimizer).items()
+            if k != "name"}

@@ -1,0 +1,119 @@
+"""What one process builds once and reuses across runs (a sweep's jobs, API calls, batches):
+weights, the precision choice, feature extractors and the compiled step."""
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from nst_tf import precision as precision_probe
+from nst_tf.config import Precision, RunConfig
+from nst_tf.errors import warn
+from nst_tf.model import FeatureExtractor
+from nst_tf.normalize import normalized_weights
+from nst_tf.objective import loss_terms, loss_weights, optimizer_params
+from nst_tf.transfer import StyleTransfer
+from nst_tf.weights import VGGWeights, load_weights
+
+log = logging.getLogger("nst_tf")
+
+
+class Session:
+    """The caches and builders of one process."""
+
+    def __init__(self) -> None:
+        self._weights: dict[str, VGGWeights] = {}
+        self._extractors: dict[tuple, FeatureExtractor] = {}
+        self._transfer: dict[tuple, StyleTransfer] = {}
+
+    def weights(self, settings: RunConfig, cache_dir: Path) -> VGGWeights:
+        """The configured backbone's weights, normalised if asked."""
+        model = settings.model
+        spec = f"{model.backbone} {model.weights}"
+        if spec not in self._weights:
+            self._weights[spec] = load_weights(model.weights, cache_dir, model.backbone)
+        if not model.normalize:
+            return self._weights[spec]
+        key = f"{spec} normalised {model.pooling.value} {model.calibration}"
+        if key not in self._weights:
+            self._weights[key] = normalized_weights(
+                self._weights[spec], model.pooling.value, model.calibration, cache_dir
+            )
+        return self._weights[key]
+
+    def precision(self, settings: RunConfig, weights: VGGWeights, cache_dir: Path
+                  ) -> tuple[RunConfig, dict[str, Any]]:
+        """The settings with precision=auto replaced by the faster precision here, and a record
+        of the choice; an explicit bf16 that is slower here gets one warning line."""
+        requested = settings.precision.value
+        if requested == "fp32":
+            return settings, {"requested": requested, "used": requested}
+
+        def probe(precision: str) -> float:
+            trial = dataclasses.replace(settings, precision=Precision(precision))
+            size = precision_probe.PROBE_SIZE
+            return precision_probe.step_seconds(self.build(trial, weights, (size, size)),
+                                                loss_weights(settings))
+
+        choice = precision_probe.choose(probe, cache_dir)
+        used = choice.used if requested == "auto" else requested
+        speedup = choice.bf16_speedup
+        ratio = "" if speedup is None else f"; bf16 step {speedup:.2f}x as fast as fp32 here"
+        log.info("precision=%s: using %s (%s, %s%s)", requested, used, choice.device,
+                 choice.source, ratio)
+        if requested == "bf16" and speedup is not None and speedup < 1:
+            warn(f"precision=bf16 is {1 / speedup:.1f}x slower than fp32 on this machine "
+                 f"({choice.device}); precision=auto or fp32 is faster")
+        return dataclasses.replace(settings, precision=Precision(used)), {
+            "requested": requested, "used": used, "bf16_speedup": speedup,
+            "device": choice.device, "decided": choice.source}
+
+    def extractor(self, settings: RunConfig, weights: VGGWeights) -> FeatureExtractor:
+        """The backbone with the configured pooling and precision, cut after the deepest layer
+        the losses use."""
+        if settings.precision == Precision.auto:
+            raise ValueError("precision=auto is a choice to make first: see Session.precision")
+        layers = tuple(dict.fromkeys(name for term in loss_terms(settings) for name in term.layers))
+        key = (weights.backbone, weights.digest, settings.model.pooling.value,
+               settings.precision.value, layers)
+        if key not in self._extractors:
+            self._extractors[key] = FeatureExtractor(
+                weights.arrays, settings.model.pooling.value, layers, settings.precision.value,
+                weights.backbone)
+        return self._extractors[key]
+
+    def build(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
+              regions: int = 0, batch: int = 1) -> StyleTransfer:
+        """A new compiled step for these settings, image shape and batch (traced, run once)."""
+        return StyleTransfer(self.extractor(settings, weights), loss_terms(settings, regions),
+                             shape, settings.optimizer.name, optimizer_params(settings),
+                             jit_compile=settings.jit_compile, batch=batch)
+
+    @staticmethod
+    def step_key(settings: RunConfig, weights: VGGWeights, regions: int = 0) -> tuple:
+        """What runs must share to share a compiled step, besides the image shape, the batch
+        and the layers (a batch's step reads the union of its runs' layers)."""
+        return (weights.backbone, weights.digest, settings.model.pooling.value,
+                settings.precision.value, tuple(settings.terms), settings.loss_scale,
+                settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
+                settings.jit_compile, regions)
+
+    def transfer(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
+                 regions: int = 0, batch: int = 1) -> tuple[StyleTransfer, bool]:
+        """The compiled step for these settings, image shape and batch, and whether it was
+        reused."""
+        key = (*self.step_key(settings, weights, regions), tuple(settings.content_layers),
+               tuple(settings.style_layers), shape, batch)
+        if key in self._transfer:
+            log.info("reusing the compiled step")
+            return self._transfer[key], True
+        started = time.perf_counter()
+        self._transfer.clear()  # one compiled step at a time: each holds image-sized state
+        self._transfer[key] = self.build(settings, weights, shape, regions, batch)
+        log.info("built the model and compiled the step%s in %.1f s",
+                 f" for {batch} images" if batch > 1 else "", time.perf_counter() - started)
+        return self._transfer[key], False
+
+
+SESSION = Session()  # the process's own
