@@ -73,30 +73,41 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
     from nst_tf.runner import Job
 
     with tempfile.TemporaryDirectory(prefix="nst-tf-") as scratch:
-        jobs, kept = [], []
+        jobs: list[Job | None] = []  # None: the item's settings did not compose
+        refused, kept = {}, []
         for index, item in enumerate(items):
             settings = dict(item)
             pictures = {role: settings.pop(role) for role in ("content", "style")}
             output_dir = settings.pop("output_dir", None)
+            kept.append(output_dir is not None)
             folder = Path(scratch) / str(index)
             folder.mkdir()
-            cfg = _config(settings, pictures, folder)
+            try:
+                cfg = _config(settings, pictures, folder)
+            except UserError as error:
+                jobs.append(None)
+                refused[index] = {"status": "failed", "exit_code": 2, "reason": str(error)}
+                continue
             out = Path(output_dir) if output_dir is not None else folder / "run"
             out.mkdir(parents=True, exist_ok=True)
-            jobs.append(Job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"), []))
-            kept.append(output_dir is not None)
-        summaries = pipeline.attempt_jobs(jobs, batch_size)
-        if any(summary["status"] == "interrupted" for summary in summaries):
-            raise KeyboardInterrupt(next(s["reason"] for s in summaries
-                                         if s["status"] == "interrupted"))
+            # The keys given, as the CLI's overrides: what a resumed run may change.
+            given = [f"{key}={value}" for key, value in _dotted(settings)]
+            jobs.append(Job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"),
+                            given))
+        ran = iter(pipeline.attempt_jobs([job for job in jobs if job], batch_size))
+        summaries = [refused[i] if job is None else next(ran) for i, job in enumerate(jobs)]
+        stopped = [s["reason"] for s in summaries if s["status"] == "interrupted"]
+        if stopped:
+            raise KeyboardInterrupt(stopped[0])
         results = []
         for job, summary, keep in zip(jobs, summaries, kept, strict=True):
-            out = job.where.out
+            out = job.where.out if job else None
             image = None
             if summary["status"] == "ok":
                 image = Image.open(out / "result.png")
                 image.load()
-            losses = read_losses(out / "losses.csv") if (out / "losses.csv").exists() else {}
+            losses = read_losses(out / "losses.csv") if out and (out / "losses.csv").exists() \
+                else {}
             results.append(Result(image, losses, summary, out if keep else None))
     return results
 
@@ -122,6 +133,17 @@ def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture], scratc
         return OmegaConf.merge(cfg, settings)
     except (HydraException, OmegaConfBaseException) as error:
         raise UserError(config_error_message(error)) from None
+
+
+def _dotted(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as (dotted key, value) pairs."""
+    pairs = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            pairs += _dotted(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
 
 
 def _is_preset(role: str, picture: Picture) -> bool:

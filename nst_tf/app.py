@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.config import CONF_PACKAGE
-from nst_tf.errors import UserError, fail, say
+from nst_tf.errors import Stopped, UserError, fail, pause_point, say, stop_signals_raise
 from nst_tf.hydra_setup import config_error_message, register_configs
 
 log = logging.getLogger("nst_tf")
@@ -43,6 +44,7 @@ def command() -> str:
 @hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> float:
     """One run or sweep job; returns its objective (a sweeper minimises it), nan if it failed."""
+    pause_point("import")
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
 
@@ -119,9 +121,12 @@ def main() -> None:
     """Console entry: run Hydra, and turn users' mistakes into one line and exit code 2."""
     # Let errors reach us instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    register_configs()
+    multirun = "-m" in sys.argv or "--multirun" in sys.argv
     try:
-        _hydra_main()
+        # From the start, a stop signal ends us with a true line (before TensorFlow loads, too).
+        with stop_signals_raise():
+            register_configs()
+            _hydra_main()
     except (HydraException, OmegaConfBaseException) as error:
         fail(config_error_message(error))
     except UserError as error:
@@ -129,9 +134,11 @@ def main() -> None:
     except OSError as error:
         if error.filename is None:
             raise
-        multirun = "-m" in sys.argv or "--multirun" in sys.argv
         fail(f"cannot write {error.filename} ({error.strerror}); choose a writable dir with "
              f"{'hydra.sweep.dir' if multirun else 'hydra.run.dir'}=...")
-    except KeyboardInterrupt:
-        say("interrupted before the first step; nothing was saved")
-        sys.exit(130)
+    except Stopped as stop:
+        name = signal.Signals(stop.signum).name
+        say(f"stopped by {name} between jobs; the jobs that ended are saved in their dirs, "
+            "sweep.csv is not: python scripts/make_figure.py SWEEP_DIR writes the figure"
+            if multirun else f"stopped by {name} before the first step; nothing was saved")
+        sys.exit(stop.exit_code)

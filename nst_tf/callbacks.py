@@ -71,8 +71,8 @@ def _duration(seconds: float) -> str:
 
 
 class Snapshots:
-    """Writes `snapshots/iter_NNNNN.png` every `every` updates (and where a run stops early),
-    through `show`, which turns the optimised image into what the user sees."""
+    """Writes `snapshots/iter_NNNNN.png` every `every` updates and where the run ends, through
+    `show`, which turns the optimised image into what the user sees."""
 
     def __init__(
         self,
@@ -91,8 +91,11 @@ class Snapshots:
             save_png(self.path(done), self.show(run.result()))
 
     def on_end(self, progress: Progress, run: View, status: str) -> None:
-        if status != "ok" and progress.iteration > 0:  # what resume needs; never the start
-            save_png(self.path(progress.iteration), self.show(run.result()))
+        # The image where the run ended, whatever save_every: what resume= continues from
+        # (never the start, which a rerun makes again).
+        path = self.path(progress.iteration)
+        if progress.iteration > 0 and not path.exists():
+            save_png(path, self.show(run.result()))
 
 
 class TensorBoardLog:

@@ -1,9 +1,15 @@
 """Users' mistakes and faults they can fix: their exception types, and how they are reported."""
 
 import logging
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -36,3 +42,65 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Report a user's mistake in one line and exit (code 2 unless told; no traceback)."""
     say(f"error: {message}", logging.ERROR)
     sys.exit(code)
+
+
+# Slurm can be told to send SIGUSR1 before a time limit; schedulers stop jobs with SIGTERM; a
+# closed terminal or ssh session sends SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+class Stopped(BaseException):
+    """A stop signal (Ctrl-C, SIGTERM, SIGUSR1, SIGHUP). A BaseException, as KeyboardInterrupt
+    is: library code's `except Exception` (TensorFlow's AutoGraph, a reader's clean-up) must not
+    take a stop for a failure and go on. `progress`: where the run was saved, if it was."""
+
+    def __init__(self, signum: int, progress: Any = None) -> None:
+        self.signum, self.progress = signum, progress
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention for a process ended by a signal
+
+
+@contextmanager
+def _stop_handlers(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    main = threading.current_thread() is threading.main_thread()  # signals reach only it
+    previous = {signum: signal.signal(signum, handler)
+                for signum in (STOP_SIGNALS if main else ())}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def stop_signals_raise() -> Any:
+    """Within: a stop signal raises Stopped where the program is (nothing saved yet)."""
+
+    def stop_now(signum: int, _: Any) -> None:
+        raise Stopped(signum)
+
+    return _stop_handlers(stop_now)
+
+
+def stop_signals_noted(received: list[int]) -> Any:
+    """Within: a stop signal is only appended to `received`, for the code to act on when it
+    can (the loop saves and ends; a save in progress completes)."""
+    return _stop_handlers(lambda signum, _: received.append(signum))
+
+
+PAUSE_AT = "NST_TF_PAUSE_AT"  # tests: the moment to wait for a signal at
+
+
+def pause_point(moment: str, until: Callable[[], bool] = lambda: False) -> None:
+    """Tests send stop signals at exact moments: with NST_TF_PAUSE_AT=`moment`, say so on stderr
+    and wait (up to a minute) for a signal: one that raises ends the wait, one only noted ends
+    it once `until()` holds. Nothing otherwise."""
+    if os.environ.get(PAUSE_AT) != moment:
+        return
+    print(f"nst-tf: paused at {moment}", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not until():
+        time.sleep(0.02)

@@ -158,6 +158,9 @@ def read_rgb(path: Path | str) -> Image.Image:
     def fail(problem: str, fix: str = _FIX_FILE) -> UserError:
         return UserError(_one_line(f"cannot read image '{path}': {problem}; {fix}"))
 
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # Opening a FIFO or a device blocks, or reads for ever.
+        raise fail("it is not a regular file (a pipe, socket or device)", "give an image file")
     try:
         with Image.open(path) as img:
             try:

@@ -2,7 +2,6 @@
 scaled to each size the run optimises at; its first image (noise, content, style or a resumed
 snapshot)."""
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from nst_tf import color
-from nst_tf.backbones import get_backbone
-from nst_tf.config import CONF_DIR, DEFAULT_BACKBONE, MIN_SIZE, ImageConfig, RunConfig
+from nst_tf.backbones import DEFAULT_BACKBONE, get_backbone
+from nst_tf.config import CONF_DIR, MAX_SIZE, MIN_SIZE, ImageConfig, RunConfig
 from nst_tf.errors import UserError
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
 from nst_tf.memory import check_memory
@@ -110,14 +109,28 @@ def _check_sides(role: str, path: Path, original: tuple[int, int], planned: tupl
                  setting: str, size: int) -> None:
     if min(planned) >= MIN_SIZE:
         return
-    need = math.ceil(size * MIN_SIZE / min(planned))
+    need = _long_side_for_min_side(original)
+    where = (f"{role} image {path.name} ({original[0]}x{original[1]}) becomes {planned[0]}x"
+             f"{planned[1]} px at {setting}; both sides need at least {MIN_SIZE} px")
+    if need > MAX_SIZE:
+        raise UserError(f"{where}, and even at the largest size ({MAX_SIZE} px on its long side) "
+                        "its short side stays below that; crop it less elongated")
     fix = f"use a size of {need} or more" if role == "content" else (
-        f"raise style_scale (or the style's scale) about {need / size:.2g}x")
-    raise UserError(
-        f"{role} image {path.name} ({original[0]}x{original[1]}) becomes {planned[0]}x"
-        f"{planned[1]} px at {setting}; both sides need at least {MIN_SIZE} px: {fix}, "
-        "or crop it less elongated"
-    )
+        f"raise style_scale (or the style's scale) about {need / max(planned):.2g}x")
+    raise UserError(f"{where}: {fix}, or crop it less elongated")
+
+
+def _long_side_for_min_side(original: tuple[int, int]) -> int:
+    """The smallest long side at which the image's short side reaches MIN_SIZE (MAX_SIZE + 1:
+    none within the limit)."""
+    low, high = 1, MAX_SIZE + 1  # the short side grows with the long one: bisect
+    while low < high:
+        middle = (low + high) // 2
+        if min(fitted_size(original, middle)) >= MIN_SIZE:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def style_sources(settings: RunConfig) -> list[tuple[ImageConfig, float, float]]:

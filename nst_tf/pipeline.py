@@ -7,7 +7,6 @@ import dataclasses
 import glob
 import logging
 import shutil
-import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,12 +18,12 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from nst_tf.config import ImageConfig
-from nst_tf.errors import UserError, say
+from nst_tf.errors import Stopped, UserError, say, stop_signals_raise
 from nst_tf.images import IMAGE_SUFFIXES
 from nst_tf.memory import largest_batch
 from nst_tf.optimizer_config import LineSearch
 from nst_tf.report import write_summary
-from nst_tf.rundir import check_run_dir
+from nst_tf.rundir import check_run_dir, claim_dir, release
 from nst_tf.runner import (
     Job,
     Prepared,
@@ -35,7 +34,6 @@ from nst_tf.runner import (
     run_group,
     stopped,
 )
-from nst_tf.transfer import STOP_SIGNALS, Stopped
 
 log = logging.getLogger("nst_tf")
 
@@ -62,13 +60,17 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
     the loop stops at once; in the loop every running job saves; jobs after it are skipped.
     With `keep_going` (a sweep), a bug in one batch fails its jobs and the rest go on."""
     signum: int | None = None
-    with _ONE_AT_A_TIME, _stop_raises():
+    claims: list[Path | None] = []
+    with _ONE_AT_A_TIME, stop_signals_raise(), _releasing(claims):
         ready: list[Prepared] = []
         for job in jobs:
             if signum is not None:
                 _skip(job)
                 continue
             try:
+                if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
+                    check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
+                    claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
                 if content_inputs(job.cfg) is not None:  # a folder: one run per image, here
                     job.summary = _attempt_each(job.cfg, job.where, job.overrides,
                                                 content_inputs(job.cfg))
@@ -100,20 +102,12 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
 
 
 @contextmanager
-def _stop_raises() -> Iterator[None]:
-    """Until the loop takes over, a stop signal stops the run at once."""
-
-    def stop_now(signum: int, _: Any) -> None:
-        raise Stopped(signum)
-
-    main = threading.current_thread() is threading.main_thread()  # signals reach only it
-    previous = {signum: signal.signal(signum, stop_now)
-                for signum in (STOP_SIGNALS if main else ())}
+def _releasing(claims: list[Path | None]) -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for claim in claims:
+            release(claim)
 
 
 def _groups(ready: Sequence[Prepared], batch_size: int | str) -> list[list[Prepared]]:

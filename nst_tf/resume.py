@@ -14,7 +14,7 @@ from nst_tf.errors import UserError, warn
 from nst_tf.images import read_rgb
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.report import FIXED
-from nst_tf.rundir import read_settings
+from nst_tf.rundir import SETTINGS, read_settings
 
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
 CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
@@ -39,6 +39,7 @@ class Checkpoint:
 
 def load_checkpoint(run_dir: str) -> Checkpoint:
     folder = Path(run_dir).expanduser()
+    _check_run_dir(folder)
     snapshots = {
         int(match.group(1)): path
         for path in (folder / "snapshots").glob("iter_*.png")
@@ -53,6 +54,20 @@ def load_checkpoint(run_dir: str) -> Checkpoint:
     rows = read_loss_rows(folder / "losses.csv")
     return Checkpoint(folder, snapshots[iteration], picture, iteration,
                       [row for row in rows if row["iteration"] < iteration])
+
+
+def _check_run_dir(folder: Path) -> None:
+    """Say what `folder` is when it is not a run dir to continue."""
+    if not folder.exists():
+        raise UserError(f"resume: {folder} does not exist; give the dir of the run to continue")
+    if not folder.is_dir():
+        raise UserError(f"resume: {folder} is a file, not a run dir; give the dir it is in")
+    jobs = sorted((p for p in folder.iterdir() if (p / SETTINGS).is_file()),
+                  key=lambda p: (len(p.name), p.name))
+    if (folder / "multirun.yaml").is_file() or (jobs and not (folder / SETTINGS).exists()):
+        example = jobs[0] if jobs else folder / "0"
+        raise UserError(f"resume: {folder} is a sweep's dir; give one of its jobs, e.g. "
+                        f"resume={example}")
 
 
 def _last_whole(snapshots: dict[int, Path]) -> tuple[int, Image.Image]:

@@ -1,6 +1,10 @@
 """Run dirs: a run writes only into a dir no earlier run has written, and keeps its own record
 of its settings there, which resume reads (Hydra's .hydra/ files are rewritten by every launch)."""
 
+import atexit
+import os
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +29,24 @@ def earlier_run_files(folder: Path) -> list[str]:
 def check_run_dir(folder: Path, key: str = "hydra.run.dir") -> None:
     """Refuse a dir an earlier run has written; `key` is the setting that chooses another."""
     found = earlier_run_files(folder)
-    if found:
-        raise UserError(
-            f"output dir {folder} already holds an earlier run ({', '.join(found)}); continue "
-            f"it with resume={folder}, or choose a new dir with {key}=..."
-        )
+    if not found:
+        return
+    earlier = f"output dir {folder} already holds an earlier run ({', '.join(found)})"
+    if not any((folder / "snapshots").glob("iter_*.png")):
+        raise UserError(f"{earlier}, with no snapshot to continue from; choose a new dir with "
+                        f"{key}=...")
+    raise UserError(f"{earlier}; continue it with {resume_override(folder)}, or choose a new dir "
+                    f"with {key}=...")
+
+
+def resume_override(run_dir: Path) -> str:
+    """`resume=DIR` as it can be pasted into a shell and read by Hydra's override parser,
+    whatever characters the path has."""
+    path = str(run_dir)
+    if re.fullmatch(r"[\w/.+:@~-]+", path, re.ASCII):
+        return f"resume={path}"
+    quote = '"' if '"' not in path else "'"
+    return shlex.quote(f"resume={quote}{path}{quote}")
 
 
 def check_sweep_dir(folder: Path) -> None:
@@ -65,15 +82,77 @@ def read_settings(folder: Path) -> DictConfig:
     return settings
 
 
+CLAIM = ".nst-tf-claim"  # the process writing into a dir now: its pid
+_claimed: list[Path] = []  # this process's claims, let go at exit
+
+
+def claim_dir(folder: Path, key: str = "hydra.run.dir") -> Path | None:
+    """Claim `folder` for this process before anything is written in it, atomically (O_EXCL):
+    of two runs started together, the second is refused while the first lives. Returns the
+    claim made (None: this process held it already); `release` lets it go."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CLAIM
+    for _ in range(3):  # a dead process's claim is taken over
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder == os.getpid():
+                return None
+            if holder is not None and _alive(holder):
+                raise UserError(f"output dir {folder} is being written by another run (process "
+                                f"{holder}) right now; choose a new dir with {key}=...") from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(str(os.getpid()))
+        _claimed.append(path)
+        return path
+    raise UserError(f"output dir {folder} is being claimed by other runs at once; choose a new "
+                    f"dir with {key}=...")
+
+
+def release(claim: Path | None) -> None:
+    if claim is not None and claim in _claimed:
+        _claimed.remove(claim)
+        claim.unlink(missing_ok=True)
+
+
+@atexit.register
+def _release_all() -> None:
+    for claim in list(_claimed):
+        release(claim)
+
+
+def _holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None  # half-written by a process that died, or taken away: not a live holder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 class RunDirGuard(Callback):
-    """Refuses a run or sweep dir an earlier one has written before Hydra writes a byte in it
-    (Hydra saves .hydra/ and multirun.yaml before the task starts)."""
+    """Claims the run or sweep dir and refuses one an earlier run has written, before Hydra
+    writes a byte in it (Hydra saves .hydra/ and multirun.yaml before the task starts)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(lambda: check_run_dir(Path(config.hydra.run.dir)))
+        folder = Path(config.hydra.run.dir)
+        # Refused before it is claimed: a refused dir keeps every byte (a dead run's claim too).
+        self._check(lambda: (check_run_dir(folder), claim_dir(folder)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(lambda: check_sweep_dir(Path(config.hydra.sweep.dir)))
+        folder = Path(config.hydra.sweep.dir)
+        self._check(lambda: (check_sweep_dir(folder), claim_dir(folder, "hydra.sweep.dir")))
 
     @staticmethod
     def _check(check: Any) -> None:

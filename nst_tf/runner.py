@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_tf import color
 from nst_tf.backbones import get_backbone
-from nst_tf.cache import default_cache_dir
+from nst_tf.cache import check_cache_dir, default_cache_dir
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, TensorBoardLog, TimeEstimate
 from nst_tf.config import RunConfig, validate
-from nst_tf.errors import UserError, WriteError
+from nst_tf.errors import UserError, WriteError, pause_point, stop_signals_noted
 from nst_tf.images import save_png
 from nst_tf.objective import loss_terms, loss_weights
 from nst_tf.pictures import (
@@ -35,7 +35,7 @@ from nst_tf.pictures import (
 )
 from nst_tf.report import plot_losses, read_losses
 from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
-from nst_tf.rundir import check_run_dir, write_settings
+from nst_tf.rundir import check_run_dir, resume_override, write_settings
 from nst_tf.schedule import Schedule
 from nst_tf.session import SESSION, Session
 from nst_tf.transfer import Member, Outcome, Progress, Weights, optimise_batch
@@ -119,6 +119,7 @@ def prepare(job: Job, session: Session = SESSION) -> Prepared:
     check_run_dir(where.out, where.dir_key)
     cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
     cache_dir = cache_dir or default_cache_dir()
+    check_cache_dir(cache_dir)
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
     summary["cache"] = str(cache_dir)
     pictures = read_pictures(settings, images_dir, cache_dir)
@@ -164,6 +165,7 @@ def run_group(group: Sequence[Prepared], session: Session = SESSION) -> int | No
     images: list[np.ndarray | None] = [None] * len(group)
     first, seconds = schedule.first, schedule.seconds
     logs: dict[int, LossLog] = {}
+    late: list[int] = []  # stop signals while saving
     for number, stage in enumerate(schedule.stages, start=1):
         scaled = {i: group[i].pictures.at_size(stage.size, group[i].settings.color.value)
                   for i in running}
@@ -193,27 +195,30 @@ def run_group(group: Sequence[Prepared], session: Session = SESSION) -> int | No
                                         transfer.value_names, member))
         outcomes, signum = optimise_batch(transfer, stage.iterations, callbacks, first, seconds)
         ended: dict[int, Outcome] = {}
-        for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
-            p, shown = group[i], group[i].show(transfer.result(member), scaled[i].content_rgb)
-            if outcome.status != "ok":
-                _end(p, None if outcome.status == "diverged" else shown, outcome, signum)
-                continue
-            images[i], ended[i] = transfer.result(member), outcome
-            if schedule.coarse_to_fine:
-                save_png(p.out / f"scale_{stage.size:05d}.png", shown)
+        with stop_signals_noted(late):  # what is being saved is saved whole, and said truly
+            pause_point("save", lambda: bool(late))
+            for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
+                p, shown = group[i], group[i].show(transfer.result(member), scaled[i].content_rgb)
+                if outcome.status != "ok":
+                    _end(p, None if outcome.status == "diverged" else shown, outcome, signum)
+                    continue
+                images[i], ended[i] = transfer.result(member), outcome
+                if schedule.coarse_to_fine:
+                    save_png(p.out / f"scale_{stage.size:05d}.png", shown)
         running = list(ended)
-        if not running:
-            return signum
+        if signum is not None or not running:
+            return signum or (late[0] if late else None)
         last = ended[running[0]]
         first, seconds = last.iteration, last.progress.seconds
-    for i in running:
-        p, outcome = group[i], ended[i]
-        _end(p, p.show(images[i], scaled[i].content_rgb), outcome, None)
-        values = outcome.progress.values
-        log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
-                 outcome.iteration, outcome.progress.seconds, values["total"],
-                 values["content"], values["style"], p.out / "result.png")
-    return None
+    with stop_signals_noted(late):
+        for i in running:
+            p, outcome = group[i], ended[i]
+            _end(p, p.show(images[i], scaled[i].content_rgb), outcome, None)
+            values = outcome.progress.values
+            log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
+                     outcome.iteration, outcome.progress.seconds, values["total"],
+                     values["content"], values["style"], p.out / "result.png")
+    return late[0] if late else None  # a stop during the last saves: the batches after wait
 
 
 def _first_image(p: Prepared, pictures: Scaled, previous: np.ndarray | None,
@@ -306,13 +311,13 @@ def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | 
             f"the loss became non-finite at iteration {outcome.iteration}; {kept}; lower "
             "optimizer.learning_rate or the loss weights"))
     else:  # a write failed: the image is what the user paid for, so still try to keep it
-        summary.update(exit_code=2, reason=failure_message(outcome.error, p.job.where,
-                                                           summary.get("cache")))
-        if image is not None and not (out / "result.png").exists():
-            try:
-                save_png(out / "result.png", image)
-            except UserError:
-                pass
+        reason = failure_message(outcome.error, p.job.where, summary.get("cache"))
+        try:
+            save_png(out / "result.png", image)
+            reason += f"; the image so far is in {out / 'result.png'}"
+        except UserError:
+            pass
+        summary.update(exit_code=2, reason=reason)
 
 
 def stopped(job: Job, signum: int, progress: Progress | None) -> None:
@@ -326,7 +331,7 @@ def stopped(job: Job, signum: int, progress: Progress | None) -> None:
     summary["reason"] = (f"stopped by {name} at iteration {progress.iteration}; saved the "
                          f"image, a snapshot and the losses in {where.out}")
     if not summary["config"]["scales"]:
-        summary["reason"] += (f"; continue with: {where.command} resume={where.out} "
+        summary["reason"] += (f"; continue with: {where.command} {resume_override(where.out)} "
                               f"iterations={summary['config']['iterations']}")
 
 
@@ -338,10 +343,15 @@ def failure_message(error: Exception, where: Where, cache: str | None) -> str:
         return str(error)
     path = Path(error.path if isinstance(error, WriteError) else error.filename)
     reason = error.reason if isinstance(error, WriteError) else error.strerror
+    cause = str(reason).lower()
+    first = ("free some space" if "space" in cause or "quota" in cause or "too large" in cause
+             else "make it writable" if "permission" in cause or "read-only" in cause
+             else "move the file in its way" if "not a directory" in cause or "exists" in cause
+             else "check it")
     if path.is_relative_to(where.out):
-        fix = f"free some space or choose another dir with {where.dir_key}=..."
+        fix = f"{first} or choose another dir with {where.dir_key}=..."
     elif cache and path.is_relative_to(cache):
-        fix = "free some space or choose another cache dir with paths.cache=..."
+        fix = f"{first} or choose another cache dir with paths.cache=..."
     else:
         fix = "check that its folder exists, is writable and has space"
     return f"cannot write {path} ({reason}); {fix}"

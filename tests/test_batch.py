@@ -174,11 +174,13 @@ def test_stylize_batch_returns_each_item_in_order(tmp_path, images_dir):
         {"content": str(images_dir / "the_scream.jpg"), "style": "starry", **common},  # taller
         {"content": "tubingen", "style": "starry", "alpha": float("nan"), **common},
         {"content": "tubingen", "style": "shipwreck", "output_dir": tmp_path / "kept", **common},
+        {"content": "tubingen", "style": "starry", "foo": 1, **common},  # does not compose
     ]
     results = nst_tf.stylize_batch(items)
-    assert [r.summary["status"] for r in results] == ["ok", "ok", "ok", "failed", "ok"]
-    assert [r.summary["stages"][0]["batch"] for i, r in enumerate(results) if i != 3] == [
-        3, 3, 1, 3]
+    assert [r.summary["status"] for r in results] == ["ok", "ok", "ok", "failed", "ok", "failed"]
+    assert [r.summary["stages"][0]["batch"] for i, r in enumerate(results) if i in (0, 1, 2, 4)
+            ] == [3, 3, 1, 3]
+    assert results[5].summary["reason"].startswith("unknown config key 'foo'")
     assert results[2].image.size[1] > results[2].image.size[0]  # its own shape, its own batch
     assert results[3].image is None and "alpha=nan" in results[3].summary["reason"]
     assert results[4].output_dir == tmp_path / "kept"

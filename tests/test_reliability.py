@@ -17,7 +17,7 @@ from PIL import Image
 from nst_tf import pipeline
 from nst_tf.callbacks import LossLog, Snapshots
 from nst_tf.config import validate
-from nst_tf.errors import UserError, WriteError
+from nst_tf.errors import Stopped, UserError, WriteError
 from nst_tf.hydra_setup import register_configs
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
@@ -28,7 +28,7 @@ from nst_tf.pipeline import Where
 from nst_tf.resume import load_checkpoint, read_loss_rows
 from nst_tf.runner import failure_message
 from nst_tf.session import SESSION
-from nst_tf.transfer import Diverged, Stopped, StyleTransfer, Weights, optimise
+from nst_tf.transfer import Diverged, StyleTransfer, Weights, optimise
 from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, tree_bytes, wait_for_rows
 
 TINY = ["size=32", "iterations=6", "save_every=3", *FAST]
