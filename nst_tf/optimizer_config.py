@@ -52,8 +52,8 @@ class LbfgsConfig(OptimizerConfig):
     # 0 = torch.optim.LBFGS's steps (a tiny first step, then unbounded), whose loss jumps up to
     # 700x early on from the noise start. Measured in docs/LBFGS_FIRST_STEP.md.
     max_step: float = 48.0
-    # The bound holds while fewer than this many curvature pairs are stored, then lifts: by
-    # then the pairs scale the steps, and the bound only costs iterations. 0 = always.
+    # The bound holds while fewer than this many curvature pairs are stored, then lifts, as the
+    # pairs then scale the steps; 0 = always. Measured in docs/LBFGS_FIRST_STEP.md.
     max_step_pairs: int = 10
 
     def check(self) -> None:

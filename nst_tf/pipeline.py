@@ -127,13 +127,20 @@ def _groups(ready: Sequence[Prepared], batch_size: int | str) -> list[list[Prepa
 
 
 def _batch_size(lead: Prepared, batch_size: int | str, jobs: int) -> int:
-    """How many of these `jobs` run at once: 1 with a line search; `batch_size`, or ("auto")
-    at most AUTO_BATCH_CAP, but never more than the memory check says fit."""
+    """How many of these `jobs` run at once: 1 with a line search; `batch_size`, or ("auto") 1
+    on a CPU and on a GPU at most AUTO_BATCH_CAP, never more than the memory check says fit."""
     settings = lead.settings
     if getattr(settings.optimizer, "line_search", None) == LineSearch.strong_wolfe:
         if jobs > 1 and batch_size != 1:
             say("optimizer.line_search=strong_wolfe runs one image at a time (each image's "
                 "trial steps differ); these jobs run one after another")
+        return 1
+    if batch_size == "auto" and not tf.config.list_physical_devices("GPU"):
+        # Measured on CPUs: one image already fills the cores, and a batch only adds cache
+        # pressure (docs/BATCHING.md); batch_size=N still batches there.
+        if jobs > 1:
+            log.info("batch_size=auto: one image per step on a CPU (batching measured no faster "
+                     "there, docs/BATCHING.md); hydra.launcher.batch_size=N batches anyway")
         return 1
     wanted = min(AUTO_BATCH_CAP if batch_size == "auto" else int(batch_size), jobs)
     largest = max(lead.schedule.stages, key=lambda stage: stage.size).size

@@ -176,7 +176,7 @@ def test_stylize_batch_returns_each_item_in_order(tmp_path, images_dir):
         {"content": "tubingen", "style": "shipwreck", "output_dir": tmp_path / "kept", **common},
         {"content": "tubingen", "style": "starry", "foo": 1, **common},  # does not compose
     ]
-    results = nst_tf.stylize_batch(items)
+    results = nst_tf.stylize_batch(items, batch_size=16)  # auto: one at a time on a CPU
     assert [r.summary["status"] for r in results] == ["ok", "ok", "ok", "failed", "ok", "failed"]
     assert [r.summary["stages"][0]["batch"] for i, r in enumerate(results) if i in (0, 1, 2, 4)
             ] == [3, 3, 1, 3]
@@ -196,7 +196,8 @@ def test_stylize_batch_returns_each_item_in_order(tmp_path, images_dir):
 
 def test_a_batched_sweep_gives_each_job_a_solo_runs_files(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_nst("-m", "hydra/launcher=nst_batched", "size=32", "iterations=4",
+    result = run_nst("-m", "hydra/launcher=nst_batched", "hydra.launcher.batch_size=8",
+                     "size=32", "iterations=4",
                      "alpha=1e-3,1e38,nan", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep}")
     assert result.returncode == 1, result.stderr  # failed and diverged jobs: the sweep says so
     rows = {row["job"]: row for row in _sweep_csv(sweep)}
@@ -216,7 +217,8 @@ def test_a_batched_sweep_gives_each_job_a_solo_runs_files(tmp_path):
 
 def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
     sweep = tmp_path / "sweep"
-    process = start_nst("-m", "hydra/launcher=nst_batched", "size=32", "iterations=400",
+    process = start_nst("-m", "hydra/launcher=nst_batched", "hydra.launcher.batch_size=2",
+                        "size=32", "iterations=400",
                         "alpha=1e-3,1e-2", "save_every=0", *FAST, f"hydra.sweep.dir={sweep}")
     wait_for_rows(sweep / "0" / "losses.csv", 2)
     process.send_signal(signal.SIGTERM)
@@ -233,7 +235,8 @@ def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
     # Both go on together from where they stopped, each in a dir of its own.
     more = stopped[0] + 3
     again = tmp_path / "again"
-    result = run_nst("-m", "hydra/launcher=nst_batched", f"resume={sweep / '0'},{sweep / '1'}",
+    result = run_nst("-m", "hydra/launcher=nst_batched", "hydra.launcher.batch_size=2",
+                     f"resume={sweep / '0'},{sweep / '1'}",
                      f"iterations={more}", "progress=false", f"hydra.sweep.dir={again}")
     assert result.returncode == 0, result.stderr
     for job in ("0", "1"):
@@ -248,6 +251,17 @@ def _sweep_csv(sweep) -> list[dict[str, str]]:
 
     with open(sweep / "sweep.csv", newline="") as file:
         return list(csv.DictReader(file))
+
+
+def test_auto_batch_size_on_a_cpu_is_one_image_per_step(tmp_path):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU: batch_size=auto batches there")
+    sweep = tmp_path / "sweep"
+    result = run_nst("-m", "hydra/launcher=nst_batched", "size=32", "iterations=2",
+                     "alpha=1e-3,1e-2", *FAST, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads((sweep / job / "summary.json").read_text())["stages"][0]["batch"]
+            for job in ("0", "1")] == [1, 1]
 
 
 def test_auto_batch_size_is_what_the_memory_check_lets_fit():

@@ -165,6 +165,7 @@ def test_optuna_trials_asked_for_together_run_as_one_batch(tmp_path):
     plugin("hydra_optuna_sweeper", "optuna")
     sweep = tmp_path / "search"
     result = run_nst("-m", "hydra/sweeper=optuna", "hydra/launcher=nst_batched",
+                     "hydra.launcher.batch_size=2",
                      "alpha=interval(0.0001, 0.01)",
                      "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *TINY,
                      f"hydra.sweep.dir={sweep}")

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 
 from tests.helpers import FAST, ROOT
 
-SOURCES = ["pyproject.toml", "README.md", "nst_tf", "conf"]  # what building the wheel reads
+SOURCES = ["pyproject.toml", "README.md", "nst_tf", "conf", "hydra_plugins"]  # what the wheel reads
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
@@ -74,7 +74,8 @@ def test_wheel_holds_the_code_the_configs_and_the_command(wheel):
     configs = {f"nst_tf/conf/{p.relative_to(ROOT / 'conf').as_posix()}"
                for p in (ROOT / "conf").rglob("*") if p.suffix in (".py", ".yaml")}
     assert "nst_tf/conf/style/starry.yaml" in configs
-    assert not (code | configs) - names, "missing from the wheel (pyproject.toml's packages?)"
+    plugin = {"hydra_plugins/nst_tf_launcher/batched.py"}
+    assert not (code | configs | plugin) - names, "missing from the wheel (pyproject's packages?)"
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "nst-tf = nst_tf.app:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -105,6 +106,12 @@ def test_installed_wheel_runs(installed, tmp_path, images_dir):
           "styles=[{preset: starry}]", f"hydra.run.dir={run_dir}"],
          cwd=tmp_path, env=_installed_env(installed))
     assert (run_dir / "result.png").is_file()
+    # Hydra finds the batching launcher in the installed hydra_plugins/.
+    sweep = tmp_path / "sweep"
+    _run([sys.executable, "-S", "-m", "nst_tf", "-m", "hydra/launcher=nst_batched", "size=32",
+          "iterations=2", "alpha=1e-3,1e-2", *FAST, f"hydra.sweep.dir={sweep}"],
+         cwd=tmp_path, env=_installed_env(installed))
+    assert all((sweep / job / "result.png").is_file() for job in ("0", "1"))
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["--cfg", "job"]], ids=["import", "help", "cfg"])
