@@ -27,3 +27,14 @@ RUN_SCRIPT = SCRIPTS / "run.py"
 DOCS = ROOT / "docs"
 HISTORY = DOCS / "performance_history.json"
 OUTPUTS = ROOT / "outputs" / "bench"  # each run's report, unless --out docs
+
+
+def jsonable(value: object) -> object:
+    """json.dumps's `default` for what the reports hold besides plain types."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ENTRY, ROOT, RUN_SCRIPT
+from . import ENTRY, ROOT, RUN_SCRIPT, jsonable
 from .harness import (
     Builder,
     collect,
@@ -553,7 +553,7 @@ def run_alone(plan: Plan, out: Path, log: Log = print) -> dict[str, Any]:
 def write_alone(results: dict[str, Any], out: Path) -> None:
     """performance.json and PERFORMANCE.md of a `--only batch` run."""
     results["summary"] = {"targets": batch_targets(results)}
-    (out / "performance.json").write_text(json.dumps(results, indent=1, default=_plain) + "\n")
+    (out / "performance.json").write_text(json.dumps(results, indent=1, default=jsonable) + "\n")
     env = results["environment"]
     quick = results["plan"]["name"] != "full"
     lines = [
@@ -584,11 +584,3 @@ def one_line(results: Mapping[str, Any]) -> str:
     targets = results["summary"]["targets"]
     return "batch: " + "; ".join(f"{t['measured']} ({'met' if t['met'] else 'not met'})"
                                  for t in targets)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -9,9 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import history as machines
+from . import jsonable
 from .advice import (
     cli_precision,
     fmt,
@@ -55,16 +54,8 @@ def write_report(results: dict[str, Any], out: Path, history: Sequence[Mapping[s
         plot_time_to_quality(out / "perf_time_to_quality.jpg", results["time_to_quality"])
     if results.get("coarse_to_fine"):
         plot_coarse_to_fine(out / "perf_coarse_to_fine.jpg", results["coarse_to_fine"])
-    (out / "performance.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
+    (out / "performance.json").write_text(json.dumps(results, indent=1, default=jsonable) + "\n")
     (out / "PERFORMANCE.md").write_text(render_markdown(results, history))
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def one_line(results: Mapping[str, Any]) -> str:
