@@ -90,7 +90,14 @@ def claim_dir(folder: Path, key: str = "hydra.run.dir") -> Path | None:
     """Claim `folder` for this process before anything is written in it, atomically (O_EXCL):
     of two runs started together, the second is refused while the first lives. Returns the
     claim made (None: this process held it already); `release` lets it go."""
-    folder.mkdir(parents=True, exist_ok=True)
+    def unwritable(error: OSError) -> UserError:
+        return UserError(f"cannot write {folder} ({error.strerror}); choose a writable dir with "
+                         f"{key}=...")
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # a file in the way: FileExistsError
+    except OSError as error:
+        raise unwritable(error) from None
     path = folder / CLAIM
     for _ in range(3):  # a dead process's claim is taken over
         try:
@@ -104,6 +111,8 @@ def claim_dir(folder: Path, key: str = "hydra.run.dir") -> Path | None:
                                 f"{holder}) right now; choose a new dir with {key}=...") from None
             path.unlink(missing_ok=True)
             continue
+        except OSError as error:
+            raise unwritable(error) from None
         with os.fdopen(fd, "w") as file:
             file.write(str(os.getpid()))
         _claimed.append(path)
