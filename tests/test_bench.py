@@ -78,8 +78,7 @@ def test_json_has_every_section(quick):
     assert any("strong_wolfe" in label for label in labels)
     assert any(label.startswith("adam") for label in labels)
     batch = results["batch"]
-    assert {(r["size"], r["members"]) for r in batch["throughput"]} == {
-        (s, b) for s in (32, 64) for b in (1, 2, 4)}
+    assert {(r["size"], r["members"]) for r in batch["throughput"]} == {(32, 1), (32, 2)}
     assert [p["batch"] for p in batch["memory"]["points"]] == [1, 2]
     assert batch["sweep"]["jobs"] == 4  # the quick plan's cut of the Fig. 3 grid
     assert [r["statuses"].get("ok") for r in batch["sweep"]["runs"]
