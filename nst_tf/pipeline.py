@@ -71,9 +71,9 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
                     check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
                     claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
-                if content_inputs(job.cfg) is not None:  # a folder: one run per image, here
-                    job.summary = _attempt_each(job.cfg, job.where, job.overrides,
-                                                content_inputs(job.cfg))
+                inputs = content_inputs(job.cfg)
+                if inputs is not None:  # a folder: one run per image, here
+                    job.summary = _attempt_each(job.cfg, job.where, job.overrides, inputs)
                     continue
                 ready.append(prepare(job))
             except Stopped as stop:

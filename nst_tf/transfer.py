@@ -170,20 +170,15 @@ class StyleTransfer:
         self.active[member].assign(False)
         self.image[member].assign(self.last_finite[member])
 
-    def restore_last_finite(self) -> None:
-        """Put back every member's newest image whose losses were all finite."""
-        self.image.assign(self.last_finite)
-
     def _named(self, values: np.ndarray) -> dict[str, float]:
         return dict(zip(self.value_names, values.tolist(), strict=True))
 
 
 class View:
-    """One member of a StyleTransfer, as a callback sees it: its image, shape and names."""
+    """One member of a StyleTransfer, as a callback sees it: its image and shape."""
 
     def __init__(self, transfer: StyleTransfer, member: int) -> None:
-        self.transfer, self.member = transfer, member
-        self.shape, self.value_names = transfer.shape, transfer.value_names
+        self.transfer, self.member, self.shape = transfer, member, transfer.shape
 
     def result(self) -> np.ndarray:
         return self.transfer.result(self.member)
