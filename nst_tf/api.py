@@ -30,10 +30,11 @@ _COMPOSING = threading.Lock()  # Hydra's compose API is one global state: one th
 class Result:
     """A finished run: the image, each loss per iteration, and the run's summary."""
 
-    image: Image.Image | None  # None: the run failed (summary["reason"] says why)
-    losses: Mapping[str, list[float]]  # iteration, seconds, total, each term, size
+    image: Image.Image | None  # None: the run failed (summary["reason"] says why), or a video
+    losses: Mapping[str, list[float]]  # (frame,) iteration, seconds, total, each term, size
     summary: Mapping[str, Any]
     output_dir: Path | None  # where its files are, if kept
+    frames: Sequence[Image.Image] = ()  # a video's stylised frames, in order
 
 
 def stylize(content: Picture, style: Picture, *, output_dir: str | Path | None = None,
@@ -53,6 +54,16 @@ def stylize(content: Picture, style: Picture, *, output_dir: str | Path | None =
     return result
 
 
+def stylize_video(content: str | Path, style: Picture, *,
+                  output_dir: str | Path | None = None, **settings: Any) -> Result:
+    """Stylise a clip (a video file, or a folder or glob of frames) frame by frame with the
+    temporal loss (Ruder et al. 2016; the `video` settings in the README): `stylize` for
+    clips. The Result has the `frames` and the losses per frame and iteration; with
+    `output_dir` also result.mp4 there."""
+    video = {**settings.pop("video", {}), "enabled": True}
+    return stylize(content, style, output_dir=output_dir, video=video, **settings)
+
+
 def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "auto"
                   ) -> list[Result]:
     """Many runs, each item the keyword arguments `stylize` takes (`content`, `style`,
@@ -69,6 +80,7 @@ def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "a
 def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Result]:
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
+    from nst_tf.clips import frame_name
     from nst_tf.report import read_losses
     from nst_tf.runner import Job
 
@@ -102,14 +114,22 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
         results = []
         for job, summary, keep in zip(jobs, summaries, kept, strict=True):
             out = job.where.out if job else None
-            image = None
-            if summary["status"] == "ok":
-                image = Image.open(out / "result.png")
-                image.load()
+            image, frames = None, []
+            if summary["status"] == "ok" and "video" in summary:
+                frames = [_loaded(out / "frames" / frame_name(i))
+                          for i in range(summary["video"]["frames"])]
+            elif summary["status"] == "ok":
+                image = _loaded(out / "result.png")
             losses = read_losses(out / "losses.csv") if out and (out / "losses.csv").exists() \
                 else {}
-            results.append(Result(image, losses, summary, out if keep else None))
+            results.append(Result(image, losses, summary, out if keep else None, frames))
     return results
+
+
+def _loaded(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
 
 
 def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture], scratch: Path

@@ -133,10 +133,14 @@ class LossLog:
     """
 
     def __init__(self, csv_path: Path, value_names: Sequence[str],
-                 earlier: Sequence[Mapping[str, float]] = ()) -> None:
-        """`earlier`: rows of the run this one resumes, so the curve continues."""
-        self.csv_path, self.columns = csv_path, columns(value_names)
-        self._write("w", earlier, header=True)
+                 earlier: Sequence[Mapping[str, float]] = (),
+                 tag: Mapping[str, int] | None = None, new_file: bool = True) -> None:
+        """`earlier`: rows of the run this one resumes, so the curve continues. `tag`: leading
+        columns with the same value in every row (a video's frame); `new_file=False` appends
+        to the file a LossLog with the same columns began."""
+        self.csv_path, self.tag = csv_path, dict(tag or {})
+        self.columns = (*self.tag, *columns(value_names))
+        self._write("w" if new_file else "a", earlier, header=new_file)
 
     def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
                ) -> None:
@@ -150,7 +154,7 @@ class LossLog:
             raise WriteError(self.csv_path, error.strerror or str(error)) from error
 
     def _append(self, progress: Progress, run: View) -> None:
-        self._write("a", [{**progress.row(), "size": max(run.shape)}])
+        self._write("a", [{**self.tag, **progress.row(), "size": max(run.shape)}])
 
     def on_step(self, progress: Progress, run: View) -> None:
         self._append(progress, run)

@@ -48,6 +48,37 @@ class Color(Enum):
     histogram = "histogram"
 
 
+class FlowMethod(Enum):
+    dis = "dis"  # OpenCV's DIS: fast, good on real footage
+    farneback = "farneback"
+    deepflow = "deepflow"  # Ruder et al.'s; needs OpenCV's contrib build
+
+
+class FrameStart(Enum):
+    warped = "warped"  # the previous stylised frame warped into this one (Ruder et al.)
+    init = "init"  # the run's `init`, as a still image would: frames stylised independently
+
+
+@dataclass
+class VideoConfig:
+    """Video after Ruder, Dosovitskiy & Brox (2016): a clip file as content.path is always a
+    video run; a folder or glob of frames is one with `enabled`."""
+
+    enabled: bool = False
+    fps: float | None = None  # a folder of frames' rate (null: 24); a clip file keeps its own
+    frames: int | None = None  # only the first N frames (null: all)
+    temporal_weight: float = 200.0  # γ/α: Ruder et al.'s γ = 200 against α = 1
+    long_term: bool = False  # tie each frame to frames 1, 2 and 4 back, not only the previous
+    flow: FlowMethod = FlowMethod.dis
+    start: FrameStart = FrameStart.warped
+    iterations_first: int | None = None  # the first frame's (null: iterations)
+    iterations: int | None = None  # every later frame's (null: half the first's)
+    # A frame ends early once its total loss fell by less than this share over `window`
+    # iterations (Ruder et al.'s code: 1e-4 over 50); 0 = never.
+    tolerance: float = 1e-4
+    window: int = 50
+
+
 @dataclass
 class ImageConfig:
     """A preset (name, file, url, md5 and credits) or a user's file (`path`)."""
@@ -136,6 +167,7 @@ class RunConfig:
     # What a run returns to Hydra's sweepers (e.g. Optuna): one of its final losses by name.
     objective: str = "total"
     model: ModelConfig = field(default_factory=ModelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -201,6 +233,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)
+    _validate_video(run.video)
     if run.loss_scale == LossScale.reference and any(entry.mask for entry in run.styles):
         raise UserError("styles with masks have the paper's loss scaling only; drop "
                         "loss_scale=reference or the masks")
@@ -220,6 +253,17 @@ def _validate_styles(styles: list[StyleBlend]) -> None:
         raise UserError("styles: give every style a mask, or none (a mask says where each goes)")
     if styles and sum(entry.weight for entry in styles) <= 0:
         raise UserError("styles: the blend weights sum to 0; give at least one positive weight")
+
+
+def _validate_video(video: VideoConfig) -> None:
+    checks = [("fps", video.fps, 0), ("frames", video.frames, 1),
+              ("iterations_first", video.iterations_first, 1), ("iterations", video.iterations, 1),
+              ("window", video.window, 1), ("temporal_weight", video.temporal_weight, 0),
+              ("tolerance", video.tolerance, 0)]
+    for key, value, least in checks:
+        strict = key == "fps"
+        if value is not None and (value <= least if strict else value < least):
+            raise UserError(f"video.{key}={value} must be {'>' if strict else '>='} {least}")
 
 
 def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:

@@ -110,6 +110,9 @@ class Targets:
     content: np.ndarray  # (H, W, 3)
     styles: Sequence[tuple[np.ndarray, float]]  # (image, blend weight); images of any size
     masks: Sequence[np.ndarray] = ()  # (H, W) in 0..1, one per style: where each one goes
+    # Video: earlier stylised frames warped into this one, each with its per-pixel weight
+    # ((H, W, 3) RGB 0..255, (H, W) in 0..1), nearest first.
+    previous: Sequence[tuple[np.ndarray, np.ndarray]] = ()
 
 
 class LossTerm:
@@ -271,6 +274,43 @@ class TotalVariation(LossTerm):
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         return total_variation(image)
+
+
+class TemporalLoss(LossTerm):
+    """Ruder, Dosovitskiy & Brox (2016): Σ_j 1/D Σ c_j (x − ω_j)², the image against each
+    earlier stylised frame ω_j warped into this one, where its weight c_j says the flow is
+    reliable; D = H·W·3. With `like_content` (the paper's scaling) it is multiplied by ½·N·M
+    of that content layer, so that its weight relates to α as Ruder's γ to his α, whose content
+    loss is a mean."""
+
+    name = "temporal"
+
+    def __init__(self, references: int, like_content: str | None = None) -> None:
+        super().__init__()
+        self.references, self.like_content = references, like_content
+
+    def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
+        self.scale = 1.0
+        if self.like_content:
+            _, height, width, filters = extractor.feature_shapes(*shape)[self.like_content]
+            self.scale = 0.5 * height * width * filters
+        self.warped = tf.Variable(tf.zeros([batch, self.references, *shape, 3]), name="warped")
+        self.weights = tf.Variable(tf.zeros([batch, self.references, *shape]), name="reliable")
+
+    def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
+        if len(targets.previous) > self.references:
+            raise ValueError(f"{self.references} earlier frames at most, got "
+                             f"{len(targets.previous)}")
+        warped = np.zeros(self.warped.shape[1:], np.float32)
+        weights = np.zeros(self.weights.shape[1:], np.float32)  # none yet: the first frame
+        for j, (image, reliable) in enumerate(targets.previous):
+            warped[j], weights[j] = image, reliable
+        self.warped[member].assign(warped)
+        self.weights[member].assign(weights)
+
+    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        error = tf.square(image[:, None] - self.warped) * self.weights[..., None]
+        return self.scale * tf.reduce_sum(tf.reduce_mean(error, axis=[2, 3, 4]), axis=1)
 
 
 # Terms beyond the paper's, by name: how to build each one from the run's settings (a RunConfig).

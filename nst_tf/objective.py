@@ -4,9 +4,9 @@ parameters. The one place settings become the core's objects."""
 from dataclasses import asdict
 from typing import Any
 
-from nst_tf.config import LossScale, RunConfig
+from nst_tf.config import LossScale, RunConfig, VideoConfig
 from nst_tf.errors import UserError
-from nst_tf.losses import EXTRA_TERMS, LossTerm, paper_terms, weights_by_layer
+from nst_tf.losses import EXTRA_TERMS, LossTerm, TemporalLoss, paper_terms, weights_by_layer
 from nst_tf.transfer import Weights
 
 
@@ -23,7 +23,9 @@ def loss_weights(settings: RunConfig) -> Weights:
                                         each),
         style_layers=weights_by_layer(settings.style_layers, settings.style_layer_weights, each),
     )
-    return Weights({**paper.terms, **settings.terms}, paper.layers)
+    video = {"temporal": settings.video.temporal_weight * settings.alpha} if (
+        settings.video.enabled) else {}
+    return Weights({**paper.terms, **video, **settings.terms}, paper.layers)
 
 
 def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
@@ -34,8 +36,16 @@ def loss_terms(settings: RunConfig, regions: int = 0) -> list[LossTerm]:
         raise UserError(f"terms.{unknown[0]}: no such loss term; registered extra terms: {known}")
     extra = [EXTRA_TERMS[name](settings) for name in settings.terms]
     reference = settings.loss_scale == LossScale.reference
+    video = [TemporalLoss(len(frames_back(settings.video)),
+                          None if reference else next(iter(settings.content_layers), None))
+             ] if settings.video.enabled else []
     return [*paper_terms(settings.content_layers, settings.style_layers, regions, reference),
-            *extra]
+            *video, *extra]
+
+
+def frames_back(video: VideoConfig) -> tuple[int, ...]:
+    """The earlier frames each frame is tied to, nearest first (Ruder et al.'s J)."""
+    return (1, 2, 4) if video.long_term else (1,)
 
 
 def optimizer_params(settings: RunConfig) -> dict[str, Any]:

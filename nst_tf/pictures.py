@@ -88,9 +88,14 @@ class Scaled:
     masks: list[np.ndarray]
 
 
-def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path) -> Pictures:
-    content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
-    content = read_rgb(content_path)
+def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path,
+                  content: Image.Image | None = None) -> Pictures:
+    """The run's pictures; `content`, if given, instead of reading content.path (a frame)."""
+    if content is None:
+        content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
+        content = read_rgb(content_path)
+    else:
+        content_path = Path(str(settings.content.path))
     style_paths, styles, blend, scales = [], [], [], []
     for source, weight, scale in style_sources(settings):
         style_paths.append(resolve_image(source, "style", images_dir, cache_dir))

@@ -34,6 +34,7 @@ from nst_tf.runner import (
     run_group,
     stopped,
 )
+from nst_tf.video import is_video, run_video
 
 log = logging.getLogger("nst_tf")
 
@@ -71,6 +72,9 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
                     check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
                     claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
+                if is_video(job.cfg):  # frame after frame, alone
+                    signum = run_video(job)
+                    continue
                 inputs = content_inputs(job.cfg)
                 if inputs is not None:  # a folder: one run per image, here
                     job.summary = _attempt_each(job.cfg, job.where, job.overrides, inputs)

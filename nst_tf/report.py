@@ -32,15 +32,34 @@ def read_losses(csv_path: Path) -> dict[str, list[float]]:
 
 def plot_losses(table: Mapping[str, list[float]], path: Path) -> None:
     """Every loss term against iteration, log y axis."""
+    _log_plot({name: list(zip(table["iteration"], table[name], strict=True))
+               for name in _terms(table)}, "iteration", "loss (total weighted, terms unweighted)",
+              path)
+
+
+def plot_frames(table: Mapping[str, list[float]], path: Path) -> None:
+    """A video's losses per frame, each at the frame's last iteration, log y axis."""
+    last = {int(frame): row for row, frame in enumerate(table["frame"])}
+    _log_plot({name: [(frame, table[name][row]) for frame, row in sorted(last.items())]
+               for name in _terms(table)}, "frame",
+              "loss at the frame's end (total weighted, terms unweighted)", path)
+
+
+def _terms(table: Mapping[str, list[float]]) -> list[str]:
+    return [c for c in table if c not in ("frame", *FIXED, "size")]
+
+
+def _log_plot(series: Mapping[str, list[tuple[float, float]]], x: str, y: str, path: Path
+              ) -> None:
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
-    for name in [c for c in table if c not in (*FIXED, "size")]:
+    for name, points in series.items():
         # A log axis cannot show zeros (an unused term, or TV with weight 0).
-        points = [(i, v) for i, v in zip(table["iteration"], table[name], strict=True) if v > 0]
+        points = [(a, b) for a, b in points if b > 0]
         if points:
             axes.plot(*zip(*points, strict=True), label=name)
     axes.set_yscale("log")
-    axes.set_xlabel("iteration")
-    axes.set_ylabel("loss (total weighted, terms unweighted)")
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
     axes.legend()
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()

@@ -116,16 +116,16 @@ def read_loss_rows(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def resumed_config(cfg: DictConfig, checkpoint: Checkpoint, overrides: Sequence[str]) -> DictConfig:
+def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:
     """The earlier run's recorded settings, with only the CHANGEABLE keys from this command."""
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides} - {"resume"}
     fixed = sorted(key for key in given if key not in CHANGEABLE)
     if fixed:
         raise UserError(
-            f"resume continues {checkpoint.run_dir} with its own settings, so {', '.join(fixed)} "
+            f"resume continues {run_dir} with its own settings, so {', '.join(fixed)} "
             f"cannot change; only {', '.join(CHANGEABLE)} can"
         )
-    earlier = read_settings(checkpoint.run_dir)
+    earlier = read_settings(run_dir)
     for key in given:
         OmegaConf.update(earlier, key, OmegaConf.select(cfg, key), merge=False)
     earlier.resume = cfg.resume

@@ -16,7 +16,8 @@ from nst_tf.files import write_atomic
 
 SETTINGS = "settings.yaml"
 # What a run writes; any of these in a dir means an earlier run owns it.
-RUN_FILES = (SETTINGS, "result.png", "losses.csv", "summary.json", "snapshots", "loss_curve.png")
+RUN_FILES = (SETTINGS, "result.png", "losses.csv", "summary.json", "snapshots", "loss_curve.png",
+             "frames", "result.mp4")
 # What a sweep writes at its top, beside its jobs' dirs.
 SWEEP_FILES = ("multirun.yaml", "sweep.csv", "figure.png", "figure.pdf")
 
@@ -32,7 +33,8 @@ def check_run_dir(folder: Path, key: str = "hydra.run.dir") -> None:
     if not found:
         return
     earlier = f"output dir {folder} already holds an earlier run ({', '.join(found)})"
-    if not any((folder / "snapshots").glob("iter_*.png")):
+    if not any((folder / "snapshots").glob("iter_*.png")) and not any(
+            (folder / "frames").glob("*.png")):  # a video continues from its frames
         raise UserError(f"{earlier}, with no snapshot to continue from; choose a new dir with "
                         f"{key}=...")
     raise UserError(f"{earlier}; continue it with {resume_override(folder)}, or choose a new dir "

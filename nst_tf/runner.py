@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from nst_tf import color
 from nst_tf.backbones import get_backbone
@@ -101,13 +102,15 @@ class Prepared:
         return color.present(self.settings.color.value, image, content_rgb)
 
 
-def prepare(job: Job, session: Session = SESSION) -> Prepared:
+def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = None
+            ) -> Prepared:
     """Check everything a run can get wrong before anything is built, read its pictures and
-    weights; raises UserError (or OSError) with the one line for the user."""
+    weights; raises UserError (or OSError) with the one line for the user. `content`: the
+    picture to use instead of reading content.path (a video's first frame)."""
     cfg, where, summary = job.cfg, job.where, job.summary
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     if checkpoint:
-        cfg = resumed_config(cfg, checkpoint, job.overrides)
+        cfg = resumed_config(cfg, checkpoint.run_dir, job.overrides)
     settings = validate(cfg)
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("tensorboard=true needs the tensorboard package; "
@@ -122,7 +125,7 @@ def prepare(job: Job, session: Session = SESSION) -> Prepared:
     check_cache_dir(cache_dir)
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
     summary["cache"] = str(cache_dir)
-    pictures = read_pictures(settings, images_dir, cache_dir)
+    pictures = read_pictures(settings, images_dir, cache_dir, content)
     pictures.check(settings)
     schedule = Schedule.of(settings, checkpoint)
     if checkpoint:

@@ -6,7 +6,7 @@ of the members' totals, so each member's gradient is its own and no member depen
 """
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +47,7 @@ class Member:
     init: np.ndarray
     weights: Weights
     masks: Sequence[np.ndarray] = ()
+    previous: Sequence[tuple[np.ndarray, np.ndarray]] = ()
 
 
 class StyleTransfer:
@@ -133,7 +134,7 @@ class StyleTransfer:
                                  f"{member.init.shape}")
             style = member.style
             blend = [(style, 1.0)] if isinstance(style, np.ndarray) else list(style)
-            targets = losses.Targets(member.content, blend, member.masks)
+            targets = losses.Targets(member.content, blend, member.masks, member.previous)
             for term in self.terms:
                 term.start(index, targets, member.weights.layers.get(term.name, {}))
             self.term_weights[index].assign(
@@ -232,6 +233,7 @@ def optimise_batch(
     callbacks: Sequence[Sequence[Callback]],
     first: int = 0,
     seconds: float = 0.0,
+    done: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[list[Outcome], int | None]:
     """Run `iterations` steps of every member; return how each ended and the stop signal that
     ended the loop early, if any.
@@ -239,7 +241,8 @@ def optimise_batch(
     `callbacks[b]` are member b's. A member whose loss becomes non-finite gets its newest finite
     image back, its callbacks save it, and it ends "diverged" while the others go on. A stop
     signal lets every running member's callbacks save what there is ("interrupted"). A resumed
-    run counts on from iteration `first` and `seconds` of earlier wall time.
+    run counts on from iteration `first` and `seconds` of earlier wall time. `done`, given each
+    step's (B, values), may end the loop early as converged ("ok").
     """
     started = time.perf_counter() - seconds
     # Signals only set a flag, checked between steps: an exception raised inside TensorFlow's
@@ -288,8 +291,9 @@ def optimise_batch(
 
     with stop_signals_noted(received):
         for iteration in range(first, first + iterations):
-            visit(transfer.step_values(), iteration, None)
-            if received or all(outcomes):
+            rows = transfer.step_values()
+            visit(rows, iteration, None)
+            if received or all(outcomes) or (done is not None and done(rows)):
                 break
         # A step cut short by a signal still completes, so count updates rather than rows.
         visit(transfer.evaluate_values(), first + int(transfer.updates.numpy()),

