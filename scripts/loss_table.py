@@ -44,13 +44,10 @@ def job_settings(job_dir: Path) -> RunConfig:
     return validate(on_schema(composed, read_settings(job_dir)))
 
 
-def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]]:
-    """The objective of `settings` at each image: a file of the run's size, the content photo
-    itself ("photo"), or the white noise the run's seed starts from ("noise")."""
-    # Here, not at the top: --help and a wrong sweep dir answer without loading TensorFlow.
-    import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
-    from nst_tf.objective import loss_weights
-    from nst_tf.pictures import initial_image, read_pictures
+def at_run_size(settings: RunConfig) -> tuple[RunConfig, Any, Any, Any]:
+    """The settings with their precision chosen, the weights, the pictures and the pictures at
+    the run's size: what scoring an image against a run's objective needs."""
+    from nst_tf.pictures import read_pictures
     from nst_tf.session import SESSION
 
     cache = default_cache_dir()
@@ -58,7 +55,19 @@ def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]
     pictures = read_pictures(settings, folder, cache)
     weights = SESSION.weights(settings, cache)
     settings, _ = SESSION.precision(settings, weights, cache)
-    stage = pictures.at_size(settings.size, settings.color.value)
+    return settings, weights, pictures, pictures.at_size(settings.size, settings.color.value)
+
+
+def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]]:
+    """The objective of `settings` at each image: a file of the run's size, the content photo
+    itself ("photo"), or the white noise the run's seed starts from ("noise")."""
+    # Here, not at the top: --help and a wrong sweep dir answer without loading TensorFlow.
+    import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
+    from nst_tf.objective import loss_weights
+    from nst_tf.pictures import initial_image
+    from nst_tf.session import SESSION
+
+    settings, weights, pictures, stage = at_run_size(settings)
     transfer, _ = SESSION.transfer(settings, weights, stage.content.shape[:2])
     styles = list(zip(stage.styles, pictures.blend, strict=True))
     values = []
