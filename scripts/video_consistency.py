@@ -14,9 +14,12 @@ size, precision, weights and seed through `nst_tf.stylize_video`:
 It measures per frame i >= 1 the warp error: with the flow computed on the content frames at
 the stylised size (backward = optical_flow(content_i, content_i-1), forward the other way, c =
 reliability(backward, forward)), the mean over reliable pixels and channels of (stylised_i -
-warp(stylised_i-1, backward))^2 in 0..255 units; the same for the content frames themselves
-(the floor the measure has on this clip); the final style loss of each frame (the last row of
-its losses); and seconds per frame (the summary's per-frame records: optimisation only).
+warp(stylised_i-1, backward))^2 in 0..255 units, and the same with Farnebäck flow (the runs
+use DIS, so a frame started from the DIS-warped previous one scores low on DIS by construction);
+the same for the content frames themselves (for scale, not a floor); the final style loss of
+each frame (the last row of its losses); seconds per frame (the summary's per-frame records:
+optimisation only); and each frame's detail (mean gradient magnitude of its grey image),
+which falls if frames blur.
 
 Writes the clip (clip.mp4 and frames/) and the runs into `--out`, a JSON of every number and
 the figure (two rows of stylised frames, then the warp error per frame) to `--figure` and its
@@ -117,6 +120,13 @@ def warp_errors(images: list[np.ndarray], content: list[np.ndarray], method: str
     return errors
 
 
+def detail(image: np.ndarray) -> float:
+    """Mean gradient magnitude of the grey image (0..255 per px): falls as a frame blurs."""
+    grey = np.asarray(Image.fromarray(image).convert("L"), np.float32)
+    dy, dx = np.gradient(grey)
+    return float(np.mean(np.hypot(dx, dy)))
+
+
 def reliable_share(content: list[np.ndarray], method: str) -> float:
     from nst_tf.flow import optical_flow, reliability
 
@@ -142,7 +152,8 @@ def machine() -> dict[str, Any]:
             "cores": os.cpu_count(), "load_average_at_end": list(os.getloadavg())}
 
 
-def summarise(runs: list[dict[str, Any]], content_errors: list[float]) -> list[dict[str, Any]]:
+def summarise(runs: list[dict[str, Any]], content_errors: list[float],
+              content_farneback: list[float]) -> list[dict[str, Any]]:
     """Per run: the means the table shows, against the independent run."""
     alone = next(r for r in runs if r["name"] == "independent")
     rows = []
@@ -151,6 +162,7 @@ def summarise(runs: list[dict[str, Any]], content_errors: list[float]) -> list[d
         style_ratio = [a / b for a, b in zip(run["style"][1:], alone["style"][1:], strict=True)]
         rows.append({
             "run": run["name"], "warp_error": warp,
+            "warp_error_farneback": float(np.mean(run["warp_error_farneback"])),
             "warp_error_median": float(np.median(run["warp_error"])),
             "times_lower_than_independent": float(np.mean(alone["warp_error"])) / warp,
             "style_loss": float(np.mean(run["style"][1:])),
@@ -160,29 +172,38 @@ def summarise(runs: list[dict[str, Any]], content_errors: list[float]) -> list[d
             "iterations_later": float(np.mean(run["iterations"][1:])),
             "seconds_first": run["seconds"][0],
             "seconds_later": float(np.mean(run["seconds"][1:])),
+            "seconds_later_median": float(np.median(run["seconds"][1:])),
             "seconds_per_frame": float(np.mean(run["seconds"])),
             "wall_minutes": run["wall_seconds"] / 60,
+            "detail_first_last": (run["detail"][0], run["detail"][-1]),
         })
     rows.append({"run": "content (the clip itself)", "warp_error": float(np.mean(content_errors)),
-                 "warp_error_median": float(np.median(content_errors))})
+                 "warp_error_median": float(np.median(content_errors)),
+                 "warp_error_farneback": float(np.mean(content_farneback))})
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| run | warp error (mean, frames 1..N-1) | x lower than independent | style loss "
+    lines = ["| run | warp error (mean, frames 1..N-1) | x lower than independent | same, "
+             "Farnebäck flow | style loss "
              "(mean, frames 1..N-1) | style / independent (mean of per-frame ratios) | "
-             "iterations (first; later, mean) | s/frame (first; later, mean) | wall (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "iterations (first; later, mean) | s/frame (first; later: median, mean) | "
+             "wall (min) | detail, frame 0 -> last |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "style_loss" not in r:
-            lines.append(f"| {r['run']} | {r['warp_error']:.1f} | | | | | | |")
+            lines.append(f"| {r['run']} | {r['warp_error']:.1f} | | "
+                         f"{r['warp_error_farneback']:.1f} | | | | | | |")
             continue
         lines.append(
-            f"| {r['run']} | {r['warp_error']:.1f} | {r['times_lower_than_independent']:.2f} | "
+            f"| {r['run']} | {r['warp_error']:.1f} | {r['times_lower_than_independent']:.1f} | "
+            f"{r['warp_error_farneback']:.1f} | "
             f"{r['style_loss']:.4g} | {r['style_ratio_to_independent']:.3f} "
             f"(max {r['style_ratio_max']:.3f}) | {r['iterations_first']}; "
-            f"{r['iterations_later']:.0f} | {r['seconds_first']:.1f}; {r['seconds_later']:.1f} | "
-            f"{r['wall_minutes']:.1f} |")
+            f"{r['iterations_later']:.0f} | {r['seconds_first']:.1f}; "
+            f"{r['seconds_later_median']:.1f}, {r['seconds_later']:.1f} | "
+            f"{r['wall_minutes']:.1f} | {r['detail_first_last'][0]:.1f} -> "
+            f"{r['detail_first_last'][1]:.1f} |")
     return "\n".join(lines)
 
 
@@ -197,7 +218,7 @@ def figure(runs: list[dict[str, Any]], content_errors: list[float], first: int,
     count = len(shown[0]["images"])
     first = max(0, min(first, count - SHOWN))
     height, width = shown[0]["images"][0].shape[:2]
-    fig = plt.figure(figsize=(SHOWN * 1.6, 2 * 1.6 * height / width + 2.6), dpi=110)
+    fig = plt.figure(figsize=(SHOWN * 2, 2 * 2 * height / width + 2.6), dpi=120)
     grid = fig.add_gridspec(3, SHOWN, height_ratios=[height / width, height / width, 1.5],
                             hspace=0.12, wspace=0.03)
     for row, run in enumerate(shown):
@@ -291,8 +312,12 @@ def main() -> None:
                if f.shape[:2] != shape else f for f in frames]
     for run in runs:
         run["warp_error"] = warp_errors(run["images"], content, flow)
+        run["detail"] = [detail(image) for image in run["images"]]
+        # A check that the gain is not only the flow the runs used reappearing in the measure.
+        run["warp_error_farneback"] = warp_errors(run["images"], content, "farneback")
     content_errors = warp_errors(content, content, flow)
-    rows = summarise(runs, content_errors)
+    content_farneback = warp_errors(content, content, "farneback")
+    rows = summarise(runs, content_errors, content_farneback)
     record = {
         "command": " ".join(["python", *sys.argv]),
         "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -305,6 +330,11 @@ def main() -> None:
                  for run in runs},
         "script_minutes": (time.perf_counter() - started) / 60,
     }
+    earlier = args.figure.with_suffix(".json")
+    if args.reuse and earlier.is_file():  # redrawn: keep the record of the run that measured
+        before = json.loads(earlier.read_text())
+        record["measured_by"] = before.get("measured_by", {
+            "command": before["command"], "script_minutes": before["script_minutes"]})
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     args.figure.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     figure(runs, content_errors, args.first_shown, args.figure)

@@ -162,7 +162,9 @@ def compose_experiment(*overrides: str):
 def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
     cfg = compose_experiment(f"+experiment={experiment}", f"+{group}={panel}")
     assert cfg.style.name == style and cfg.alpha == pytest.approx(alpha)
-    assert cfg.model.normalize is False and cfg.loss_scale.name == "reference"  # the authors' code
+    # The printed formulas on the ImageNet weights: what keeps the paper's balance from noise
+    assert cfg.model.normalize is False and cfg.loss_scale.name == "paper"
+    assert cfg.optimizer.line_search.name == "none"  # no stall here; same-shape panels batch
     assert cfg.hydra.callbacks.sweep_end._target_ == "nst_tf.sweep_callback.SweepEnd"
     sweep = cfg.hydra.sweeper.params[f"+{group}"].split(",")
     assert "E" not in sweep  # Picasso only on request (the experiment's comment says how)
