@@ -2,7 +2,6 @@
 arrays; stylised frames written back as an H.264 mp4. Videos go through imageio-ffmpeg's ffmpeg
 (imported only then, so frame folders work without it); GIFs and frame files through Pillow."""
 
-import glob
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ from PIL import Image
 
 from nst_tf.errors import UserError, WriteError
 from nst_tf.files import short_reason
-from nst_tf.images import IMAGE_SUFFIXES, _one_line, _to_rgb, read_rgb
+from nst_tf.images import IMAGE_SUFFIXES, _one_line, _to_rgb, images_in, read_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 DEFAULT_FPS = 24.0  # a folder of frames carries no rate; film's is the usual guess
@@ -91,10 +90,8 @@ def open_clip(path: str | Path, fps: float | None = None) -> Clip:
 
 
 def _open_frames(spec: str, where: Path, fps: float) -> Clip:
-    found = where.iterdir() if where.is_dir() else map(Path, glob.glob(str(where)))
     # Hidden names skipped: macOS leaves "._frame_0001.png" metadata files on shared drives.
-    files = sorted((p for p in found if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in IMAGE_SUFFIXES),
+    files = sorted((p for p in images_in(where) if not p.name.startswith(".")),
                    key=lambda p: [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", str(p))])
     if not files:
         raise UserError(_one_line(f"clip '{spec}' names no frames ({', '.join(IMAGE_SUFFIXES)});"

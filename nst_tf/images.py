@@ -5,6 +5,7 @@ Every problem a user can cause (wrong path, broken file, failed download) become
 """
 
 import contextlib
+import glob
 import hashlib
 import http.client
 import struct
@@ -24,6 +25,13 @@ DOWNLOAD_TIMEOUT = 30  # seconds; per socket operation, so a stalled server cann
 # Wikimedia refuses urllib's default User-Agent; its policy asks for a descriptive one.
 USER_AGENT = "nst-tf/0.1 (neural style transfer; Python urllib)"
 _FIX_FILE = "give a complete JPEG or PNG file"
+
+
+def images_in(where: Path) -> list[Path]:
+    """The image files (IMAGE_SUFFIXES) in folder `where`, or matching `where` as a glob, in
+    no particular order."""
+    found = where.iterdir() if where.is_dir() else map(Path, glob.glob(str(where)))
+    return [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 class ImageSource(Protocol):

@@ -4,7 +4,6 @@ happens (a user's mistake, a stop signal, a divergence, a full disk) becomes eac
 `status`, `reason` and `exit_code` in its summary.json."""
 
 import dataclasses
-import glob
 import logging
 import shutil
 import threading
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_tf.config import ImageConfig
 from nst_tf.errors import Stopped, UserError, say, stop_signals_raise
-from nst_tf.images import IMAGE_SUFFIXES
+from nst_tf.images import IMAGE_SUFFIXES, images_in
 from nst_tf.memory import largest_batch
 from nst_tf.optimizer_config import LineSearch
 from nst_tf.report import write_summary
@@ -205,9 +204,7 @@ def content_inputs(cfg: DictConfig) -> list[Path] | None:
     spec = OmegaConf.select(cfg, "content.path")
     if not spec or not (Path(spec).expanduser().is_dir() or any(c in spec for c in "*?[")):
         return None
-    folder = Path(spec).expanduser()
-    found = folder.iterdir() if folder.is_dir() else map(Path, glob.glob(str(folder)))
-    images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(images_in(Path(spec).expanduser()))
     if not images:
         raise UserError(f"content.path={spec} names no images ({', '.join(IMAGE_SUFFIXES)}); "
                         "give a folder or glob that has some, or one image")

@@ -118,6 +118,7 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
     shape = p.pictures.at_size(size, settings.color.value).content.shape[:2]
     transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks))
     value_names = transfer.value_names
+    weights = loss_weights(settings)
     late: list[int] = []
     scaled_frames: dict[int, np.ndarray] = {}
 
@@ -134,8 +135,8 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
             scaled_frames[index] = frame.content_rgb
             previous = _previous(index, frame.content_rgb, results, scaled, scaled_frames, video)
             member = Member(frame.content, list(zip(frame.styles, p.pictures.blend, strict=True)),
-                            _start(p, plan, index, frame, previous, out), loss_weights(settings),
-                            frame.masks, previous)
+                            _start(p, plan, index, frame, previous, out), weights, frame.masks,
+                            previous)
             if late:
                 _ended(job, Outcome("interrupted", plan.started if index == plan.done else 0,
                                     None), late[0], index)
@@ -149,8 +150,7 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
                 save_png(out / "frames" / frame_name(index), p.show(image, frame.content_rgb))
                 shutil.rmtree(out / _SNAPSHOT.format(index), ignore_errors=True)
                 results[index] = image
-                for old in [k for k in results if k < index - max(frames_back(video))]:
-                    del results[old]
+                _forget_before(results, index, video)
             job.summary["frames"].append(_frame_record(index, outcome))
             signum = signum or (late[0] if late else None)
             if outcome.status != "ok" or signum is not None:
@@ -233,10 +233,15 @@ def _previous(index: int, frame: np.ndarray, results: dict[int, np.ndarray], sca
         forward = optical_flow(before, frame, video.flow.value)
         warped.append(warp(results[index - back], backward))
         reliable.append(reliability(backward, forward))
-    for old in [k for k in frames if k < index - max(frames_back(video))]:
-        del frames[old]
+    _forget_before(frames, index, video)
     weights = long_term_weights(reliable) if video.long_term else reliable
     return list(zip(warped, weights, strict=True))
+
+
+def _forget_before(kept: dict[int, np.ndarray], index: int, video) -> None:
+    """Drop what frames after `index` no longer tie to (long-term reaches 4 back)."""
+    for old in [k for k in kept if k < index - max(frames_back(video))]:
+        del kept[old]
 
 
 def _start(p: Prepared, plan: Frames, index: int, frame, previous, out: Path) -> np.ndarray:
