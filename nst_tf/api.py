@@ -31,7 +31,7 @@ class Result:
     """A finished run: the image, each loss per iteration, and the run's summary."""
 
     image: Image.Image | None  # None: the run failed (summary["reason"] says why), or a video
-    losses: Mapping[str, list[float]]  # (frame,) iteration, seconds, total, each term, size
+    losses: Mapping[str, list[float]]  # ((pass,) frame,) iteration, seconds, total, each term, size
     summary: Mapping[str, Any]
     output_dir: Path | None  # where its files are, if kept
     frames: Sequence[Image.Image] = ()  # a video's stylised frames, in order

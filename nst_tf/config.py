@@ -77,6 +77,14 @@ class VideoConfig:
     # iterations (Ruder et al.'s code: 1e-4 over 50); 0 = never.
     tolerance: float = 1e-4
     window: int = 50
+    # The reliability c blurred by a Gaussian of this σ (px), disocclusions spreading outward,
+    # as Ruder et al.'s consistencyChecker does (σ 0.8); 0 = the hard 0/1 mask.
+    mask_smoothing: float = 0.8
+    # Ruder et al.'s multi-pass algorithm: after the first (forward) pass, passes alternate
+    # direction; each frame starts from its own result blended with its neighbour's, warped.
+    passes: int = 1
+    pass_iterations: int | None = None  # each frame's in a later pass (null: video.iterations)
+    blend: float = 0.5  # δ: the neighbour's share of that start where the flow is reliable
 
 
 @dataclass
@@ -259,11 +267,15 @@ def _validate_video(video: VideoConfig) -> None:
     checks = [("fps", video.fps, 0), ("frames", video.frames, 1),
               ("iterations_first", video.iterations_first, 1), ("iterations", video.iterations, 1),
               ("window", video.window, 1), ("temporal_weight", video.temporal_weight, 0),
-              ("tolerance", video.tolerance, 0)]
+              ("tolerance", video.tolerance, 0), ("mask_smoothing", video.mask_smoothing, 0),
+              ("passes", video.passes, 1), ("pass_iterations", video.pass_iterations, 1),
+              ("blend", video.blend, 0)]
     for key, value, least in checks:
         strict = key == "fps"
         if value is not None and (value <= least if strict else value < least):
             raise UserError(f"video.{key}={value} must be {'>' if strict else '>='} {least}")
+    if video.blend > 1:
+        raise UserError(f"video.blend={video.blend} must be <= 1 (the neighbour's share)")
 
 
 def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:

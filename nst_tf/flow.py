@@ -102,11 +102,15 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
 
 
-def reliability(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """Ruder et al.'s weight c (H, W) float32 in {0, 1} for frame i: `backward` is the flow
-    from frame i to frame i-1 (ŵ), `forward` the flow from frame i-1 to frame i (w). c is 0
-    at disocclusions (the forward-backward check fails), at motion boundaries, and where
-    p + ŵ(p) leaves the frame; 1 elsewhere."""
+def reliability(backward: np.ndarray, forward: np.ndarray, smoothing: float = 0.0
+                ) -> np.ndarray:
+    """Ruder et al.'s weight c (H, W) float32 for frame i: `backward` is the flow from frame i
+    to frame i-1 (ŵ), `forward` the flow from frame i-1 to frame i (w). c is 0 at
+    disocclusions (the forward-backward check fails), at motion boundaries, and where
+    p + ŵ(p) leaves the frame; 1 elsewhere. With `smoothing` > 0, as Ruder et al.'s
+    consistencyChecker (σ 0.8): disocclusions count -1, the mask is blurred by a Gaussian of
+    that σ (px) and clipped to 0..1, so c also falls off around disocclusions, where the flow
+    is least trustworthy."""
     backward = np.asarray(backward, dtype=np.float32)
     forward = np.asarray(forward, dtype=np.float32)
     # w̃(p) = w(p + ŵ(p)): the forward flow brought into frame i. Where nothing is occluded,
@@ -122,7 +126,15 @@ def reliability(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     height, width = backward.shape[:2]
     map_x, map_y = _sample_maps(backward)
     outside = (map_x < 0) | (map_x > width - 1) | (map_y < 0) | (map_y > height - 1)
-    return (~(disoccluded | boundary | outside)).astype(np.float32)
+    # As their checker ranks them: outside the frame 0, else disoccluded -1, else boundary 0.
+    signed = np.where(disoccluded, -1.0, np.where(boundary, 0.0, 1.0)).astype(np.float32)
+    signed[outside] = 0.0
+    if smoothing <= 0:
+        return (signed > 0).astype(np.float32)
+    # Their filter's support: 2σ either side, rounded up (5 taps at σ 0.8); mirrored borders.
+    cv2, side = _cv2(), 2 * int(np.ceil(2 * smoothing)) + 1
+    blurred = cv2.GaussianBlur(signed, (side, side), smoothing, borderType=cv2.BORDER_REFLECT)
+    return np.clip(blurred, 0.0, 1.0)
 
 
 def long_term_weights(masks: Sequence[np.ndarray]) -> list[np.ndarray]:

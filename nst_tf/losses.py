@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 if TYPE_CHECKING:
-    from nst_tf.model import FeatureExtractor
+    from nst_tf.model import FeatureExtractor, Region
 
 _EACH = [1, 2, 3]  # every axis but the batch's
 
@@ -31,14 +31,16 @@ def content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     return 0.5 * tf.reduce_sum(tf.square(features - target), axis=_EACH)
 
 
-def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
-    """E_l = 1/(4 N² M²) Σ (G − A)²."""
-    shape = tf.shape(features)
-    n = tf.cast(shape[-1], tf.float32)
-    m = tf.cast(shape[1] * shape[2], tf.float32)
+def gram_loss(gram: tf.Tensor, target_gram: tf.Tensor, positions: tf.Tensor | float) -> tf.Tensor:
+    """E_l = 1/(4 N² M²) Σ (G − A)², with M = `positions`."""
+    n = tf.cast(tf.shape(gram)[-1], tf.float32)
     # Scaling before squaring keeps float32 far from overflow at large M.
-    return tf.reduce_sum(tf.square((gram_matrix(features) - target_gram) / (2.0 * n * m)),
-                         axis=[1, 2])
+    return tf.reduce_sum(tf.square((gram - target_gram) / (2.0 * n * positions)), axis=[-2, -1])
+
+
+def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
+    """E_l of one layer's features."""
+    return gram_loss(gram_matrix(features), target_gram, _positions(features))
 
 
 # The first author's reference code (leongatys/PytorchNeuralStyleTransfer), in whose scaling the
@@ -46,21 +48,11 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
 # errors, each style layer weighted 1/N² (its 1e3/N² against content weight 1 is α/β = 1e-3).
 
 
-def reference_gram(features: tf.Tensor) -> tf.Tensor:
-    """G / M."""
-    shape = tf.shape(features)
-    return gram_matrix(features) / tf.cast(shape[1] * shape[2], tf.float32)
-
-
-def reference_content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    """mean (F − P)²."""
-    return tf.reduce_mean(tf.square(features - target), axis=_EACH)
-
-
-def reference_style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
+def reference_gram_loss(gram: tf.Tensor, target_gram: tf.Tensor, positions: tf.Tensor | float
+                        ) -> tf.Tensor:
     """1/N² · mean over the N×N entries of (G/M − A/M_style)²; `target_gram` is A/M_style."""
-    n = tf.cast(tf.shape(features)[-1], tf.float32)
-    return tf.reduce_mean(tf.square(reference_gram(features) - target_gram), axis=[1, 2]) / (n * n)
+    n = tf.cast(tf.shape(gram)[-1], tf.float32)
+    return tf.reduce_mean(tf.square(gram / positions - target_gram), axis=[-2, -1]) / (n * n)
 
 
 def total_variation(image: tf.Tensor) -> tf.Tensor:
@@ -70,25 +62,48 @@ def total_variation(image: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.square(dy), axis=_EACH) + tf.reduce_sum(tf.square(dx), axis=_EACH)
 
 
+def guided_grams(features: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """Each region's Gram of the masked features, (B, R, N, N); masks (B, R, H, W)."""
+    shape = tf.shape(features)
+    guided = features[:, None] * masks[..., None]  # (B, R, H, W, N)
+    flat = tf.reshape(guided, [shape[0], tf.shape(masks)[1], -1, shape[-1]])
+    return tf.matmul(flat, flat, transpose_a=True)
+
+
+def guided_gram_loss(grams: tf.Tensor, area: tf.Tensor, target_grams: tf.Tensor,
+                     weights: tf.Tensor, positions: tf.Tensor | float) -> tf.Tensor:
+    """Σ_r w_r E_l over regions; each region's Gram divided by its mask's mean square `area`
+    (B, R), so that a region compares with a whole style image's Gram at the scale of the full
+    image (an all-ones mask gives E_l exactly)."""
+    scaled = grams / tf.maximum(area, 1e-12)[..., None, None]
+    return tf.reduce_sum(weights * gram_loss(scaled, target_grams, positions), axis=1)
+
+
 def guided_style_layer_loss(
     features: tf.Tensor, masks: tf.Tensor, target_grams: tf.Tensor, weights: tf.Tensor
 ) -> tf.Tensor:
     """Σ_r w_r E_l over regions (Gatys et al. 2017, *Controlling Perceptual Factors*).
 
     masks: (B, R, H, W) guidance channels at this layer's resolution; target_grams:
-    (B, R, N, N); weights: (B, R). Each region's Gram is divided by the mean squared mask, so a
-    region compares with a whole style image's Gram at the scale of the full image (an all-ones
-    mask gives E_l exactly).
+    (B, R, N, N); weights: (B, R).
     """
+    area = tf.reduce_mean(tf.square(masks), axis=[2, 3])
+    return guided_gram_loss(guided_grams(features, masks), area, target_grams, weights,
+                            _positions(features))
+
+
+def _positions(features: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(features)
-    n = tf.cast(shape[-1], tf.float32)
-    m = tf.cast(shape[1] * shape[2], tf.float32)
-    guided = features[:, None] * masks[..., None]  # (B, R, H, W, N)
-    flat = tf.reshape(guided, [shape[0], tf.shape(masks)[1], -1, shape[-1]])
-    area = tf.reduce_mean(tf.square(masks), axis=[2, 3])[..., None, None]
-    grams = tf.matmul(flat, flat, transpose_a=True) / tf.maximum(area, 1e-12)
-    per_region = tf.reduce_sum(tf.square((grams - target_grams) / (2.0 * n * m)), axis=[2, 3])
-    return tf.reduce_sum(weights * per_region, axis=1)
+    return tf.cast(shape[1] * shape[2], tf.float32)
+
+
+def _at(variable: tf.Variable, where: tuple[int, int, int, int] | None, axis: int = 1
+        ) -> tf.Tensor:
+    """A per-position target, its rows at `axis`, at a part of the layer (see model.Region)."""
+    if where is None:
+        return variable
+    top, bottom, left, right = where
+    return variable[(slice(None),) * axis + (slice(top, bottom), slice(left, right))]
 
 
 # --- the objective's terms -------------------------------------------------------------------
@@ -119,7 +134,12 @@ class LossTerm:
     """One term of the objective: `name` is its column in losses.csv, `layers` the features it
     reads. `build` makes its state once per compiled step, with a row per member of the batch;
     `start` sets one member's targets (no retrace); `value` is traced into the step and gives
-    each member's value, shape (B,)."""
+    each member's value, shape (B,).
+
+    A term that reads features states its value as `combine` of sums over positions
+    (`statistics`, e.g. Gram matrices): sums add up over the parts of an image, so the term is
+    exact when a large image is computed tile by tile (nst_tf.tiling). A term that overrides
+    `value` instead runs on whole images only, unless it reads no features."""
 
     name: str = ""
 
@@ -133,11 +153,20 @@ class LossTerm:
         """Set member `member`'s targets and per-layer weights for a new run."""
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+        return self.combine(self.statistics(features, None), image)
+
+    def statistics(self, features: Mapping[str, tf.Tensor], region: "Region") -> dict[str, Any]:
+        """Sums over the positions of `features`, which sit at `region` of the image."""
+        return {}
+
+    def combine(self, statistics: Mapping[str, Any], image: tf.Tensor) -> tf.Tensor:
+        """The value from the whole image's statistics (and the image itself)."""
         raise NotImplementedError
 
 
 class LayerTerm(LossTerm):
-    """A term summed over its layers with per-layer weights: Σ_l w_l E_l."""
+    """A term summed over its layers with per-layer weights: Σ_l w_l E_l, each E_l a function
+    of a sum over the layer's positions."""
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         self.extractor = extractor
@@ -149,15 +178,28 @@ class LayerTerm(LossTerm):
         given = {**weights_by_layer(self.layers), **layer_weights}
         self.layer_weights[member].assign([given[name] for name in self.layers])
 
-    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+    def statistics(self, features: Mapping[str, tf.Tensor], region: "Region") -> dict[str, Any]:
+        return {name: self.layer_statistic(features[name], name,
+                                           None if region is None else region[name])
+                for name in self.layers}
+
+    def combine(self, statistics: Mapping[str, Any], image: tf.Tensor) -> tf.Tensor:
         if not self.layers:
             return tf.zeros(tf.shape(image)[:1])
-        per_layer = tf.stack([self.layer_value(features[name], name) for name in self.layers],
+        per_layer = tf.stack([self.layer_value(statistics[name], name) for name in self.layers],
                              axis=1)
         return tf.reduce_sum(self.layer_weights * per_layer, axis=1)
 
-    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
+    def layer_statistic(self, features: tf.Tensor, name: str,
+                        where: tuple[int, int, int, int] | None) -> tf.Tensor:
         raise NotImplementedError
+
+    def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _positions(self, name: str) -> float:
+        """M of a layer at the step's size."""
+        return float(self.shapes[name][1] * self.shapes[name][2])
 
     def _variable(self, shape: Sequence[int], name: str) -> tf.Variable:
         return tf.Variable(tf.zeros(shape), name=name)
@@ -165,28 +207,45 @@ class LayerTerm(LossTerm):
 
 class ContentLoss(LayerTerm):
     """The content loss against the content image's features: the paper's, or with
-    `reference=True` the authors' code's scaling."""
+    `reference=True` the authors' code's scaling (a mean, not half a sum)."""
 
     name = "content"
 
     def __init__(self, layers: Sequence[str] = (), reference: bool = False) -> None:
         super().__init__(layers)
-        self.loss = reference_content_loss if reference else content_loss
+        self.reference = reference
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         super().build(extractor, shape, batch)
         self.targets = {name: self._variable([batch, *self.shapes[name][1:]], f"P_{name}")
                         for name in self.layers}
-        self._features = tf.function(extractor.__call__)
 
     def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
         super().start(member, targets, layer_weights)
-        features = self._features(tf.constant(targets.content[None]))
+        features = self.extractor.reduce(targets.content[None], self._placed)
         for name in self.layers:
             self.targets[name][member].assign(features[name][0])
 
-    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        return self.loss(features, self.targets[name])
+    def _placed(self, features: Mapping[str, tf.Tensor], region: "Region") -> dict[str, Any]:
+        """The features where they sit in the whole layer (zero elsewhere)."""
+        if region is None:
+            return {name: features[name] for name in self.layers}
+        placed = {}
+        for name in self.layers:
+            top, bottom, left, right = region[name]
+            _, height, width, _ = self.shapes[name]
+            placed[name] = tf.pad(features[name], [[0, 0], [top, height - bottom],
+                                                   [left, width - right], [0, 0]])
+        return placed
+
+    def layer_statistic(self, features: tf.Tensor, name: str,
+                        where: tuple[int, int, int, int] | None) -> tf.Tensor:
+        return content_loss(features, _at(self.targets[name], where))
+
+    def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
+        if not self.reference:
+            return statistic
+        return 2.0 * statistic / (self._positions(name) * self.shapes[name][3])
 
 
 class StyleLoss(LayerTerm):
@@ -197,30 +256,33 @@ class StyleLoss(LayerTerm):
 
     def __init__(self, layers: Sequence[str] = (), reference: bool = False) -> None:
         super().__init__(layers)
-        self.gram = reference_gram if reference else gram_matrix
-        self.loss = reference_style_layer_loss if reference else style_layer_loss
+        self.reference = reference
+        self.loss = reference_gram_loss if reference else gram_loss
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         super().build(extractor, shape, batch)
         self.targets = {name: self._variable([batch, *self._target_shape(name)], f"A_{name}")
                         for name in self.layers}
-        # Style images come in any size: one trace for all of them.
-        self._grams = tf.function(
-            self._style_grams, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)]
-        )
 
     def _target_shape(self, name: str) -> list[int]:
         return [self.shapes[name][-1]] * 2
 
-    def _style_grams(self, style: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = self.extractor(style)
-        return {name: self.gram(features[name])[0] for name in self.layers}
+    def _style_grams(self, style: np.ndarray) -> dict[str, tf.Tensor]:
+        """A style image's Grams (divided by its M in the reference scaling)."""
+        grams = self.extractor.reduce(style[None], self._grams)
+        if not self.reference:
+            return {name: gram[0] for name, gram in grams.items()}
+        shapes = self.extractor.feature_shapes(*style.shape[:2])
+        return {name: gram[0] / float(shapes[name][1] * shapes[name][2])
+                for name, gram in grams.items()}
+
+    def _grams(self, features: Mapping[str, tf.Tensor], region: "Region") -> dict[str, Any]:
+        return {name: gram_matrix(features[name]) for name in self.layers}
 
     def grams(self, targets: Targets) -> list[tuple[dict[str, tf.Tensor], float]]:
         """Each style's Grams, with its blend weight normalised to sum 1."""
         total = sum(weight for _, weight in targets.styles)
-        return [(self._grams(tf.constant(image[None])), weight / total)
-                for image, weight in targets.styles]
+        return [(self._style_grams(image), weight / total) for image, weight in targets.styles]
 
     def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
         super().start(member, targets, layer_weights)
@@ -228,8 +290,12 @@ class StyleLoss(LayerTerm):
         for name in self.layers:
             self.targets[name][member].assign(tf.add_n([g[name] * weight for g, weight in grams]))
 
-    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        return self.loss(features, self.targets[name])
+    def layer_statistic(self, features: tf.Tensor, name: str,
+                        where: tuple[int, int, int, int] | None) -> tf.Tensor:
+        return gram_matrix(features)
+
+    def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
+        return self.loss(statistic, self.targets[name], self._positions(name))
 
 
 class GuidedStyleLoss(StyleLoss):
@@ -261,10 +327,14 @@ class GuidedStyleLoss(StyleLoss):
             self.masks[name][member].assign(np.stack([p[name] for p in pooled]))
         self.region_weights[member].assign([weight for _, weight in grams])
 
-    def layer_value(self, features: tf.Tensor, name: str) -> tf.Tensor:
-        return guided_style_layer_loss(
-            features, self.masks[name], self.targets[name], self.region_weights
-        )
+    def layer_statistic(self, features: tf.Tensor, name: str,
+                        where: tuple[int, int, int, int] | None) -> tf.Tensor:
+        return guided_grams(features, _at(self.masks[name], where, axis=2))
+
+    def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
+        area = tf.reduce_mean(tf.square(self.masks[name]), axis=[2, 3])
+        return guided_gram_loss(statistic, area, self.targets[name], self.region_weights,
+                                self._positions(name))
 
 
 class TotalVariation(LossTerm):
@@ -272,7 +342,7 @@ class TotalVariation(LossTerm):
 
     name = "tv"
 
-    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+    def combine(self, statistics: Mapping[str, Any], image: tf.Tensor) -> tf.Tensor:
         return total_variation(image)
 
 
@@ -308,7 +378,7 @@ class TemporalLoss(LossTerm):
         self.warped[member].assign(warped)
         self.weights[member].assign(weights)
 
-    def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
+    def combine(self, statistics: Mapping[str, Any], image: tf.Tensor) -> tf.Tensor:
         error = tf.square(image[:, None] - self.warped) * self.weights[..., None]
         return self.scale * tf.reduce_sum(tf.reduce_mean(error, axis=[2, 3, 4]), axis=1)
 

@@ -38,7 +38,8 @@ def plot_losses(table: Mapping[str, list[float]], path: Path) -> None:
 
 
 def plot_frames(table: Mapping[str, list[float]], path: Path) -> None:
-    """A video's losses per frame, each at the frame's last iteration, log y axis."""
+    """A video's losses per frame, each at the frame's last iteration (of its last pass), log y
+    axis."""
     last = {int(frame): row for row, frame in enumerate(table["frame"])}
     _log_plot({name: [(frame, table[name][row]) for frame, row in sorted(last.items())]
                for name in _terms(table)}, "frame",
@@ -46,7 +47,7 @@ def plot_frames(table: Mapping[str, list[float]], path: Path) -> None:
 
 
 def _terms(table: Mapping[str, list[float]]) -> list[str]:
-    return [c for c in table if c not in ("frame", *FIXED, "size")]
+    return [c for c in table if c not in ("pass", "frame", *FIXED, "size")]
 
 
 def _log_plot(series: Mapping[str, list[tuple[float, float]]], x: str, y: str, path: Path

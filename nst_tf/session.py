@@ -97,7 +97,8 @@ class Session:
         return (weights.backbone, weights.digest, settings.model.pooling.value,
                 settings.precision.value, tuple(settings.terms), settings.loss_scale,
                 settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
-                settings.jit_compile, regions)
+                settings.jit_compile, regions,
+                settings.video.enabled, settings.video.long_term)  # the temporal term, its frames
 
     def transfer(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
                  regions: int = 0, batch: int = 1) -> tuple[StyleTransfer, bool]:

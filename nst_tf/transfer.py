@@ -17,6 +17,7 @@ from nst_tf import losses
 from nst_tf.errors import Stopped, UserError, pause_point, stop_signals_noted
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
+from nst_tf.tiling import TiledExtractor, TiledObjective
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,20 @@ class StyleTransfer:
         optimizer_params: Mapping[str, object],
         jit_compile: bool = False,
         batch: int = 1,
+        tile: int | None = None,
     ) -> None:
         self.extractor = extractor
         self.terms = tuple(terms)
         self.shape = shape
         self.batch = batch
+        # With `tile`, the objective is computed tile by tile (nst_tf.tiling), exactly.
+        self.tiled = TiledObjective(extractor, terms, shape, tile) if tile else None
         # What the objective returns per member, in this order: the weighted total, each term.
         self.value_names = ("total", *(term.name for term in self.terms))
         height, width = shape
         self.image = tf.Variable(tf.zeros([batch, height, width, 3]), name="image")
         for term in self.terms:
-            term.build(extractor, shape, batch)
+            term.build(TiledExtractor(extractor, tile) if tile else extractor, shape, batch)
         self.term_weights = tf.Variable(tf.zeros([batch, len(self.terms)]), name="term_weights")
         # Members still optimised; an ended one (diverged) keeps its image from then on.
         self.active = tf.Variable(tf.ones([batch], tf.bool), name="active")
@@ -96,12 +100,19 @@ class StyleTransfer:
 
     def _values(self, image: tf.Tensor) -> tf.Tensor:
         """(B, 1 + terms): each member's weighted total, then each term unweighted."""
+        if self.tiled:
+            return self._with_total(self.tiled.values(image))
         features = self.extractor(image)
-        values = tf.stack([term.value(features, image) for term in self.terms], axis=1)
+        return self._with_total(
+            tf.stack([term.value(features, image) for term in self.terms], axis=1))
+
+    def _with_total(self, values: tf.Tensor) -> tf.Tensor:
         total = tf.reduce_sum(self.term_weights * values, axis=1, keepdims=True)
         return tf.concat([total, values], axis=1)
 
     def _values_and_grad(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if self.tiled:
+            return self.tiled.values_and_grad(image, self._with_total)
         with tf.GradientTape() as tape:
             tape.watch(image)
             values = self._values(image)

