@@ -16,6 +16,7 @@ from nst_tf.errors import UserError
 CONF_PACKAGE = "nst_tf.conf"
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))  # where that is on disk, to read presets
 MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
+MIN_TILE = 64  # px: smaller tiles are mostly margin
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
 
@@ -159,6 +160,9 @@ class RunConfig:
     scales: list[int] = field(default_factory=list)
     # Iterations at each of `scales`, one per scale; null = `iterations` at every scale.
     scale_iterations: list[int] | None = None
+    # Compute the objective tile by tile, exactly (nst_tf.tiling): auto (only where the whole
+    # image would not fit; the memory check picks the tile), none (never), or N (N-px tiles).
+    tile: str = "auto"
     style_scale: float = 1.0
     iterations: int = 500
     init: Init = Init.noise
@@ -222,6 +226,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise UserError("resume continues one size; drop scales=... (or resume its last scale)")
     if run.iterations < 1:
         raise UserError(f"iterations={run.iterations} must be >= 1")
+    if run.tile not in ("auto", "none") and not (run.tile.isdigit() and int(run.tile) >= MIN_TILE):
+        raise UserError(f"tile={run.tile} is not a tile size; use tile=auto, tile=none or tile=N "
+                        f"with N >= {MIN_TILE} px")
     if run.scale_iterations is not None:
         if len(run.scale_iterations) != len(run.scales):
             raise UserError(f"scale_iterations has {len(run.scale_iterations)} values for "

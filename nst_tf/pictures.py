@@ -14,7 +14,7 @@ from nst_tf.backbones import DEFAULT_BACKBONE, get_backbone
 from nst_tf.config import CONF_DIR, MAX_SIZE, MIN_SIZE, ImageConfig, RunConfig
 from nst_tf.errors import UserError
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
-from nst_tf.memory import check_memory
+from nst_tf.memory import Tiling, plan_tiling
 from nst_tf.resume import Checkpoint
 
 
@@ -38,9 +38,9 @@ class Pictures:
             for style, scale in zip(self.styles, self.scales, strict=True)
         ]
 
-    def check(self, settings: RunConfig, batch: int = 1) -> None:
+    def check(self, settings: RunConfig, batch: int = 1) -> list[Tiling]:
         """Refuse, before anything is allocated, images too thin for VGG19 or too big to fit
-        (`batch` runs of them at once)."""
+        (`batch` runs of them at once); how each size is computed (whole or in tiles)."""
         key = "scales" if settings.scales else "size"
         for size in settings.scales or [settings.size]:
             content, styles = self.plan(size)
@@ -48,11 +48,14 @@ class Pictures:
                          f"{key}={size}", size)
             for path, style, planned in zip(self.style_paths, self.styles, styles, strict=True):
                 _check_sides("style", path, style.size, planned, f"{key}={size}", size)
-        size = max(settings.scales or [settings.size])
-        content, styles = self.plan(size)
         history = getattr(settings.optimizer, "history_size", 0)
-        check_memory(key, size, content, max(w * h for w, h in styles), settings.optimizer.name,
-                     history, batch=batch)
+        tilings = []
+        for size in settings.scales or [settings.size]:
+            content, styles = self.plan(size)
+            tilings.append(plan_tiling(settings.tile, key, size, content,
+                                       max(w * h for w, h in styles), settings.optimizer.name,
+                                       history, batch=batch))
+        return tilings
 
     def at_size(self, size: int, colors: str) -> "Scaled":
         """Everything one scale optimises against, `size` px on the content's long side."""

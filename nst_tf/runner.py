@@ -39,6 +39,7 @@ from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.rundir import check_run_dir, resume_override, write_settings
 from nst_tf.schedule import Schedule
 from nst_tf.session import SESSION, Session
+from nst_tf.tiling import tileable
 from nst_tf.transfer import Member, Outcome, Progress, Weights, optimise_batch
 from nst_tf.weights import VGGWeights
 
@@ -126,8 +127,14 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
     summary["cache"] = str(cache_dir)
     pictures = read_pictures(settings, images_dir, cache_dir, content)
-    pictures.check(settings)
-    schedule = Schedule.of(settings, checkpoint)
+    tilings = pictures.check(settings)
+    tiled = next((tiling for tiling in tilings if tiling.tile), None)
+    untileable = [term.name for term in loss_terms(settings) if not tileable(term)]
+    if tiled and untileable:
+        raise UserError(f"the {untileable[0]} loss term cannot be computed in tiles (it reads "
+                        f"features but states no statistics), and this run is tiled "
+                        f"({tiled.why}); use a smaller size, or drop +terms.{untileable[0]}")
+    schedule = Schedule.of(settings, checkpoint, [tiling.tile for tiling in tilings])
     if checkpoint:
         check_resume(checkpoint, settings, pictures.plan(schedule.stages[0].size)[0])
     vgg = session.weights(settings, cache_dir)
@@ -147,6 +154,9 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
         "tensorflow": tf.__version__,
         "resumed_from": str(checkpoint.image) if checkpoint else None,
         "stages": [],
+        "tiling": [{"size": stage.size, "tile": tiling.tile, "why": tiling.why,
+                    "estimate_gib": round(tiling.estimate / 2**30, 2)}
+                   for stage, tiling in zip(schedule.stages, tilings, strict=True)],
     })
     return Prepared(job, cfg, settings, checkpoint, pictures, vgg, schedule)
 
@@ -184,7 +194,11 @@ def run_group(group: Sequence[Prepared], session: Session = SESSION) -> int | No
                  f"; {len(running)} runs in one batch" if len(running) > 1 else "")
         lead = group[running[0]]
         transfer, reused = session.transfer(step_settings, lead.weights, shape,
-                                            len(lead.pictures.masks), batch=len(running))
+                                            len(lead.pictures.masks), len(running), stage.tile)
+        if transfer.tiled:
+            log.info("scale %d/%d: %d tiles of up to %d px (%s)", number, len(schedule.stages),
+                     len(transfer.tiled.tiles), stage.tile,
+                     lead.job.summary["tiling"][number - 1]["why"])
         transfer.start_batch(members)
         callbacks = []
         for member, i in enumerate(running):
@@ -193,6 +207,7 @@ def run_group(group: Sequence[Prepared], session: Session = SESSION) -> int | No
                 "style_sizes": [list(s) for s in scaled[i].style_sizes],
                 "compile_seconds": transfer.compile_seconds, "reused_compiled_step": reused,
                 "batch": len(running), "member": member,
+                "tiles": len(transfer.tiled.tiles) if transfer.tiled else 1, "tile": stage.tile,
             })
             callbacks.append(_callbacks(group[i], scaled[i], stage.iterations, logs, i,
                                         transfer.value_names, member))

@@ -1,6 +1,7 @@
 """A run's course: the sizes it optimises at (coarse to fine), the iterations at each, and
 where a resumed run counts on from. Drivers walk its stages instead of writing the loop."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nst_tf.config import RunConfig
@@ -9,10 +10,12 @@ from nst_tf.resume import Checkpoint
 
 @dataclass(frozen=True)
 class Stage:
-    """`iterations` at `size` px on the content's long side."""
+    """`iterations` at `size` px on the content's long side, computed in tiles of `tile` px
+    (None: the whole image at once)."""
 
     size: int
     iterations: int
+    tile: int | None = None
 
 
 @dataclass(frozen=True)
@@ -25,13 +28,16 @@ class Schedule:
     seconds: float = 0.0
 
     @classmethod
-    def of(cls, settings: RunConfig, checkpoint: Checkpoint | None = None) -> "Schedule":
+    def of(cls, settings: RunConfig, checkpoint: Checkpoint | None = None,
+           tiles: Sequence[int | None] = ()) -> "Schedule":
+        """`tiles`: each stage's tile size, as the memory check chose (none: all whole)."""
         sizes = settings.scales or [settings.size]
         iterations = list(settings.scale_iterations or [settings.iterations] * len(sizes))
+        tiles = list(tiles) or [None] * len(sizes)
         if checkpoint is None:
-            return cls(tuple(map(Stage, sizes, iterations)))
+            return cls(tuple(map(Stage, sizes, iterations, tiles)))
         iterations[0] = settings.iterations - checkpoint.iteration
-        return cls(tuple(map(Stage, sizes, iterations)), checkpoint.iteration,
+        return cls(tuple(map(Stage, sizes, iterations, tiles)), checkpoint.iteration,
                    checkpoint.seconds)
 
     @property

@@ -84,11 +84,12 @@ class Session:
         return self._extractors[key]
 
     def build(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
-              regions: int = 0, batch: int = 1) -> StyleTransfer:
-        """A new compiled step for these settings, image shape and batch (traced, run once)."""
+              regions: int = 0, batch: int = 1, tile: int | None = None) -> StyleTransfer:
+        """A new compiled step for these settings, image shape and batch (traced, run once),
+        computed in tiles of `tile` px if given."""
         return StyleTransfer(self.extractor(settings, weights), loss_terms(settings, regions),
                              shape, settings.optimizer.name, optimizer_params(settings),
-                             jit_compile=settings.jit_compile, batch=batch)
+                             jit_compile=settings.jit_compile, batch=batch, tile=tile)
 
     @staticmethod
     def step_key(settings: RunConfig, weights: VGGWeights, regions: int = 0) -> tuple:
@@ -101,17 +102,18 @@ class Session:
                 settings.video.enabled, settings.video.long_term)  # the temporal term, its frames
 
     def transfer(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
-                 regions: int = 0, batch: int = 1) -> tuple[StyleTransfer, bool]:
-        """The compiled step for these settings, image shape and batch, and whether it was
-        reused."""
+                 regions: int = 0, batch: int = 1, tile: int | None = None
+                 ) -> tuple[StyleTransfer, bool]:
+        """The compiled step for these settings, image shape, batch and tiles, and whether it
+        was reused."""
         key = (*self.step_key(settings, weights, regions), tuple(settings.content_layers),
-               tuple(settings.style_layers), shape, batch)
+               tuple(settings.style_layers), shape, batch, tile)
         if key in self._transfer:
             log.info("reusing the compiled step")
             return self._transfer[key], True
         started = time.perf_counter()
         self._transfer.clear()  # one compiled step at a time: each holds image-sized state
-        self._transfer[key] = self.build(settings, weights, shape, regions, batch)
+        self._transfer[key] = self.build(settings, weights, shape, regions, batch, tile)
         log.info("built the model and compiled the step%s in %.1f s",
                  f" for {batch} images" if batch > 1 else "", time.perf_counter() - started)
         return self._transfer[key], False

@@ -115,6 +115,12 @@ class TiledObjective:
                              "cannot be computed tile by tile")
         self.extractor, self.terms = extractor, tuple(terms)
         self.tiles = plan(shape, tile, extractor.reaches())
+        # Each tile's work is a function of its own, called, not inlined, so its activations
+        # are freed when it returns; each call takes the running sum the one before returned,
+        # so the calls run one after another: one tile's activations in memory at a time.
+        self._tile_statistics = [_separate(self._add_statistics, tile) for tile in self.tiles]
+        self._tile_gradient = [_separate(self._add_gradient, tile) for tile in self.tiles]
+        self._reads_features = any(term.layers for term in self.terms)
 
     def values(self, image: tf.Tensor) -> tf.Tensor:
         return self._combine(self._gather(image), image)
@@ -130,39 +136,49 @@ class TiledObjective:
             summed = tf.reduce_sum(values[:, 0])
         slopes, grad = tape.gradient(summed, [statistics, image],
                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        height, width = image.shape[1:3]
-        for tile in self.tiles if any(term.layers for term in self.terms) else ():
-            top, bottom, left, right = tile.crop
-            # One tile at a time: its activations are freed before the next one's are made.
-            with tf.control_dependencies([grad]):
-                crop = tf.identity(image[:, top:bottom, left:right])
-            with tf.GradientTape() as tape:
-                tape.watch(crop)
-                parts = self._statistics(crop, tile)
-                weighted = tf.add_n([tf.reduce_sum(slope * part) for slope, part in zip(
-                    tf.nest.flatten(slopes), tf.nest.flatten(parts), strict=True)])
-            part_grad = tape.gradient(weighted, crop)
-            grad = grad + tf.pad(part_grad, [[0, 0], [top, height - bottom],
-                                             [left, width - right], [0, 0]])
+        for add_gradient in self._tile_gradient if self._reads_features else ():
+            grad = add_gradient(image, slopes, grad)
         return values, grad
 
     def _statistics(self, crop: tf.Tensor, tile: Tile) -> list[dict[str, Any]]:
+        """Each term's statistics of the part `tile` owns, from its crop."""
         features = tile.owned_features(self.extractor(crop))
         return [term.statistics(features, tile.region) if term.layers else {}
                 for term in self.terms]
 
+    def _add_statistics(self, image: tf.Tensor, total: Any, tile: Tile) -> list[dict[str, Any]]:
+        """`total` (None for the first tile) plus the tile's statistics."""
+        top, bottom, left, right = tile.crop
+        part = self._statistics(image[:, top:bottom, left:right], tile)
+        return part if total is None else tf.nest.map_structure(tf.add, total, part)
+
+    def _add_gradient(self, image: tf.Tensor, slopes: list[dict[str, Any]], grad: tf.Tensor,
+                      tile: Tile) -> tf.Tensor:
+        """`grad` plus the gradient of the tile's statistics weighted by `slopes`."""
+        top, bottom, left, right = tile.crop
+        crop = image[:, top:bottom, left:right]
+        with tf.GradientTape() as tape:
+            tape.watch(crop)
+            parts = self._statistics(crop, tile)
+            weighted = tf.add_n([tf.reduce_sum(slope * part) for slope, part in zip(
+                tf.nest.flatten(slopes), tf.nest.flatten(parts), strict=True)])
+        height, width = image.shape[1:3]
+        return grad + tf.pad(tape.gradient(weighted, crop), [
+            [0, 0], [top, height - bottom], [left, width - right], [0, 0]])
+
     def _gather(self, image: tf.Tensor) -> list[dict[str, Any]]:
         """Pass one: every term's statistics of the whole image, added up tile by tile."""
         total = None
-        for tile in self.tiles:
-            top, bottom, left, right = tile.crop
-            with tf.control_dependencies(tf.nest.flatten(total) if total else []):
-                crop = tf.identity(image[:, top:bottom, left:right])
-            part = self._statistics(crop, tile)
-            total = part if total is None else tf.nest.map_structure(tf.add, total, part)
+        for add_statistics in self._tile_statistics:
+            total = add_statistics(image, total)
         return total
 
     def _combine(self, statistics: Sequence[Mapping[str, Any]], image: tf.Tensor) -> tf.Tensor:
         return tf.stack([term.combine(stats, image) if type(term).value is LossTerm.value
                          else term.value({}, image)
                          for term, stats in zip(self.terms, statistics, strict=True)], axis=1)
+
+
+def _separate(fn: Callable[..., Any], tile: Tile) -> Callable[..., Any]:
+    """`fn`(..., tile) for this tile, as a function the enclosing graph calls, not inlines."""
+    return tf.function(lambda *args: fn(*args, tile), experimental_attributes={"_noinline": True})

@@ -130,7 +130,8 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
     job.claimed = True
     write_settings(out, job.cfg)
     shape = p.pictures.at_size(settings.size, settings.color.value).content.shape[:2]
-    transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks))
+    transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks),
+                                   tile=p.schedule.stages[0].tile)
     late: list[int] = []
     course = Course(job, p, transfer, plan, loss_weights(settings), clip, rows, late)
     with stop_signals_noted(late):  # between frames too: the finished ones are saved

