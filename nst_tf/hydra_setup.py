@@ -83,4 +83,18 @@ def config_error_message(error: Exception) -> str:
     if "not in" in first and key and is_dataclass(schema):
         known = ", ".join(sorted(f.name for f in fields(schema)))
         return f"unknown config key '{key}'; known keys: {known}"
+    node = _settings_node(schema, key)
+    if "Invalid type assigned" in first and node:
+        names = [f.name for f in fields(node)]
+        example = f"{key}.enabled=true" if "enabled" in names else f"{key}.{names[0]}=..."
+        return (f"{key} is a group of settings, not a value: set one of them, e.g. {example} "
+                f"(its keys: {', '.join(names)})")
     return f"{key}: {first}" if key else first
+
+
+def _settings_node(schema: object, key: str | None) -> type | None:
+    """The dataclass of `key`'s settings in `schema` (e.g. VideoConfig for 'video'), if any."""
+    if not (key and is_dataclass(schema)):
+        return None
+    kind = next((f.type for f in fields(schema) if f.name == key), None)
+    return kind if is_dataclass(kind) else None

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from nst_tf.hydra_setup import PLUGIN_EXTRAS, config_error_message, presets
-from tests.helpers import run_nst, run_script
+from tests.helpers import compose_config, run_nst, run_script
 
 
 def test_help_is_ours_with_the_presets_and_no_internal_groups():
@@ -38,6 +38,15 @@ def test_a_plugin_that_is_not_installed_names_its_extra(config):
     extra = PLUGIN_EXTRAS[config]
     message = config_error_message(error)
     assert f"pip install 'nst-tf[{extra}]'" in message and "choose one of" not in message
+
+
+@pytest.mark.parametrize(("override", "example"), [("video=true", "video.enabled=true"),
+                                                   ("model=3", "model.backbone=...")])
+def test_a_value_given_to_a_group_of_settings_names_one_of_its_keys(override, example):
+    with pytest.raises(Exception) as error:
+        compose_config(override)
+    message = config_error_message(error.value)
+    assert "is a group of settings" in message and example in message, message
 
 
 def test_ray_launcher_without_ray_is_one_line(tmp_path):
