@@ -245,11 +245,16 @@ def _first_image(p: Prepared, pictures: Scaled, previous: np.ndarray | None,
     resumed snapshot, or the run's `init`."""
     keras.utils.set_random_seed(p.settings.seed)
     if previous is not None:
-        return tf.image.resize(previous, shape, method="bicubic").numpy()
+        return upsampled(previous, shape)
     if p.checkpoint:
         return resume_image(p.checkpoint, p.settings)
     return initial_image(p.settings.init.value, pictures.content, pictures.stretched,
                          p.settings.seed, p.settings.model.backbone)
+
+
+def upsampled(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A coarser stage's result at the next stage's (height, width)."""
+    return tf.image.resize(image, shape, method="bicubic").numpy()
 
 
 def _union_of_layers(group: Sequence[Prepared]) -> RunConfig:

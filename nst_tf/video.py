@@ -6,9 +6,7 @@ a stop saves the frame in progress, and resume= continues with it, never redoing
 one. With video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
 
 import dataclasses
-import json
 import logging
-import os
 import shutil
 import signal
 import time
@@ -20,27 +18,24 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from nst_tf import color
 from nst_tf import video_passes as passes
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
 from nst_tf.clips import Clip, frame_name, is_clip, open_clip, write_video
 from nst_tf.config import FrameStart
-from nst_tf.errors import UserError, pause_point, stop_signals_noted
-from nst_tf.images import read_rgb, save_png, to_array
+from nst_tf.errors import pause_point, stop_signals_noted
+from nst_tf.images import save_png
 from nst_tf.objective import frames_back, loss_weights
 from nst_tf.pictures import Scaled, initial_image
 from nst_tf.report import plot_frames, read_losses
 from nst_tf.resume import resumed_config
 from nst_tf.rundir import resume_override, write_settings
-from nst_tf.runner import Job, Prepared, prepare
+from nst_tf.runner import Job, Prepared, prepare, upsampled
 from nst_tf.session import SESSION, Session
 from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights, optimise_batch
 from nst_tf.video_passes import Frames
+from nst_tf.video_resume import SNAPSHOT, image_from, take_over
 
 log = logging.getLogger("nst_tf")
-
-_SNAPSHOT = "snapshots/frame_{:05d}"  # the frame in progress, as a still run's snapshots
-
 
 def is_video(cfg: DictConfig) -> bool:
     """A clip file as content.path, frames with video.enabled, or resume= of a video run."""
@@ -73,10 +68,6 @@ def run_video(job: Job, session: Session = SESSION) -> int | None:
         earlier = Path(cfg.resume).expanduser()
         cfg = resumed_config(cfg, earlier, job.overrides)
         cfg.resume = None  # this run starts fresh in its own dir, from the earlier frames
-    if cfg.scales:
-        # Only a first frame would gain: every later one starts from its warped predecessor.
-        raise UserError("a video runs each frame at one size (later frames start from the "
-                        "previous result warped, not from noise); drop scales=... and give size=N")
     cfg.video.enabled = True
     job.cfg = cfg
     with open_clip(cfg.content.path, cfg.video.fps) as clip:  # its reader ends with the run
@@ -96,15 +87,19 @@ class Course:
     clip: Clip
     rows: list[dict[str, float]]
     late: list[int]
+    session: Session = SESSION
     contents: dict[int, np.ndarray] = field(default_factory=dict)
     logging: bool = False  # losses.csv begun by this run
+    coarse_steps: dict[int, StyleTransfer] = field(default_factory=dict)  # by size
 
-    def frame(self, index: int) -> Scaled:
-        settings = self.p.settings
+    def frame(self, index: int, size: int | None = None) -> Scaled:
+        """Frame `index` at `size` (default: the clip's, the run's last scale)."""
         picture = dataclasses.replace(self.p.pictures,
                                       content=Image.fromarray(self.clip.frame(index)))
-        frame = picture.at_size(settings.size, settings.color.value)
-        self.contents[index] = frame.content_rgb
+        frame = picture.at_size(size or self.p.schedule.stages[-1].size,
+                                self.p.settings.color.value)
+        if size is None:
+            self.contents[index] = frame.content_rgb
         return frame
 
     def tag(self, index: int, pass_no: int) -> dict[str, int]:
@@ -116,24 +111,26 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
     p = prepare(job, session, content=Image.fromarray(clip.frame(0)))
     settings, out, video = p.settings, p.out, p.settings.video
     count = min(clip.info.frames, video.frames or clip.info.frames)
-    first_iterations = video.iterations_first or settings.iterations
+    final = p.schedule.stages[-1]  # the clip's size; any scales before it are coarse
+    first_iterations = video.iterations_first or final.iterations
     later = video.iterations or max(1, first_iterations // 2)
     plan = Frames(count, first_iterations, later, passes=video.passes,
-                  pass_iterations=video.pass_iterations or later)
+                  pass_iterations=video.pass_iterations or later,
+                  coarse=p.schedule.stages[:-1])
     results: dict[int, np.ndarray] = {}
     rows: list[dict[str, float]] = []
     job.summary.update(frames=[], passes=[])
     if earlier:
-        plan, results, rows = _take_over(earlier, out, plan, p)
+        plan, results, rows = take_over(earlier, out, plan, p)
     job.summary["video"] = {"frames": count, "fps": clip.info.fps, "size": clip.info.size,
                             "first": plan.done, "passes": plan.passes}
     job.claimed = True
     write_settings(out, job.cfg)
-    shape = p.pictures.at_size(settings.size, settings.color.value).content.shape[:2]
+    shape = p.pictures.at_size(final.size, settings.color.value).content.shape[:2]
     transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks),
-                                   tile=p.schedule.stages[0].tile)
+                                   tile=final.tile)
     late: list[int] = []
-    course = Course(job, p, transfer, plan, loss_weights(settings), clip, rows, late)
+    course = Course(job, p, transfer, plan, loss_weights(settings), clip, rows, late, session)
     with stop_signals_noted(late):  # between frames too: the finished ones are saved
         for pass_no in range(plan.passes_done + 1, plan.passes + 1):
             finished, signum = _pass(course, pass_no, results)
@@ -160,7 +157,7 @@ def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool
         frame = c.frame(index)
         previous = _previous(c, index, frame.content_rgb, results, passes.direction(pass_no))
         first = 0 if later or index != plan.done else plan.started
-        start = (passes.blended(_image_from(p, p.out / "frames" / frame_name(index)), previous,
+        start = (passes.blended(image_from(p, p.out / "frames" / frame_name(index)), previous,
                          video.blend) if later else _start(c, index, frame, previous, first))
         image, signum = _make_frame(c, index, frame, start, previous, pass_no, first, folder)
         if image is None:
@@ -186,85 +183,33 @@ def _make_frame(c: Course, index: int, frame: Scaled, start: np.ndarray, previou
     """Optimise frame `index` from `start`, tied to `previous`, and write it into `folder`.
     Returns its result; None, with the stop signal if any, once the run has ended here."""
     p = c.p
-    member = Member(frame.content, list(zip(frame.styles, p.pictures.blend, strict=True)),
-                    start, c.weights, frame.masks, previous)
     if c.late:
         _ended(c, Outcome("interrupted", first, None), c.late[0], index, pass_no)
         return None, c.late[0]
-    c.transfer.start_batch([member])
+    coarse: list[dict[str, float]] = []
+    if start is None:
+        start, ended = _coarse_to_fine(c, index, frame.content.shape[:2], coarse)
+        if start is None:
+            _ended(c, *ended, index, pass_no)
+            return None, ended[1]
+    c.transfer.start_batch([_member(c, frame, start, previous)])
     outcome, signum = _optimise(c, index, frame, pass_no, first)
     pause_point("save", lambda: bool(c.late))
     image = c.transfer.result(0)
     if outcome.status == "ok":
         save_png(folder / frame_name(index), p.show(image, frame.content_rgb))
-        shutil.rmtree(p.out / _SNAPSHOT.format(index), ignore_errors=True)
+        shutil.rmtree(p.out / SNAPSHOT.format(index), ignore_errors=True)
     progress = outcome.progress
     c.job.summary["frames"].append({
         **c.tag(index, pass_no), "status": outcome.status, "iterations": outcome.iteration,
         "seconds": progress.seconds if progress else None,
-        "final": dict(progress.values) if progress else None})
+        "final": dict(progress.values) if progress else None, **(
+            {"coarse": coarse} if coarse else {})})
     signum = signum or (c.late[0] if c.late else None)
     if outcome.status != "ok" or signum is not None:
         _ended(c, outcome, signum, index, pass_no)
         return None, signum
     return image, None
-
-
-def _take_over(earlier: Path, out: Path, plan: Frames, p: Prepared
-               ) -> tuple[Frames, dict[int, np.ndarray], list[dict[str, float]]]:
-    """Link the earlier run's finished frames (of its last whole pass) into this run, take its
-    loss rows and the frame in progress, and say where to go on. A pass it left unfinished
-    after the first is begun again."""
-    done = 0
-    while (earlier / "frames" / frame_name(done)).is_file() and done < plan.count:
-        done += 1
-    whole = passes.passes_done(earlier) if done == plan.count else 0
-    if whole >= plan.passes:
-        raise UserError(f"resume: {earlier} already made all {plan.count} frames; nothing to "
-                        "continue (its result.mp4 is the clip)")
-    (out / "frames").mkdir(parents=True, exist_ok=True)
-    results = {}
-    for index in range(done):
-        _link(passes.source(earlier, whole, index), out / "frames" / frame_name(index))
-        if index >= done - max(frames_back(p.settings.video)):
-            results[index] = _image_from(p, out / "frames" / frame_name(index))
-    snapshots = sorted((earlier / _SNAPSHOT.format(done)).glob("iter_*.png"))
-    started = int(snapshots[-1].stem.split("_")[1]) if snapshots else 0
-    if snapshots:
-        target = out / _SNAPSHOT.format(done)
-        target.mkdir(parents=True)
-        shutil.copyfile(snapshots[-1], target / snapshots[-1].name)
-
-    def kept(pass_no: float, frame: float, iteration: float = -1) -> bool:
-        # Whole passes, and in a first pass the frames before the stop and the stopped
-        # frame's rows up to its snapshot (a record of it: never, it did not finish).
-        return pass_no <= whole or pass_no == 1 and (
-            frame < done or frame == done and 0 <= iteration < started)
-
-    rows = []
-    if (earlier / "losses.csv").is_file():
-        table = read_losses(earlier / "losses.csv")
-        keep = [i for i, frame in enumerate(table.get("frame", [])) if kept(
-            table["pass"][i] if "pass" in table else 1, frame, table["iteration"][i])]
-        rows = [{name: int(values[i]) if name in ("pass", "frame", "iteration") else values[i]
-                 for name, values in table.items()} for i in keep]
-    try:
-        record = json.loads((earlier / "summary.json").read_text())
-    except (OSError, ValueError):
-        record = {}  # its summary lost: the frames and rows are what counts
-    p.job.summary.update(resumed_from=str(earlier), frames=[
-        f for f in record.get("frames", []) if f.get("status") == "ok" and
-        kept(f.get("pass", 1), f.get("frame", done))], passes=[
-        r for r in record.get("passes", []) if r.get("pass", 0) <= whole])
-    plan = dataclasses.replace(plan, done=done, started=started, passes_done=whole)
-    return plan, results, rows
-
-
-def _image_from(p: Prepared, path: Path) -> np.ndarray:
-    """A written frame or snapshot back in the space the optimisation works in (colour modes
-    optimise another image than the one shown)."""
-    image, _ = color.prepare(p.settings.color.value, to_array(read_rgb(path)))
-    return image
 
 
 def _previous(c: Course, index: int, frame: np.ndarray, results: dict[int, np.ndarray],
@@ -297,17 +242,59 @@ def _forget_far(kept: dict[int, np.ndarray], index: int, video) -> None:
         del kept[old]
 
 
-def _start(c: Course, index: int, frame: Scaled, previous, first: int) -> np.ndarray:
+def _member(c: Course, frame: Scaled, start: np.ndarray, previous=()) -> Member:
+    return Member(frame.content, list(zip(frame.styles, c.p.pictures.blend, strict=True)),
+                  start, c.weights, frame.masks, previous)
+
+
+def _start(c: Course, index: int, frame: Scaled, previous, first: int) -> np.ndarray | None:
     """A first-pass frame's first image: the snapshot it was stopped at (`first` iterations
-    in), the previous result warped (Ruder et al.), or the run's init, its noise drawn from
-    seed + index (so that frame 0 starts as a still image with that seed would)."""
-    settings = c.p.settings
+    in), the previous result warped (Ruder et al.), or the run's init; None for the init
+    through the coarse scales (`scales=[...]`), which _coarse_to_fine runs."""
     if first:
-        return _image_from(c.p, c.p.out / _SNAPSHOT.format(index) / f"iter_{first:05d}.png")
-    if previous and settings.video.start == FrameStart.warped:
+        return image_from(c.p, c.p.out / SNAPSHOT.format(index) / f"iter_{first:05d}.png")
+    if previous and c.p.settings.video.start == FrameStart.warped:
         return previous[0][0]
+    return None if c.plan.coarse else _initial(c, index, frame)
+
+
+def _initial(c: Course, index: int, frame: Scaled) -> np.ndarray:
+    """The run's init for frame `index`, its noise drawn from seed + index (so that frame 0
+    starts as a still image with that seed would)."""
+    settings = c.p.settings
     return initial_image(settings.init.value, frame.content, frame.stretched,
                          settings.seed + index, settings.model.backbone)
+
+
+def _coarse_to_fine(c: Course, index: int, shape: tuple[int, int], records: list[dict[str, float]]
+                    ) -> tuple[np.ndarray | None, tuple[Outcome, int | None]]:
+    """Frame `index` from init through the coarse scales, each starting from the one before
+    upsampled, as a still run goes; the result upsampled to `shape`, the clip's size (None, and
+    how the run ended, after a stop). These steps read no earlier frame: the temporal targets
+    are at the clip's size, where the frame goes on. Each scale's step is kept for the next
+    frame that starts from init."""
+    settings, image, outcome, signum = c.p.settings, None, Outcome("ok", 0, None), None
+    for stage in c.plan.coarse:
+        frame = c.frame(index, stage.size)
+        at = frame.content.shape[:2]
+        if stage.size not in c.coarse_steps:
+            c.coarse_steps[stage.size] = c.session.build(
+                settings, c.p.weights, at, len(c.p.pictures.masks), tile=stage.tile)
+        transfer = c.coarse_steps[stage.size]
+        transfer.start_batch([_member(c, frame, _initial(c, index, frame) if image is None
+                                      else upsampled(image, at))])
+        bar = [ProgressBar(stage.iterations, description=f"frame {index + 1} at {stage.size} px",
+                           position=1)] if settings.progress else []
+        (outcome,), signum = optimise_batch(transfer, stage.iterations, [bar])
+        if outcome.status != "ok" or signum is not None:
+            if signum is not None or outcome.status == "interrupted":
+                # nothing of the frame is saved: resume= makes it again from init
+                outcome = dataclasses.replace(outcome, status="interrupted", iteration=0)
+            return None, (outcome, signum)
+        image = transfer.result(0)
+        records.append({"size": stage.size, "iterations": outcome.iteration,
+                        "seconds": outcome.progress.seconds})
+    return upsampled(image, shape), (outcome, signum)
 
 
 def _optimise(c: Course, index: int, frame: Scaled, pass_no: int, first: int
@@ -326,7 +313,7 @@ def _optimise(c: Course, index: int, frame: Scaled, pass_no: int, first: int
     def show(image: np.ndarray) -> np.ndarray:
         return p.show(image, frame.content_rgb)
 
-    callbacks: list = [losses, Snapshots(p.out / _SNAPSHOT.format(index), p.settings.save_every,
+    callbacks: list = [losses, Snapshots(p.out / SNAPSHOT.format(index), p.settings.save_every,
                                        show)]
     if p.settings.progress:
         callbacks.append(ProgressBar(left, description=f"frame {index + 1}", position=1))
@@ -341,7 +328,8 @@ def _ended(c: Course, outcome: Outcome, signum: int | None, index: int, pass_no:
     at = f"frame {index + 1}" + (f" of pass {pass_no}" if c.plan.passes > 1 else "")
     if signum is not None or outcome.status == "interrupted":
         signum = signum or signal.SIGTERM
-        kept = (f"saved {index} finished frames and the frame in progress" if pass_no == 1 else
+        progress = " and the frame in progress" if outcome.iteration else ""
+        kept = (f"saved {index} finished frames{progress}" if pass_no == 1 else
                 f"frames/ holds pass {pass_no - 1}, whole (resume= begins pass {pass_no} again)")
         summary.update(status="interrupted", interrupted=True, exit_code=128 + signum, reason=(
             f"stopped by {signal.Signals(signum).name} at {at} (iteration {outcome.iteration}); "
@@ -378,12 +366,3 @@ def _plot(out: Path) -> None:
 def _time_left(spent: float, made: int, left: int) -> str:
     each = spent / max(made, 1)
     return f"{each:.1f} s a frame, about {each * left / 60:.1f} min to go" if left else "done"
-
-
-def _link(origin: Path, target: Path) -> None:
-    """A hard link where the file system allows it (a frame is replaced, never rewritten in
-    place), else a copy."""
-    try:
-        os.link(origin, target)
-    except OSError:
-        shutil.copyfile(origin, target)

@@ -17,13 +17,15 @@ import numpy as np
 
 from nst_tf.clips import frame_name
 from nst_tf.files import write_atomic
+from nst_tf.schedule import Stage
 
 MARKER = "passes.json"  # {"done": N}: the passes finished (none: a single-pass run)
 
 
 @dataclass(frozen=True)
 class Frames:
-    """The video's course: which frames to make, the iterations of each, the passes, and where
+    """The video's course: which frames to make, the iterations of each, the passes, the
+    coarse scales a frame from init goes through (`scales=[...]` but the last), and where
     a resumed run picks up (`passes_done` whole passes; in the first, `done` frames finished
     and the next one `started` iterations in)."""
 
@@ -35,6 +37,7 @@ class Frames:
     passes: int = 1
     pass_iterations: int = 0  # each frame's in a pass after the first
     passes_done: int = 0
+    coarse: tuple[Stage, ...] = ()  # a frame starting from init goes through these first
 
     def iterations_of(self, index: int, pass_no: int = 1) -> int:
         if pass_no > 1:

