@@ -1,7 +1,8 @@
 """Video: a clip stylised frame by frame with the temporal loss of Ruder, Dosovitskiy & Brox
 (2016). Each frame is one run of the shared compiled step: its content is the frame, its
 temporal targets the earlier results warped into it by optical flow where the flow is
-reliable, and it starts from the previous result warped. Frames are written as they finish;
+reliable, and it starts from the previous result warped (a frame from init goes through any
+coarser scales first). Frames are written as they finish;
 a stop saves the frame in progress, and resume= continues with it, never redoing a finished
 one. With video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
 
@@ -36,6 +37,7 @@ from nst_tf.video_passes import Frames
 from nst_tf.video_resume import SNAPSHOT, image_from, take_over
 
 log = logging.getLogger("nst_tf")
+
 
 def is_video(cfg: DictConfig) -> bool:
     """A clip file as content.path, frames with video.enabled, or resume= of a video run."""
@@ -178,10 +180,11 @@ def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool
     return True, None
 
 
-def _make_frame(c: Course, index: int, frame: Scaled, start: np.ndarray, previous,
+def _make_frame(c: Course, index: int, frame: Scaled, start: np.ndarray | None, previous,
                 pass_no: int, first: int, folder: Path) -> tuple[np.ndarray | None, int | None]:
-    """Optimise frame `index` from `start`, tied to `previous`, and write it into `folder`.
-    Returns its result; None, with the stop signal if any, once the run has ended here."""
+    """Optimise frame `index` from `start` (None: from init through the coarse scales), tied
+    to `previous`, and write it into `folder`. Returns its result; None, with the stop signal
+    if any, once the run has ended here."""
     p = c.p
     if c.late:
         _ended(c, Outcome("interrupted", first, None), c.late[0], index, pass_no)
