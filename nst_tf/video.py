@@ -2,9 +2,9 @@
 (2016). Each frame is one run of the shared compiled step: its content is the frame, its
 temporal targets the earlier results warped into it by optical flow where the flow is
 reliable, and it starts from the previous result warped (a frame from init goes through any
-coarser scales first). Frames are written as they finish;
-a stop saves the frame in progress, and resume= continues with it, never redoing a finished
-one. With video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
+coarser scales first). Frames are written as they finish; a stop saves the frame in progress,
+and resume= continues with it, never redoing a finished one (nst_tf.video_resume). With
+video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
 
 import dataclasses
 import logging
