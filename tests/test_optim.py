@@ -556,7 +556,7 @@ def test_make_optimizer_dispatches(quadratic):
     fn, x_star = quadratic
     x = one(tf.zeros(x_star.shape))
     opt = make_optimizer("lbfgs", batched(fn), x, 2, history_size=3, line_search="strong_wolfe")
-    assert isinstance(opt, LBFGS) and opt._s.shape == (1, 3, x_star.size)
+    assert isinstance(opt, LBFGS) and opt._s.shape == (1 * 3, x_star.size)
     assert isinstance(make_optimizer("adam", batched(fn), x, 2, learning_rate=1.0), Adam)
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'; expected one of 'adam', 'lb"):
         make_optimizer("sgd", batched(fn), x, 2)
@@ -662,3 +662,31 @@ def test_a_fresh_step_moves_x_whatever_the_objectives_scale():
         losses[max_step] = [float(step()[0, 0]) for _ in range(30)]
     assert losses[0.0][-1] == losses[0.0][0]  # stuck
     assert losses[48.0][-1] < 1e-3 * losses[48.0][0]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_lbfgs_never_reads_its_whole_history(quadratic, monkeypatch, jit):
+    """Row updates put the history buffers in TensorFlow's copy-on-read mode, where a dense read
+    copies all of them: read per pair, that made each step's cost grow ~10x over a plain run.
+    Only rows may be read (a sparse gather), at any history length and batch size."""
+    from tensorflow.python.ops import resource_variable_ops
+
+    dense_reads = []
+    original = resource_variable_ops.BaseResourceVariable._read_variable_op
+
+    def spy(self, *args, **kwargs):
+        dense_reads.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(resource_variable_ops.BaseResourceVariable, "_read_variable_op", spy)
+    fn, x_star = quadratic
+    x = tf.Variable(tf.zeros([2, *x_star.shape]))
+    opt = LBFGS(lambda xs: tf.map_fn(lambda one_x: fn(one_x), xs, fn_output_signature=(
+        tf.float32, tf.float32)), x, 2, **{**TORCH_LBFGS, "history_size": 5})
+    step = tf.function(opt.step, jit_compile=jit)
+    first = step().numpy()  # traced here
+    for _ in range(30):  # the history fills and wraps
+        last = step().numpy()
+    assert dense_reads, "the spy saw no reads at all: it no longer watches the right method"
+    assert {opt._s.name, opt._y.name, opt._rho.name}.isdisjoint(dense_reads)
+    np.testing.assert_array_less(last[:, 0], 1e-3 * first[:, 0])

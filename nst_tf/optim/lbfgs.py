@@ -103,11 +103,12 @@ class LBFGS:
         self.num_evals = var(tf.constant(0, tf.int64), "num_evals")
         self.converged = var(each(False, tf.bool), "converged")
         # Per member, a ring buffer of curvature pairs: s = x_{k+1} - x_k, y = g_{k+1} - g_k,
-        # rho = 1 / y·s. Only rows [head - count, head) (mod history_size) are meaningful; the
-        # others are never read, so reset() need not clear them.
-        self._s = var(tf.zeros([batch, history_size, n]), "s")
-        self._y = var(tf.zeros([batch, history_size, n]), "y")
-        self._rho = var(tf.zeros([batch, history_size]), "rho")
+        # rho = 1 / y·s, member b's in rows b·history_size + [0, history_size). Only its rows
+        # [head - count, head) (mod history_size) are meaningful; the others are never read, so
+        # reset() need not clear them.
+        self._s = var(tf.zeros([batch * history_size, n]), "s")
+        self._y = var(tf.zeros([batch * history_size, n]), "y")
+        self._rho = var(tf.zeros([batch * history_size]), "rho")
         self._head = var(each(0, tf.int32), "head")  # next row to write
         self._count = var(each(0, tf.int32), "count")
         self._h_diag = var(each(1.0), "h_diag")  # initial inverse-Hessian scale, y·s / y·y
@@ -248,15 +249,19 @@ class LBFGS:
         ys = _dot(y, s)
         push = members & (ys > _MIN_CURVATURE)
         # Row updates in place: never materialise another [batch, history_size, n] buffer.
-        head = self._head.value()
-        rows = tf.stack([tf.range(self._batch), head], axis=1)
+        rows = self._rows(self._head.value())
         for buffer, new in ((self._s, s), (self._y, y), (self._rho, 1.0 / ys)):
             keep = tf.reshape(push, [-1] + [1] * (new.shape.rank - 1))
-            buffer.scatter_nd_update(rows, tf.where(keep, new, tf.gather(buffer, head,
-                                                                         batch_dims=1)))
+            buffer.scatter_nd_update(rows[:, None], tf.where(keep, new, tf.gather(buffer, rows)))
         self._head.assign(tf.where(push, (self._head + 1) % self._m, self._head))
         self._count.assign(tf.where(push, tf.minimum(self._count + 1, self._m), self._count))
         self._h_diag.assign(tf.where(push, ys / _dot(y, y), self._h_diag))
+
+    def _rows(self, rows: tf.Tensor) -> tf.Tensor:
+        """Where each member's row `rows[b]` is in a buffer. The buffers are only ever read at
+        these (a sparse read): row updates put a variable in TensorFlow's copy-on-read mode,
+        where a dense read copies all of it, each time."""
+        return tf.range(self._batch) * self._m + rows
 
     def _direction(self, g: tf.Tensor) -> tf.Tensor:
         """-H g by the two-loop recursion over each member's stored pairs (just -h_diag g where
@@ -264,9 +269,9 @@ class LBFGS:
         m, count, newest = self._m, self._count.value(), self._head - 1
 
         def pair(j):  # each member's j-th newest pair, and whether it has one
-            rows = tf.math.floormod(newest - j, m)
-            return (*(tf.gather(buffer, rows, batch_dims=1)
-                      for buffer in (self._s, self._y, self._rho)), j < count)
+            rows = self._rows(tf.math.floormod(newest - j, m))
+            return (*(tf.gather(buffer, rows) for buffer in (self._s, self._y, self._rho)),
+                    j < count)
 
         def newest_first(j, q, alpha):
             s, y, rho, has = pair(j)
