@@ -248,7 +248,7 @@ class LBFGS:
         y = g - self._prev_g
         ys = _dot(y, s)
         push = members & (ys > _MIN_CURVATURE)
-        # Row updates in place: never materialise another [batch, history_size, n] buffer.
+        # Row updates in place: never materialise another [batch·history_size, n] buffer.
         rows = self._rows(self._head.value())
         for buffer, new in ((self._s, s), (self._y, y), (self._rho, 1.0 / ys)):
             keep = tf.reshape(push, [-1] + [1] * (new.shape.rank - 1))
