@@ -7,7 +7,11 @@
   against the job's style target: 1 = as little style as the photo, 0 = the style's Grams);
 - deep style: the same, but scored by every job at the same deep layers (conv4_1, conv5_1)
   whatever layers it optimised, from its result.png: how much of the painting's large-scale
-  structure it has, comparable down a column of Fig. 3.
+  structure it has, comparable down a column of Fig. 3;
+- likeness to the photo, and to the painting: the correlation of result.png's pixels with the
+  content photo's, and with the first style image's stretched to the photo's shape (as init=style
+  starts), at the run's size: how much of either picture's own layout and colours the result
+  keeps, which the content loss at one deep layer barely sees (CVPR Fig. 6's starts).
 
     python scripts/loss_table.py outputs/experiments/fig3/<time>
     python scripts/loss_table.py SWEEP_DIR --json    # a list of {job, settings, content_rel, ...}
@@ -85,8 +89,15 @@ def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]
     return values
 
 
+def likeness(image: np.ndarray, other: np.ndarray) -> float:
+    """The correlation of two same-shape images' pixel values (1: the same picture up to
+    brightness and contrast, 0: unrelated)."""
+    return float(np.corrcoef(np.ravel(image), np.ravel(other))[0, 1])
+
+
 def rows(jobs: Iterable[SweepJob]) -> Iterator[dict[str, Any]]:
-    """One row per finished job, as it is measured: its dir name, swept settings, three ratios."""
+    """One row per finished job, as it is measured: its dir name, swept settings, three loss
+    ratios and two likenesses."""
     for job in jobs:
         if job.status != "ok":
             continue
@@ -95,6 +106,8 @@ def rows(jobs: Iterable[SweepJob]) -> Iterator[dict[str, Any]]:
         deep = replace(own, style_layers=DEEP_LAYERS, style_layer_weights=None)
         noise, photo = losses_at(own, "noise", "photo")
         result_deep, photo_deep = losses_at(deep, job.dir / "result.png", "photo")
+        stage = at_run_size(own)[3]
+        result = to_array(read_rgb(job.dir / "result.png"))
         yield {
             "job": job.dir.name,
             "settings": " ".join(f"{key}={format_value(value)}"
@@ -102,17 +115,21 @@ def rows(jobs: Iterable[SweepJob]) -> Iterator[dict[str, Any]]:
             "content_rel": losses["content"][-1] / noise["content"],
             "style_rel": losses["style"][-1] / photo["style"],
             "deep_style_rel": result_deep["style"] / photo_deep["style"],
+            "photo_likeness": likeness(result, stage.content_rgb),
+            "painting_likeness": likeness(result, stage.stretched),
         }
 
 
 def print_markdown(table: Iterable[dict[str, Any]]) -> None:
     """The table, a row as soon as it is measured."""
     print("| job | settings | content / noise start's | style / photo's own | "
-          f"deep style ({', '.join(DEEP_LAYERS)}) / photo's |")
-    print("|---|---|---|---|---|", flush=True)
+          f"deep style ({', '.join(DEEP_LAYERS)}) / photo's | likeness to photo | "
+          "likeness to painting |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     for r in table:
         print(f"| {r['job']} | {r['settings']} | {r['content_rel']:.3f} | {r['style_rel']:.3g} | "
-              f"{r['deep_style_rel']:.3g} |", flush=True)
+              f"{r['deep_style_rel']:.3g} | {r['photo_likeness']:.3f} | "
+              f"{r['painting_likeness']:.3f} |", flush=True)
 
 
 def main() -> None:
