@@ -51,6 +51,8 @@ def job_settings(job_dir: Path) -> RunConfig:
 def at_run_size(settings: RunConfig) -> tuple[RunConfig, Any, Any, Any]:
     """The settings with their precision chosen, the weights, the pictures and the pictures at
     the run's size: what scoring an image against a run's objective needs."""
+    # Here, not at the top: --help and a wrong sweep dir answer without loading TensorFlow.
+    import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf.pictures import read_pictures
     from nst_tf.session import SESSION
 
@@ -62,27 +64,28 @@ def at_run_size(settings: RunConfig) -> tuple[RunConfig, Any, Any, Any]:
     return settings, weights, pictures, pictures.at_size(settings.size, settings.color.value)
 
 
-def losses_at(settings: RunConfig, *images: Path | str) -> list[dict[str, float]]:
-    """The objective of `settings` at each image: a file of the run's size, the content photo
-    itself ("photo"), or the white noise the run's seed starts from ("noise")."""
-    # Here, not at the top: --help and a wrong sweep dir answer without loading TensorFlow.
-    import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
+def losses_at(settings: RunConfig, weights: Any, pictures: Any, stage: Any,
+              *images: np.ndarray | str) -> list[dict[str, float]]:
+    """The objective of `settings` (as at_run_size gives them, with its weights and pictures) at
+    each image: pixels of the run's size, the content photo itself ("photo"), or the white noise
+    the run's seed starts from ("noise")."""
     from nst_tf.objective import loss_weights
     from nst_tf.pictures import initial_image
     from nst_tf.session import SESSION
 
-    settings, weights, pictures, stage = at_run_size(settings)
     transfer, _ = SESSION.transfer(settings, weights, stage.content.shape[:2])
     styles = list(zip(stage.styles, pictures.blend, strict=True))
     values = []
     for image in images:
-        if image == "photo":
+        if isinstance(image, np.ndarray):
+            pixels = image
+        elif image == "photo":
             pixels = stage.content
         elif image == "noise":
             pixels = initial_image("noise", stage.content, stage.content, settings.seed,
                                    settings.model.backbone)
         else:
-            pixels = to_array(read_rgb(image))
+            raise ValueError(f"not an image: {image!r}")
         transfer.start(stage.content, styles, np.asarray(pixels, np.float32),
                        loss_weights(settings))
         values.append(transfer.evaluate())
@@ -102,12 +105,11 @@ def rows(jobs: Iterable[SweepJob]) -> Iterator[dict[str, Any]]:
         if job.status != "ok":
             continue
         losses = read_losses(job.dir / "losses.csv")
-        own = job_settings(job.dir)
+        own, weights, pictures, stage = at_run_size(job_settings(job.dir))
         deep = replace(own, style_layers=DEEP_LAYERS, style_layer_weights=None)
-        noise, photo = losses_at(own, "noise", "photo")
-        result_deep, photo_deep = losses_at(deep, job.dir / "result.png", "photo")
-        stage = at_run_size(own)[3]
         result = to_array(read_rgb(job.dir / "result.png"))
+        noise, photo = losses_at(own, weights, pictures, stage, "noise", "photo")
+        result_deep, photo_deep = losses_at(deep, weights, pictures, stage, result, "photo")
         yield {
             "job": job.dir.name,
             "settings": " ".join(f"{key}={format_value(value)}"
