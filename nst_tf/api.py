@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from nst_tf.config import CONF_DIR, ImageConfig
-from nst_tf.errors import UserError
+from nst_tf.errors import StopRequest, UserError, handling_signals
 from nst_tf.hydra_setup import config_error_message, register_configs
 
 Picture = str | Path | Image.Image | np.ndarray
@@ -106,7 +106,10 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
             given = [f"{key}={value}" for key, value in _dotted(settings)]
             jobs.append(Job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"),
                             given))
-        ran = iter(pipeline.attempt_jobs([job for job in jobs if job], batch_size))
+        # Ctrl-C in the caller's main thread saves every running item (handlers put back after).
+        with handling_signals(StopRequest()) as stop:
+            ran = iter(pipeline.attempt_jobs([job for job in jobs if job], batch_size,
+                                             stop=stop))
         summaries = [refused[i] if job is None else next(ran) for i, job in enumerate(jobs)]
         stopped = [s["reason"] for s in summaries if s["status"] == "interrupted"]
         if stopped:

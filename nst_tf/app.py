@@ -21,7 +21,16 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.config import CONF_PACKAGE
-from nst_tf.errors import Stopped, UserError, fail, pause_point, say, stop_signals_raise
+from nst_tf.errors import (
+    Stopped,
+    StopRequest,
+    UserError,
+    driver_stop,
+    fail,
+    handling_signals,
+    pause_point,
+    say,
+)
 from nst_tf.hydra_setup import config_error_message, register_configs
 
 log = logging.getLogger("nst_tf")
@@ -55,7 +64,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     if sweep:
         return objective(cfg, _sweep_job(cfg, where, overrides))
-    summary = pipeline.attempt(cfg, where, overrides)
+    summary = pipeline.attempt(cfg, where, overrides, driver_stop())
     if summary["status"] == "interrupted":
         say(summary["reason"])
     elif summary["status"] != "ok":
@@ -86,7 +95,7 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
         pipeline.write_record(where.out, summary)
     else:
         try:
-            summary = pipeline.attempt(cfg, where, overrides)
+            summary = pipeline.attempt(cfg, where, overrides, driver_stop())
         except Exception as error:  # a bug in one job must not cost the others
             log.exception("%s failed", job)
             summary = {"status": "failed", "exit_code": 1, "overrides": overrides,
@@ -124,7 +133,7 @@ def main() -> None:
     multirun = "-m" in sys.argv or "--multirun" in sys.argv
     try:
         # From the start, a stop signal ends us with a true line (before TensorFlow loads, too).
-        with stop_signals_raise():
+        with handling_signals(StopRequest()):
             register_configs()
             _hydra_main()
     except (HydraException, OmegaConfBaseException) as error:

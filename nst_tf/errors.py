@@ -64,31 +64,66 @@ class Stopped(BaseException):
         return 128 + self.signum  # the shell's convention for a process ended by a signal
 
 
+class StopRequest:
+    """A request to stop, which the loop checks between steps (calling it gives the signal, if
+    any). A driver's signal handlers make one (`handling_signals`); a program that embeds
+    nst_tf may call `request` itself, from any thread: its own handlers stay as they are.
+
+    Outside `noted()` a signal raises Stopped where the program is (nothing is saved yet);
+    within, it is only noted, for the loop to save and end, or a save to complete."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self._noting = 0
+
+    def __call__(self) -> int | None:
+        return self.signals[0] if self.signals else None
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        self.signals.append(signum)
+
+    def raise_if_requested(self) -> None:
+        """Between two pieces of work: a stop asked for while nothing was running ends here."""
+        if self.signals:
+            raise Stopped(self.signals[0])
+
+    @contextmanager
+    def noted(self) -> Iterator[None]:
+        self._noting += 1
+        try:
+            yield
+        finally:
+            self._noting -= 1
+
+    def on_signal(self, signum: int, _: Any) -> None:
+        if not self._noting:
+            raise Stopped(signum)
+        self.signals.append(signum)
+
+
+_HANDLING: list[StopRequest] = []  # the drivers' stop requests whose handlers are installed
+
+
 @contextmanager
-def _stop_handlers(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    main = threading.current_thread() is threading.main_thread()  # signals reach only it
-    previous = {signum: signal.signal(signum, handler)
+def handling_signals(stop: StopRequest) -> Iterator[StopRequest]:
+    """For drivers only: within, the stop signals go to `stop` (in the main thread, the only one
+    signals reach); the handlers before are put back after."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, stop.on_signal)
                 for signum in (STOP_SIGNALS if main else ())}
+    _HANDLING.append(stop)
     try:
-        yield
+        yield stop
     finally:
+        _HANDLING.remove(stop)
         for signum, old in previous.items():
             signal.signal(signum, old)
 
 
-def stop_signals_raise() -> Any:
-    """Within: a stop signal raises Stopped where the program is (nothing saved yet)."""
-
-    def stop_now(signum: int, _: Any) -> None:
-        raise Stopped(signum)
-
-    return _stop_handlers(stop_now)
-
-
-def stop_signals_noted(received: list[int]) -> Any:
-    """Within: a stop signal is only appended to `received`, for the code to act on when it
-    can (the loop saves and ends; a save in progress completes)."""
-    return _stop_handlers(lambda signum, _: received.append(signum))
+def driver_stop() -> StopRequest:
+    """The stop request a driver's handlers feed (the launcher runs inside the app's); a fresh
+    one, fed by nothing, where no driver installed any."""
+    return _HANDLING[-1] if _HANDLING else StopRequest()
 
 
 PAUSE_AT = "NST_TF_PAUSE_AT"  # tests: the moment to wait for a signal at

@@ -170,14 +170,8 @@ def preset_image(role: str, name: str) -> ImageConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), preset))
 
 
-def check_resume(checkpoint: Checkpoint, settings: RunConfig, content: tuple[int, int]) -> None:
-    """Refuse a resume with nothing left to do, or whose snapshot is not `content` (width,
-    height) px."""
-    if checkpoint.iteration >= settings.iterations:
-        raise UserError(
-            f"resume: {checkpoint.run_dir} already ran {checkpoint.iteration} iterations; "
-            f"ask for more with iterations=N (N > {checkpoint.iteration})"
-        )
+def check_resume(checkpoint: Checkpoint, content: tuple[int, int]) -> None:
+    """Refuse a resume whose snapshot is not `content` (width, height) px."""
     if checkpoint.picture.size != content:
         raise UserError(f"resume: snapshot {checkpoint.image} is not {content[0]}x{content[1]} "
                         "like the content; it was made at another size")

@@ -17,7 +17,7 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from nst_tf.config import ImageConfig
-from nst_tf.errors import Stopped, UserError, say, stop_signals_raise
+from nst_tf.errors import Stopped, StopRequest, UserError, say
 from nst_tf.images import IMAGE_SUFFIXES, images_in
 from nst_tf.memory import largest_batch
 from nst_tf.optimizer_config import LineSearch
@@ -45,57 +45,59 @@ OUT_OF_MEMORY = ("ran out of memory; use a smaller size, a smaller optimizer.his
                  "fewer runs per batch, or scales=[...]")
 
 
-def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> dict[str, Any]:
+def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str],
+            stop: StopRequest | None = None) -> dict[str, Any]:
     """One run into `where.out` (a folder or glob as content.path: one per image), and how it
     ended; see attempt_jobs."""
-    return attempt_jobs([Job(cfg, where, list(overrides))])[0]
+    return attempt_jobs([Job(cfg, where, list(overrides))], stop=stop)[0]
 
 
-def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: bool = False
-                 ) -> list[dict[str, Any]]:
+def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: bool = False,
+                 stop: StopRequest | None = None) -> list[dict[str, Any]]:
     """Run `jobs`, as batches of up to `batch_size` (or "auto": as many as fit in memory, at
     most AUTO_BATCH_CAP) where they can share a compiled step, and return each one's summary,
     also written as its summary.json. A job whose content.path is a folder or glob runs once
     per image, one after another. A job's own mistake fails it alone. A stop signal before
     the loop stops at once; in the loop every running job saves; jobs after it are skipped.
-    With `keep_going` (a sweep), a bug in one batch fails its jobs and the rest go on."""
-    signum: int | None = None
+    With `keep_going` (a sweep), a bug in one batch fails its jobs and the rest go on. `stop`:
+    the request a driver's signal handlers feed (none: nothing stops the jobs but an error)."""
+    stop = stop or StopRequest()
     claims: list[Path | None] = []
-    with _ONE_AT_A_TIME, stop_signals_raise(), _releasing(claims):
+    with _ONE_AT_A_TIME, _releasing(claims):
         ready: list[Prepared] = []
         for job in jobs:
-            if signum is not None:
-                _skip(job)
+            if stop() is not None:
+                _skip(job, stop())
                 continue
             try:
                 if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
                     check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
                     claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
                 if is_video(job.cfg):  # frame after frame, alone
-                    signum = run_video(job)
+                    run_video(job, stop)
                     continue
                 inputs = content_inputs(job.cfg)
                 if inputs is not None:  # a folder: one run per image, here
-                    job.summary = _attempt_each(job.cfg, job.where, job.overrides, inputs)
+                    job.summary = _attempt_each(job.cfg, job.where, job.overrides, inputs, stop)
                     continue
                 ready.append(prepare(job))
-            except Stopped as stop:
-                stopped(job, stop.signum, None)
-                signum = stop.signum
+            except Stopped as stopped_here:
+                stopped(job, stopped_here.signum, None)
+                stop.request(stopped_here.signum)
             except Exception as error:  # noqa: BLE001  (worded by _fail; bugs re-raised there)
                 _fail([job], error, keep_going)
         for group in _groups(ready, batch_size):
-            if signum is not None:
+            if stop() is not None:
                 for p in group:
-                    _skip(p.job)
+                    _skip(p.job, stop())
                 continue
             try:
-                signum = run_group(group)
-            except Stopped as stop:  # before the loop: nothing of these jobs was saved
+                run_group(group, stop)
+            except Stopped as stopped_here:  # before the loop: nothing of these jobs was saved
                 for p in group:
                     if "exit_code" not in p.job.summary:
-                        stopped(p.job, stop.signum, None)
-                signum = stop.signum
+                        stopped(p.job, stopped_here.signum, None)
+                stop.request(stopped_here.signum)
             except Exception as error:  # noqa: BLE001
                 _fail([p.job for p in group if "exit_code" not in p.job.summary], error,
                       keep_going)
@@ -146,7 +148,7 @@ def _batch_size(lead: Prepared, batch_size: int | str, jobs: int) -> int:
                      "there, docs/BATCHING.md); hydra.launcher.batch_size=N batches anyway")
         return 1
     wanted = min(AUTO_BATCH_CAP if batch_size == "auto" else int(batch_size), jobs)
-    largest = max(lead.schedule.stages, key=lambda stage: stage.size).size
+    largest = max(lead.course.stages, key=lambda stage: stage.size).size
     content, styles = lead.pictures.plan(largest)
     history = getattr(settings.optimizer, "history_size", 0)
     fits = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
@@ -174,9 +176,8 @@ def _fail(jobs: Sequence[Job], error: Exception, keep_going: bool) -> None:
         _record(job, exit_code=1, reason=f"{type(error).__name__}: {error}".splitlines()[0])
 
 
-def _skip(job: Job) -> None:
-    _record(job, status="skipped", exit_code=job.summary.get("exit_code", 130),
-            reason="not run: the sweep was stopped")
+def _skip(job: Job, signum: int) -> None:
+    _record(job, status="skipped", exit_code=128 + signum, reason="not run: the sweep was stopped")
 
 
 def _record(job: Job, **fields: Any) -> dict[str, Any]:
@@ -211,8 +212,8 @@ def content_inputs(cfg: DictConfig) -> list[Path] | None:
     return images
 
 
-def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], inputs: list[Path]
-                  ) -> dict[str, Any]:
+def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], inputs: list[Path],
+                  stop: StopRequest) -> dict[str, Any]:
     """One run per input, each in its own dir `OUT/NAME/`, its result also as `OUT/NAME.png`;
     images of one shape share the compiled step. A stop signal ends the whole batch."""
     check_run_dir(where.out, where.dir_key)
@@ -223,7 +224,7 @@ def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], input
         one = cfg.copy()
         one.content = OmegaConf.structured(ImageConfig(path=str(path)))
         (where.out / name).mkdir(parents=True, exist_ok=True)
-        done = attempt(one, dataclasses.replace(where, out=where.out / name), overrides)
+        done = attempt(one, dataclasses.replace(where, out=where.out / name), overrides, stop)
         summary["inputs"].append({"path": str(path), "dir": name, "status": done["status"],
                                   "reason": done["reason"], "final": done.get("final")})
         if done["status"] == "ok":

@@ -1,7 +1,8 @@
-"""The run itself, for one job or a batch: config -> pictures -> checks -> weights -> compiled
-step -> loop -> outputs. `prepare` checks a job and reads its pictures; `run_group` optimises
-jobs that can share a compiled step as one batch, walking their schedule, and records how each
-ended. `nst_tf.pipeline` turns jobs into groups and whatever happens into records."""
+"""A still run, for one job or a batch: config -> pictures -> checks -> weights -> compiled
+step -> loop -> outputs. `prepare` checks a job and reads its pictures; `run_group` makes the
+runs of jobs that can share a compiled step, has the loop (nst_tf.loop) walk their course as
+one batch, and records how each ended. `nst_tf.pipeline` turns jobs into groups and whatever
+happens into records."""
 
 import dataclasses
 import importlib.util
@@ -12,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
@@ -23,8 +23,10 @@ from nst_tf.backbones import get_backbone
 from nst_tf.cache import check_cache_dir, default_cache_dir
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, TensorBoardLog, TimeEstimate
 from nst_tf.config import RunConfig, validate
-from nst_tf.errors import UserError, WriteError, pause_point, stop_signals_noted
+from nst_tf.course import Course, Leg, Stage
+from nst_tf.errors import StopRequest, UserError, WriteError
 from nst_tf.images import save_png
+from nst_tf.loop import stop_line, upsampled, walk
 from nst_tf.objective import loss_terms, loss_weights
 from nst_tf.pictures import (
     Pictures,
@@ -37,10 +39,9 @@ from nst_tf.pictures import (
 from nst_tf.report import plot_losses, read_losses
 from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
 from nst_tf.rundir import check_run_dir, resume_override, write_settings
-from nst_tf.schedule import Schedule
 from nst_tf.session import SESSION, Session
 from nst_tf.tiling import tileable
-from nst_tf.transfer import Member, Outcome, Progress, Weights, optimise_batch
+from nst_tf.transfer import Member, Outcome, Progress, StyleTransfer, Weights
 from nst_tf.weights import VGGWeights
 
 log = logging.getLogger("nst_tf")
@@ -92,7 +93,7 @@ class Prepared:
     checkpoint: Checkpoint | None
     pictures: Pictures
     weights: VGGWeights
-    schedule: Schedule
+    course: Course
 
     @property
     def out(self) -> Path:
@@ -134,9 +135,10 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
         raise UserError(f"the {untileable[0]} loss term cannot be computed in tiles (it reads "
                         f"features but states no statistics), and this run is tiled "
                         f"({tiled.why}); use a smaller size, or drop +terms.{untileable[0]}")
-    schedule = Schedule.of(settings, checkpoint, [tiling.tile for tiling in tilings])
+    course = Course.of(settings, checkpoint, [tiling.tile for tiling in tilings])
     if checkpoint:
-        check_resume(checkpoint, settings, pictures.plan(schedule.stages[0].size)[0])
+        course.check_resumable(checkpoint.run_dir)
+        check_resume(checkpoint, pictures.plan(course.resumed_size)[0])
     vgg = session.weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
     settings, summary["precision"] = session.precision(settings, vgg, cache_dir)
@@ -156,105 +158,93 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
         "stages": [],
         "tiling": [{"size": stage.size, "tile": tiling.tile, "why": tiling.why,
                     "estimate_gib": round(tiling.estimate / 2**30, 2)}
-                   for stage, tiling in zip(schedule.stages, tilings, strict=True)],
+                   for stage, tiling in zip(course.stages, tilings, strict=True)],
     })
-    return Prepared(job, cfg, settings, checkpoint, pictures, vgg, schedule)
+    return Prepared(job, cfg, settings, checkpoint, pictures, vgg, course)
 
 
 def group_key(prepared: Prepared) -> tuple:
-    """Jobs with equal keys can run as one batch: one compiled step, one schedule."""
-    shapes = tuple(prepared.pictures.plan(stage.size)[0] for stage in prepared.schedule.stages)
+    """Jobs with equal keys can run as one batch: one compiled step, one course."""
+    shapes = tuple(prepared.pictures.plan(stage.size)[0] for stage in prepared.course.stages)
     return (Session.step_key(prepared.settings, prepared.weights, len(prepared.pictures.masks)),
-            shapes, prepared.schedule.stages, prepared.schedule.first)
+            shapes, prepared.course)
 
 
-def run_group(group: Sequence[Prepared], session: Session = SESSION) -> int | None:
-    """Optimise `group` (equal group_key) as one batch, stage by stage; each job's summary says
-    how it ended and holds its outputs. Returns the stop signal that ended it early, if any.
-    Raises what no single job caused (out of memory) with every job's record untouched."""
-    schedule = group[0].schedule
+class _Still:
+    """A still run as the loop walks it (nst_tf.loop.Run)."""
+
+    def __init__(self, p: Prepared, step: RunConfig, logs: dict[int, LossLog], index: int
+                 ) -> None:
+        self.p, self.step, self.logs, self.index = p, step, logs, index
+        self.seed = p.settings.seed
+
+    def at(self, size: int) -> Scaled:
+        return self.p.pictures.at_size(size, self.p.settings.color.value)
+
+    def first_image(self, scaled: Scaled) -> np.ndarray:
+        p = self.p
+        if p.checkpoint:  # made at its stage's size, or the stage before's
+            return upsampled(resume_image(p.checkpoint, p.settings), scaled.content.shape[:2])
+        return initial_image(p.settings.init.value, scaled.content, scaled.stretched,
+                             p.settings.seed, p.settings.model.backbone)
+
+    def member(self, leg: Leg, scaled: Scaled, start: np.ndarray) -> Member:
+        return Member(scaled.content, list(zip(scaled.styles, self.p.pictures.blend, strict=True)),
+                      start, _weights_on(self.p.settings, self.step), scaled.masks)
+
+    def callbacks(self, leg: Leg, scaled: Scaled, member: int, step: StyleTransfer,
+                  reused: bool) -> list:
+        shape = scaled.content.shape[:2]
+        self.p.job.summary["stages"].append({
+            "size": leg.stage.size, "content_size": [shape[1], shape[0]],
+            "style_sizes": [list(s) for s in scaled.style_sizes],
+            "compile_seconds": step.compile_seconds, "reused_compiled_step": reused,
+            "batch": step.batch, "member": member,
+            "tiles": len(step.tiled.tiles) if step.tiled else 1, "tile": leg.stage.tile,
+        })
+        return _callbacks(self.p, scaled, leg.iterations, self.logs, self.index,
+                          step.value_names, member)
+
+    def keep(self, leg: Leg, scaled: Scaled, image: np.ndarray, outcome: Outcome) -> None:
+        if self.p.course.coarse_to_fine:
+            save_png(self.p.out / f"scale_{leg.stage.size:05d}.png",
+                     self.p.show(image, scaled.content_rgb))
+
+
+def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = SESSION
+              ) -> None:
+    """Optimise `group` (equal group_key) as one batch along its course; each job's summary
+    says how it ended and holds its outputs. Raises what no single job caused (out of memory)
+    with every job's record untouched, and Stopped for a stop before anything was saved."""
     step_settings = _union_of_layers(group)
-    running = list(range(len(group)))  # who is still going, by position in `group`
-    images: list[np.ndarray | None] = [None] * len(group)
-    first, seconds = schedule.first, schedule.seconds
-    logs: dict[int, LossLog] = {}
-    late: list[int] = []  # stop signals while saving
-    for number, stage in enumerate(schedule.stages, start=1):
-        scaled = {i: group[i].pictures.at_size(stage.size, group[i].settings.color.value)
-                  for i in running}
-        shape = scaled[running[0]].content.shape[:2]
-        members = [Member(scaled[i].content,
-                          list(zip(scaled[i].styles, group[i].pictures.blend, strict=True)),
-                          _first_image(group[i], scaled[i], images[i], shape),
-                          _weights_on(group[i].settings, step_settings), scaled[i].masks)
-                   for i in running]
-        log.info("scale %d/%d: content %dx%d; styles %s%s", number, len(schedule.stages),
-                 shape[1], shape[0],
-                 ", ".join(f"{w}x{h}" for w, h in scaled[running[0]].style_sizes),
-                 f"; {len(running)} runs in one batch" if len(running) > 1 else "")
-        lead = group[running[0]]
+    lead, logs = group[0], {}
+
+    def build(stage: Stage, shape: tuple[int, int], batch: int) -> tuple[StyleTransfer, bool]:
         transfer, reused = session.transfer(step_settings, lead.weights, shape,
-                                            len(lead.pictures.masks), len(running), stage.tile)
+                                            len(lead.pictures.masks), batch, stage.tile)
         if transfer.tiled:
-            log.info("scale %d/%d: %d tiles of up to %d px (%s)", number, len(schedule.stages),
-                     len(transfer.tiled.tiles), stage.tile,
+            number = lead.course.stages.index(stage) + 1
+            log.info("scale %d/%d: %d tiles of up to %d px (%s)", number,
+                     len(lead.course.stages), len(transfer.tiled.tiles), stage.tile,
                      lead.job.summary["tiling"][number - 1]["why"])
-        transfer.start_batch(members)
-        callbacks = []
-        for member, i in enumerate(running):
-            group[i].job.summary["stages"].append({
-                "size": stage.size, "content_size": [shape[1], shape[0]],
-                "style_sizes": [list(s) for s in scaled[i].style_sizes],
-                "compile_seconds": transfer.compile_seconds, "reused_compiled_step": reused,
-                "batch": len(running), "member": member,
-                "tiles": len(transfer.tiled.tiles) if transfer.tiled else 1, "tile": stage.tile,
-            })
-            callbacks.append(_callbacks(group[i], scaled[i], stage.iterations, logs, i,
-                                        transfer.value_names, member))
-        outcomes, signum = optimise_batch(transfer, stage.iterations, callbacks, first, seconds)
-        ended: dict[int, Outcome] = {}
-        with stop_signals_noted(late):  # what is being saved is saved whole, and said truly
-            pause_point("save", lambda: bool(late))
-            for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
-                p, shown = group[i], group[i].show(transfer.result(member), scaled[i].content_rgb)
-                if outcome.status != "ok":
-                    _end(p, None if outcome.status == "diverged" else shown, outcome, signum)
-                    continue
-                images[i], ended[i] = transfer.result(member), outcome
-                if schedule.coarse_to_fine:
-                    save_png(p.out / f"scale_{stage.size:05d}.png", shown)
-        running = list(ended)
-        if signum is not None or not running:
-            return signum or (late[0] if late else None)
-        last = ended[running[0]]
-        first, seconds = last.iteration, last.progress.seconds
-    with stop_signals_noted(late):
-        for i in running:
-            p, outcome = group[i], ended[i]
-            _end(p, p.show(images[i], scaled[i].content_rgb), outcome, None)
-            values = outcome.progress.values
-            log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
-                     outcome.iteration, outcome.progress.seconds, values["total"],
-                     values["content"], values["style"], p.out / "result.png")
-    return late[0] if late else None  # a stop during the last saves: the batches after wait
+        return transfer, reused
 
-
-def _first_image(p: Prepared, pictures: Scaled, previous: np.ndarray | None,
-                 shape: tuple[int, int]) -> np.ndarray:
-    """Where a run's stage starts: the previous stage's result upsampled (coarse to fine), the
-    resumed snapshot, or the run's `init`."""
-    keras.utils.set_random_seed(p.settings.seed)
-    if previous is not None:
-        return upsampled(previous, shape)
-    if p.checkpoint:
-        return resume_image(p.checkpoint, p.settings)
-    return initial_image(p.settings.init.value, pictures.content, pictures.stretched,
-                         p.settings.seed, p.settings.model.backbone)
-
-
-def upsampled(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A coarser stage's result at the next stage's (height, width)."""
-    return tf.image.resize(image, shape, method="bicubic").numpy()
+    runs = [_Still(p, step_settings, logs, i) for i, p in enumerate(group)]
+    walked = walk(runs, lead.course, build, stop)
+    with stop.noted():  # the results are saved whole, and said truly
+        for i, p in enumerate(group):
+            outcome, leg = walked.outcomes[i], walked.legs[i]
+            finished = outcome.status == "ok" and leg.number == leg.count
+            if outcome.status == "ok" and not finished:  # stopped between two scales
+                outcome = dataclasses.replace(outcome, status="interrupted")
+            image = walked.images[i] if outcome.status != "diverged" else None
+            shown = None if image is None else p.show(image, walked.scaled[i].content_rgb)
+            _end(p, shown, outcome, walked.signum)
+            if finished:
+                values = outcome.progress.values
+                log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
+                         outcome.iteration, outcome.progress.seconds, values["total"],
+                         values["content"], values["style"], p.out / "result.png")
 
 
 def _union_of_layers(group: Sequence[Prepared]) -> RunConfig:
@@ -346,16 +336,17 @@ def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | 
 def stopped(job: Job, signum: int, progress: Progress | None) -> None:
     """Record a stop signal in `job`'s summary, with the command that continues it."""
     summary, where = job.summary, job.where
-    name = signal.Signals(signum).name
     summary.update(status="interrupted", interrupted=True, exit_code=128 + signum)
     if progress is None:
-        summary["reason"] = f"stopped by {name} before the first step; nothing was saved"
+        summary["reason"] = (f"stopped by {signal.Signals(signum).name} before the first step; "
+                             "nothing was saved")
         return
-    summary["reason"] = (f"stopped by {name} at iteration {progress.iteration}; saved the "
-                         f"image, a snapshot and the losses in {where.out}")
-    if not summary["config"]["scales"]:
-        summary["reason"] += (f"; continue with: {where.command} {resume_override(where.out)} "
-                              f"iterations={summary['config']['iterations']}")
+    config = summary["config"]
+    more = "" if config["scales"] else f" iterations={config['iterations']}"
+    summary["reason"] = stop_line(
+        signum, f"iteration {progress.iteration}",
+        f"saved the image, a snapshot and the losses in {where.out}",
+        f"{where.command} {resume_override(where.out)}{more}")
 
 
 def failure_message(error: Exception, where: Where, cache: str | None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from nst_tf import precision as precision_probe
 from nst_tf.config import Precision, RunConfig
-from nst_tf.errors import warn
+from nst_tf.errors import pause_point, warn
 from nst_tf.model import FeatureExtractor
 from nst_tf.normalize import normalized_weights
 from nst_tf.objective import loss_terms, loss_weights, optimizer_params
@@ -87,6 +87,7 @@ class Session:
               regions: int = 0, batch: int = 1, tile: int | None = None) -> StyleTransfer:
         """A new compiled step for these settings, image shape and batch (traced, run once),
         computed in tiles of `tile` px if given."""
+        pause_point("compile")
         return StyleTransfer(self.extractor(settings, weights), loss_terms(settings, regions),
                              shape, settings.optimizer.name, optimizer_params(settings),
                              jit_compile=settings.jit_compile, batch=batch, tile=tile)

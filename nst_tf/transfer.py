@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf import losses
-from nst_tf.errors import Stopped, UserError, pause_point, stop_signals_noted
+from nst_tf.errors import Stopped, UserError
 from nst_tf.model import FeatureExtractor
 from nst_tf.optim import make_optimizer
 from nst_tf.tiling import TiledExtractor, TiledObjective
@@ -94,7 +94,6 @@ class StyleTransfer:
         self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
         self._evaluate = tf.function(self._values, jit_compile=jit_compile)
         started = time.perf_counter()
-        pause_point("compile")
         self._step()  # traces and optimises the graph once, outside any timed loop
         self.compile_seconds = time.perf_counter() - started
 
@@ -245,6 +244,7 @@ def optimise_batch(
     first: int = 0,
     seconds: float = 0.0,
     done: Callable[[np.ndarray], bool] | None = None,
+    stop: Callable[[], int | None] | None = None,
 ) -> tuple[list[Outcome], int | None]:
     """Run `iterations` steps of every member; return how each ended and the stop signal that
     ended the loop early, if any.
@@ -253,12 +253,12 @@ def optimise_batch(
     image back, its callbacks save it, and it ends "diverged" while the others go on. A stop
     signal lets every running member's callbacks save what there is ("interrupted"). A resumed
     run counts on from iteration `first` and `seconds` of earlier wall time. `done`, given each
-    step's (B, values), may end the loop early as converged ("ok").
+    step's (B, values), may end the loop early as converged ("ok"). `stop`, asked between
+    steps, returns the stop signal once one was requested (the loop installs no handlers:
+    whoever runs it decides what stops it; an exception raised inside TensorFlow's Python layers
+    could leave it unable to evaluate the image to save).
     """
     started = time.perf_counter() - seconds
-    # Signals only set a flag, checked between steps: an exception raised inside TensorFlow's
-    # Python layers can leave it unable to evaluate the image we want to save.
-    received: list[int] = []
     views = [View(transfer, member) for member in range(transfer.batch)]
     outcomes: list[Outcome | None] = [None] * transfer.batch
     last: list[Progress | None] = [None] * transfer.batch  # each member's newest finite row
@@ -300,16 +300,17 @@ def optimise_batch(
             elif call(member, iteration, progress, status):
                 outcomes[member] = Outcome(status, iteration, progress)
 
-    with stop_signals_noted(received):
-        for iteration in range(first, first + iterations):
-            rows = transfer.step_values()
-            visit(rows, iteration, None)
-            if received or all(outcomes) or (done is not None and done(rows)):
-                break
-        # A step cut short by a signal still completes, so count updates rather than rows.
-        visit(transfer.evaluate_values(), first + int(transfer.updates.numpy()),
-              "interrupted" if received else "ok")
-    return [outcome for outcome in outcomes if outcome], (received[0] if received else None)
+    signum = None
+    for iteration in range(first, first + iterations):
+        rows = transfer.step_values()
+        visit(rows, iteration, None)
+        signum = stop() if stop is not None else None
+        if signum is not None or all(outcomes) or (done is not None and done(rows)):
+            break
+    # A step cut short by a signal still completes, so count updates rather than rows.
+    visit(transfer.evaluate_values(), first + int(transfer.updates.numpy()),
+          "interrupted" if signum is not None else "ok")
+    return [outcome for outcome in outcomes if outcome], signum
 
 
 def optimise(
@@ -318,10 +319,12 @@ def optimise(
     callbacks: Sequence[Callback] = (),
     first: int = 0,
     seconds: float = 0.0,
+    stop: Callable[[], int | None] | None = None,
 ) -> Progress:
     """optimise_batch for a one-image step: returns where the run ended, or raises Stopped
     (after the callbacks saved) or Diverged (after they saved the newest finite image)."""
-    [outcome], signum = optimise_batch(transfer, iterations, [callbacks], first, seconds)
+    [outcome], signum = optimise_batch(transfer, iterations, [callbacks], first, seconds,
+                                       stop=stop)
     if outcome.status == "diverged":
         raise Diverged(outcome.iteration, outcome.progress)
     if signum is not None:

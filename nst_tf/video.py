@@ -1,10 +1,11 @@
 """Video: a clip stylised frame by frame with the temporal loss of Ruder, Dosovitskiy & Brox
-(2016). Each frame is one run of the shared compiled step: its content is the frame, its
-temporal targets the earlier results warped into it by optical flow where the flow is
-reliable, and it starts from the previous result warped (a frame from init goes through any
-coarser scales first). Frames are written as they finish; a stop saves the frame in progress,
-and resume= continues with it, never redoing a finished one (nst_tf.video_resume). With
-video.passes > 1, Ruder et al.'s later passes follow (nst_tf.video_passes)."""
+(2016). This driver only makes each frame's course and targets; the loop (nst_tf.loop) walks
+it. A frame's content is the frame, its temporal targets the earlier results warped into it by
+optical flow where the flow is reliable; it starts from the previous result warped (a frame
+from init goes through any coarser scales first). Frames are written as they finish; a stop
+saves the frame in progress, and resume= continues with it, never redoing a finished one
+(nst_tf.video_resume). With video.passes > 1, Ruder et al.'s later passes follow
+(nst_tf.video_passes)."""
 
 import dataclasses
 import logging
@@ -23,16 +24,18 @@ from nst_tf import video_passes as passes
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
 from nst_tf.clips import Clip, frame_name, is_clip, open_clip, write_video
 from nst_tf.config import FrameStart
-from nst_tf.errors import pause_point, stop_signals_noted
+from nst_tf.course import Course, Leg, Stage
+from nst_tf.errors import StopRequest
 from nst_tf.images import save_png
+from nst_tf.loop import stop_line, walk
 from nst_tf.objective import frames_back, loss_weights
 from nst_tf.pictures import Scaled, initial_image
 from nst_tf.report import plot_frames, read_losses
 from nst_tf.resume import resumed_config
 from nst_tf.rundir import resume_override, write_settings
-from nst_tf.runner import Job, Prepared, prepare, upsampled
+from nst_tf.runner import Job, Prepared, prepare
 from nst_tf.session import SESSION, Session
-from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights, optimise_batch
+from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights
 from nst_tf.video_passes import Frames
 from nst_tf.video_resume import SNAPSHOT, image_from, take_over
 
@@ -62,9 +65,8 @@ class FlatLoss:
         return (before - now) <= self.tolerance * abs(before)
 
 
-def run_video(job: Job, session: Session = SESSION) -> int | None:
-    """Stylise the clip `job` asks for into its dir; its summary says how it ended. Returns the
-    stop signal that ended it early, if any."""
+def run_video(job: Job, stop: StopRequest, session: Session = SESSION) -> None:
+    """Stylise the clip `job` asks for into its dir; its summary says how it ended."""
     cfg, earlier = job.cfg, None
     if cfg.get("resume"):
         earlier = Path(cfg.resume).expanduser()
@@ -73,13 +75,13 @@ def run_video(job: Job, session: Session = SESSION) -> int | None:
     cfg.video.enabled = True
     job.cfg = cfg
     with open_clip(cfg.content.path, cfg.video.fps) as clip:  # its reader ends with the run
-        return _stylise(job, clip, earlier, session)
+        _stylise(job, clip, earlier, stop, session)
 
 
 @dataclass
-class Course:
-    """What every frame of a run shares: the job, the compiled step, the video's course, the
-    loss rows the log begins with, the content frames flows still need, stop signals noted."""
+class ClipRun:
+    """What every frame of a run shares: the job, the clip's step, its course of frames, the
+    loss rows the log begins with, the content frames flows still need, the stop request."""
 
     job: Job
     p: Prepared
@@ -88,7 +90,7 @@ class Course:
     weights: Weights
     clip: Clip
     rows: list[dict[str, float]]
-    late: list[int]
+    stop: StopRequest
     session: Session = SESSION
     contents: dict[int, np.ndarray] = field(default_factory=dict)
     logging: bool = False  # losses.csv begun by this run
@@ -98,7 +100,7 @@ class Course:
         """Frame `index` at `size` (default: the clip's, the run's last scale)."""
         picture = dataclasses.replace(self.p.pictures,
                                       content=Image.fromarray(self.clip.frame(index)))
-        frame = picture.at_size(size or self.p.schedule.stages[-1].size,
+        frame = picture.at_size(size or self.p.course.stages[-1].size,
                                 self.p.settings.color.value)
         if size is None:
             self.contents[index] = frame.content_rgb
@@ -108,17 +110,29 @@ class Course:
         """A frame's leading columns in losses.csv and its record: the pass only if several."""
         return {"pass": pass_no, "frame": index} if self.plan.passes > 1 else {"frame": index}
 
+    def build(self, stage: Stage, shape: tuple[int, int], batch: int
+              ) -> tuple[StyleTransfer, bool]:
+        """The clip's step at its size; a coarse scale's, kept for the next frame from init."""
+        if stage.size == self.p.course.stages[-1].size:
+            return self.transfer, True
+        if stage.size not in self.coarse_steps:
+            self.coarse_steps[stage.size] = self.session.build(
+                self.p.settings, self.p.weights, shape, len(self.p.pictures.masks),
+                tile=stage.tile)
+        return self.coarse_steps[stage.size], True
 
-def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> int | None:
+
+def _stylise(job: Job, clip: Clip, earlier: Path | None, stop: StopRequest, session: Session
+             ) -> None:
     p = prepare(job, session, content=Image.fromarray(clip.frame(0)))
     settings, out, video = p.settings, p.out, p.settings.video
     count = min(clip.info.frames, video.frames or clip.info.frames)
-    final = p.schedule.stages[-1]  # the clip's size; any scales before it are coarse
+    final = p.course.stages[-1]  # the clip's size; any scales before it are coarse
     first_iterations = video.iterations_first or final.iterations
     later = video.iterations or max(1, first_iterations // 2)
     plan = Frames(count, first_iterations, later, passes=video.passes,
                   pass_iterations=video.pass_iterations or later,
-                  coarse=p.schedule.stages[:-1])
+                  coarse=p.course.stages[:-1])
     results: dict[int, np.ndarray] = {}
     rows: list[dict[str, float]] = []
     job.summary.update(frames=[], passes=[])
@@ -131,20 +145,16 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, session: Session) -> in
     shape = p.pictures.at_size(final.size, settings.color.value).content.shape[:2]
     transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks),
                                    tile=final.tile)
-    late: list[int] = []
-    course = Course(job, p, transfer, plan, loss_weights(settings), clip, rows, late, session)
-    with stop_signals_noted(late):  # between frames too: the finished ones are saved
+    run = ClipRun(job, p, transfer, plan, loss_weights(settings), clip, rows, stop, session)
+    with stop.noted():  # between frames too: the finished ones are saved
         for pass_no in range(plan.passes_done + 1, plan.passes + 1):
-            finished, signum = _pass(course, pass_no, results)
-            if not finished:
-                return signum
+            if not _pass(run, pass_no, results):
+                return
         _finish(job, out, count, clip.info.fps)
-    return late[0] if late else None
 
 
-def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool, int | None]:
-    """One pass over the clip (the first: Ruder et al.'s single pass); whether it finished,
-    and the stop signal that ended the run, if any."""
+def _pass(c: ClipRun, pass_no: int, results: dict[int, np.ndarray]) -> bool:
+    """One pass over the clip (the first: Ruder et al.'s single pass); whether it finished."""
     plan, p, video = c.plan, c.p, c.p.settings.video
     later = pass_no > 1
     if later:
@@ -156,14 +166,15 @@ def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool
                dynamic_ncols=True) if p.settings.progress else None
     started = time.perf_counter()
     for made, index in enumerate(indices, 1):
+        if c.stop() is not None:
+            first = 0 if later or index != plan.done else plan.started
+            _ended(c, Outcome("interrupted", first, None), index, pass_no)
+            return False
         frame = c.frame(index)
         previous = _previous(c, index, frame.content_rgb, results, passes.direction(pass_no))
-        first = 0 if later or index != plan.done else plan.started
-        start = (passes.blended(image_from(p, p.out / "frames" / frame_name(index)), previous,
-                         video.blend) if later else _start(c, index, frame, previous, first))
-        image, signum = _make_frame(c, index, frame, start, previous, pass_no, first, folder)
+        image = _make_frame(c, index, frame, previous, pass_no, folder)
         if image is None:
-            return False, signum
+            return False
         results[index] = image
         _forget_far(results, index, video)
         if bar is not None:
@@ -177,45 +188,114 @@ def _pass(c: Course, pass_no: int, results: dict[int, np.ndarray]) -> tuple[bool
         passes.commit(p.out, pass_no, plan.count)
     c.job.summary["passes"].append({"pass": pass_no, "direction": "forward" if passes.direction(
         pass_no) > 0 else "backward", "seconds": time.perf_counter() - started})
-    return True, None
+    return True
 
 
-def _make_frame(c: Course, index: int, frame: Scaled, start: np.ndarray | None, previous,
-                pass_no: int, first: int, folder: Path) -> tuple[np.ndarray | None, int | None]:
-    """Optimise frame `index` from `start` (None: from init through the coarse scales), tied
-    to `previous`, and write it into `folder`. Returns its result; None, with the stop signal
-    if any, once the run has ended here."""
-    p = c.p
-    if c.late:
-        _ended(c, Outcome("interrupted", first, None), c.late[0], index, pass_no)
-        return None, c.late[0]
-    coarse: list[dict[str, float]] = []
-    if start is None:
-        start, ended = _coarse_to_fine(c, index, frame.content.shape[:2], coarse)
-        if start is None:
-            _ended(c, *ended, index, pass_no)
-            return None, ended[1]
-    c.transfer.start_batch([_member(c, frame, start, previous)])
-    outcome, signum = _optimise(c, index, frame, pass_no, first)
-    pause_point("save", lambda: bool(c.late))
-    image = c.transfer.result(0)
-    if outcome.status == "ok":
+class _Frame:
+    """One frame as the loop walks it (nst_tf.loop.Run): from `start`, or (None) from init
+    through the coarse scales; tied to `previous` at the clip's size; written into `folder`."""
+
+    def __init__(self, c: ClipRun, index: int, pass_no: int, start: np.ndarray | None,
+                 previous: list, folder: Path) -> None:
+        self.c, self.index, self.pass_no, self.start = c, index, pass_no, start
+        self.previous, self.folder = previous, folder
+        self.seed = c.p.settings.seed
+        self.coarse: list[dict[str, float]] = []
+
+    def at(self, size: int) -> Scaled:
+        final = size == self.c.p.course.stages[-1].size
+        return self.c.frame(self.index, None if final else size)
+
+    def first_image(self, scaled: Scaled) -> np.ndarray:
+        # The run's init, its noise drawn from seed + index (frame 0 starts as a still would).
+        if self.start is not None:
+            return self.start
+        settings = self.c.p.settings
+        return initial_image(settings.init.value, scaled.content, scaled.stretched,
+                             settings.seed + self.index, settings.model.backbone)
+
+    def member(self, leg: Leg, scaled: Scaled, start: np.ndarray) -> Member:
+        # The temporal targets are at the clip's size only: coarse scales read no earlier frame.
+        previous = self.previous if leg.number == leg.count else ()
+        return Member(scaled.content, list(zip(scaled.styles, self.c.p.pictures.blend,
+                                               strict=True)), start, self.c.weights,
+                      scaled.masks, previous)
+
+    def callbacks(self, leg: Leg, scaled: Scaled, member: int, step: StyleTransfer,
+                  reused: bool) -> list:
+        c, p = self.c, self.c.p
+        if leg.number < leg.count:
+            return [ProgressBar(leg.iterations, description=f"frame {self.index + 1} at "
+                                f"{leg.stage.size} px", position=1)] if p.settings.progress else []
+        losses = LossLog(p.out / "losses.csv", step.value_names, () if c.logging else c.rows,
+                         tag=c.tag(self.index, self.pass_no), new_file=not c.logging)
+        c.logging = True
+
+        def show(image: np.ndarray) -> np.ndarray:
+            return p.show(image, scaled.content_rgb)
+
+        callbacks: list = [losses, Snapshots(p.out / SNAPSHOT.format(self.index),
+                                             p.settings.save_every, show)]
+        if p.settings.progress:
+            callbacks.append(ProgressBar(leg.iterations, description=f"frame {self.index + 1}",
+                                         position=1))
+        return callbacks
+
+    def keep(self, leg: Leg, scaled: Scaled, image: np.ndarray, outcome: Outcome) -> None:
+        if leg.number < leg.count:
+            self.coarse.append({"size": leg.stage.size, "iterations": outcome.iteration,
+                                "seconds": outcome.progress.seconds})
+            return
+        save_png(self.folder / frame_name(self.index), self.c.p.show(image, scaled.content_rgb))
+        shutil.rmtree(self.c.p.out / SNAPSHOT.format(self.index), ignore_errors=True)
+
+
+def _make_frame(c: ClipRun, index: int, frame: Scaled, previous: list, pass_no: int,
+                folder: Path) -> np.ndarray | None:
+    """Frame `index`'s course walked, tied to `previous`, and written into `folder`. Returns its
+    result; None once the run has ended here."""
+    plan, p = c.plan, c.p
+    first = 0 if pass_no > 1 or index != plan.done else plan.started
+    final = p.course.stages[-1]
+    stage = Stage(final.size, plan.iterations_of(index, pass_no), final.tile)
+    if pass_no > 1:
+        start = passes.blended(image_from(p, p.out / "frames" / frame_name(index)), previous,
+                               p.settings.video.blend)
+    elif first:  # the snapshot it was stopped at, `first` iterations in
+        start = image_from(p, p.out / SNAPSHOT.format(index) / f"iter_{first:05d}.png")
+    elif previous and p.settings.video.start == FrameStart.warped:
+        start = previous[0][0]
+    else:
+        start = None if plan.coarse else initial_image(
+            p.settings.init.value, frame.content, frame.stretched, p.settings.seed + index,
+            p.settings.model.backbone)
+    stages = (stage,) if start is not None else (*plan.coarse, stage)
+    one = _Frame(c, index, pass_no, start, previous, folder)
+    if first >= stage.iterations:  # stopped while its last image was being saved: it is done
+        outcome, image = Outcome("ok", first, None), start
         save_png(folder / frame_name(index), p.show(image, frame.content_rgb))
-        shutil.rmtree(p.out / SNAPSHOT.format(index), ignore_errors=True)
+    else:
+        video = p.settings.video
+        walked = walk([one], Course(stages, first, each_from_zero=True), c.build, c.stop,
+                      done=lambda leg: FlatLoss(video.tolerance, video.window)
+                      if leg.number == leg.count else None, say_legs=False)
+        outcome, leg, image = walked.outcomes[0], walked.legs[0], walked.images[0]
+        if leg.number < leg.count and outcome.status in ("ok", "interrupted"):
+            # stopped at a coarse scale: nothing of the frame is saved; resume= makes it again
+            outcome = dataclasses.replace(outcome, status="interrupted", iteration=0)
     progress = outcome.progress
     c.job.summary["frames"].append({
         **c.tag(index, pass_no), "status": outcome.status, "iterations": outcome.iteration,
         "seconds": progress.seconds if progress else None,
         "final": dict(progress.values) if progress else None, **(
-            {"coarse": coarse} if coarse else {})})
-    signum = signum or (c.late[0] if c.late else None)
-    if outcome.status != "ok" or signum is not None:
-        _ended(c, outcome, signum, index, pass_no)
-        return None, signum
-    return image, None
+            {"coarse": one.coarse} if one.coarse else {})})
+    if outcome.status != "ok" or c.stop() is not None:
+        _ended(c, outcome, index, pass_no)
+        return None
+    return image
 
 
-def _previous(c: Course, index: int, frame: np.ndarray, results: dict[int, np.ndarray],
+def _previous(c: ClipRun, index: int, frame: np.ndarray, results: dict[int, np.ndarray],
               step: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The results already made of the frames 1 (2, 4) before frame `index` in the pass's
     direction (`step` ±1), warped into it, with their reliability weights."""
@@ -245,98 +325,22 @@ def _forget_far(kept: dict[int, np.ndarray], index: int, video) -> None:
         del kept[old]
 
 
-def _member(c: Course, frame: Scaled, start: np.ndarray, previous=()) -> Member:
-    return Member(frame.content, list(zip(frame.styles, c.p.pictures.blend, strict=True)),
-                  start, c.weights, frame.masks, previous)
-
-
-def _start(c: Course, index: int, frame: Scaled, previous, first: int) -> np.ndarray | None:
-    """A first-pass frame's first image: the snapshot it was stopped at (`first` iterations
-    in), the previous result warped (Ruder et al.), or the run's init; None for the init
-    through the coarse scales (`scales=[...]`), which _coarse_to_fine runs."""
-    if first:
-        return image_from(c.p, c.p.out / SNAPSHOT.format(index) / f"iter_{first:05d}.png")
-    if previous and c.p.settings.video.start == FrameStart.warped:
-        return previous[0][0]
-    return None if c.plan.coarse else _initial(c, index, frame)
-
-
-def _initial(c: Course, index: int, frame: Scaled) -> np.ndarray:
-    """The run's init for frame `index`, its noise drawn from seed + index (so that frame 0
-    starts as a still image with that seed would)."""
-    settings = c.p.settings
-    return initial_image(settings.init.value, frame.content, frame.stretched,
-                         settings.seed + index, settings.model.backbone)
-
-
-def _coarse_to_fine(c: Course, index: int, shape: tuple[int, int], records: list[dict[str, float]]
-                    ) -> tuple[np.ndarray | None, tuple[Outcome, int | None]]:
-    """Frame `index` from init through the coarse scales, each starting from the one before
-    upsampled, as a still run goes; the result upsampled to `shape`, the clip's size (None, and
-    how the run ended, after a stop). These steps read no earlier frame: the temporal targets
-    are at the clip's size, where the frame goes on. Each scale's step is kept for the next
-    frame that starts from init."""
-    settings, image, outcome, signum = c.p.settings, None, Outcome("ok", 0, None), None
-    for stage in c.plan.coarse:
-        frame = c.frame(index, stage.size)
-        at = frame.content.shape[:2]
-        if stage.size not in c.coarse_steps:
-            c.coarse_steps[stage.size] = c.session.build(
-                settings, c.p.weights, at, len(c.p.pictures.masks), tile=stage.tile)
-        transfer = c.coarse_steps[stage.size]
-        transfer.start_batch([_member(c, frame, _initial(c, index, frame) if image is None
-                                      else upsampled(image, at))])
-        bar = [ProgressBar(stage.iterations, description=f"frame {index + 1} at {stage.size} px",
-                           position=1)] if settings.progress else []
-        (outcome,), signum = optimise_batch(transfer, stage.iterations, [bar])
-        if outcome.status != "ok" or signum is not None:
-            if signum is not None or outcome.status == "interrupted":
-                # nothing of the frame is saved: resume= makes it again from init
-                outcome = dataclasses.replace(outcome, status="interrupted", iteration=0)
-            return None, (outcome, signum)
-        image = transfer.result(0)
-        records.append({"size": stage.size, "iterations": outcome.iteration,
-                        "seconds": outcome.progress.seconds})
-    return upsampled(image, shape), (outcome, signum)
-
-
-def _optimise(c: Course, index: int, frame: Scaled, pass_no: int, first: int
-              ) -> tuple[Outcome, int | None]:
-    """Run a frame's iterations left, with its loss rows (one losses.csv for the clip, begun
-    by the run's first frame), the snapshots of the frame in progress, its progress bar."""
-    p, video = c.p, c.p.settings.video
-    left = c.plan.iterations_of(index, pass_no) - first
-    if left <= 0:  # stopped while its last image was being saved: it is done
-        return Outcome("ok", first, None), None
-    losses = LossLog(p.out / "losses.csv", c.transfer.value_names,
-                     () if c.logging else c.rows, tag=c.tag(index, pass_no),
-                     new_file=not c.logging)
-    c.logging = True
-
-    def show(image: np.ndarray) -> np.ndarray:
-        return p.show(image, frame.content_rgb)
-
-    callbacks: list = [losses, Snapshots(p.out / SNAPSHOT.format(index), p.settings.save_every,
-                                       show)]
-    if p.settings.progress:
-        callbacks.append(ProgressBar(left, description=f"frame {index + 1}", position=1))
-    outcomes, signum = optimise_batch(c.transfer, left, [callbacks], first,
-                                      done=FlatLoss(video.tolerance, video.window))
-    return outcomes[0], signum
-
-
-def _ended(c: Course, outcome: Outcome, signum: int | None, index: int, pass_no: int) -> None:
+def _ended(c: ClipRun, outcome: Outcome, index: int, pass_no: int) -> None:
     """The record of a video that stopped or failed at frame `index` of pass `pass_no`."""
     out, summary, job = c.p.out, c.job.summary, c.job
     at = f"frame {index + 1}" + (f" of pass {pass_no}" if c.plan.passes > 1 else "")
+    signum = c.stop()
     if signum is not None or outcome.status == "interrupted":
         signum = signum or signal.SIGTERM
-        progress = " and the frame in progress" if outcome.iteration else ""
-        kept = (f"saved {index} finished frames{progress}" if pass_no == 1 else
-                f"frames/ holds pass {pass_no - 1}, whole (resume= begins pass {pass_no} again)")
-        summary.update(status="interrupted", interrupted=True, exit_code=128 + signum, reason=(
-            f"stopped by {signal.Signals(signum).name} at {at} (iteration {outcome.iteration}); "
-            f"{kept} in {out}; continue with: {job.where.command} {resume_override(out)}"))
+        finished = index + 1 if outcome.status == "ok" else index  # it ended before the stop
+        progress = " and the frame in progress" if outcome.status != "ok" and \
+            outcome.iteration else ""
+        kept = (f"saved {finished} finished frames{progress} in {out}" if pass_no == 1 else
+                f"frames/ holds pass {pass_no - 1}, whole (resume= begins pass {pass_no} "
+                f"again) in {out}")
+        summary.update(status="interrupted", interrupted=True, exit_code=128 + signum,
+                       reason=stop_line(signum, f"{at} (iteration {outcome.iteration})", kept,
+                                        f"{job.where.command} {resume_override(out)}"))
     elif outcome.status == "diverged":
         summary.update(exit_code=3, reason=(
             f"the loss became non-finite at {at}, iteration {outcome.iteration}; "

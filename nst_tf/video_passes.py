@@ -17,7 +17,7 @@ import numpy as np
 
 from nst_tf.clips import frame_name
 from nst_tf.files import write_atomic
-from nst_tf.schedule import Stage
+from nst_tf.course import Stage
 
 MARKER = "passes.json"  # {"done": N}: the passes finished (none: a single-pass run)
 

@@ -225,12 +225,12 @@ def test_a_term_without_statistics_is_refused_in_tiles_in_one_line(monkeypatch, 
 
 def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir):
     """scales=[512,4096] with 16 GiB: the small size whole, the print size in tiles, each with
-    its estimate; the schedule's stages carry the tiles."""
+    its estimate; the course's stages carry the tiles."""
     from nst_tf import memory
     from nst_tf.cache import default_cache_dir
     from nst_tf.config import validate
     from nst_tf.pictures import read_pictures
-    from nst_tf.schedule import Schedule
+    from nst_tf.course import Course
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * GIB)
     settings = validate(compose_config("scales=[512,4096]", "optimizer.history_size=5"))
@@ -239,5 +239,5 @@ def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir):
     assert small.tile is None and small.why == "the whole image fits"
     assert large.tile and large.estimate <= 0.8 * 16 * GIB < estimate_peak(
         4096 * 3072, 4096 * 3072, "lbfgs", 5)
-    stages = Schedule.of(settings, None, [t.tile for t in tilings]).stages
+    stages = Course.of(settings, None, [t.tile for t in tilings]).stages
     assert [(s.size, s.tile) for s in stages] == [(512, None), (4096, large.tile)]

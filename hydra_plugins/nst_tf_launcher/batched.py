@@ -80,6 +80,7 @@ class BatchedLauncher(Launcher):
                ) -> Sequence[JobReturn]:
         from nst_tf import pipeline
         from nst_tf.app import command, objective, report_sweep_job
+        from nst_tf.errors import driver_stop
         from nst_tf.runner import Job
 
         assert self.config is not None and self.hydra_context is not None
@@ -114,7 +115,8 @@ class BatchedLauncher(Launcher):
         # A job Hydra could not set up (its dir, a callback) was never recorded.
         recorded = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
         with _logging_to(files):
-            summaries = pipeline.attempt_jobs(jobs, self.batch_size, keep_going=True)
+            summaries = pipeline.attempt_jobs(jobs, self.batch_size, keep_going=True,
+                                               stop=driver_stop())
         ran = {id(ret): (job, summary)
                for ret, job, summary in zip(recorded, jobs, summaries, strict=True)}
         for ret, config in zip(returns, deferred.ended, strict=True):
