@@ -81,6 +81,7 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
     from nst_tf.clips import frame_name
+    from nst_tf.compose import job
     from nst_tf.report import read_losses
     from nst_tf.runner import Job
 
@@ -104,7 +105,7 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
             out.mkdir(parents=True, exist_ok=True)
             # The keys given, as the CLI's overrides: what a resumed run may change.
             given = [f"{key}={value}" for key, value in _dotted(settings)]
-            jobs.append(Job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"),
+            jobs.append(job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"),
                             given))
         # Ctrl-C in the caller's main thread saves every running item (handlers put back after).
         with handling_signals(StopRequest()) as stop:

@@ -55,7 +55,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     """One run or sweep job; returns its objective (a sweeper minimises it), nan if it failed."""
     pause_point("import")
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
-    from nst_tf import pipeline
+    from nst_tf import compose, pipeline
 
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -64,7 +64,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     if sweep:
         return objective(cfg, _sweep_job(cfg, where, overrides))
-    summary = pipeline.attempt(cfg, where, overrides, driver_stop())
+    summary = compose.attempt(cfg, where, overrides, driver_stop())
     if summary["status"] == "interrupted":
         say(summary["reason"])
     elif summary["status"] != "ok":
@@ -86,7 +86,7 @@ _sweep_stopped: dict[str, Any] = {}  # the record of the job a stop signal ended
 
 def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, Any]:
     """One job of a sweep: it never ends the sweep, except that a stop signal skips the rest."""
-    from nst_tf import pipeline
+    from nst_tf import compose, pipeline
 
     job = f"job {where.out.name} ({' '.join(overrides)})"
     if _sweep_stopped:
@@ -95,7 +95,7 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
         pipeline.write_record(where.out, summary)
     else:
         try:
-            summary = pipeline.attempt(cfg, where, overrides, driver_stop())
+            summary = compose.attempt(cfg, where, overrides, driver_stop())
         except Exception as error:  # a bug in one job must not cost the others
             log.exception("%s failed", job)
             summary = {"status": "failed", "exit_code": 1, "overrides": overrides,

@@ -1,4 +1,5 @@
-"""Structured configs: the schema Hydra type-checks against, and the checks types cannot express."""
+"""The settings of a run as typed objects (the schema a composed config is checked against) and
+the checks types cannot express. Plain dataclasses: the config system stays in the drivers."""
 
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -6,8 +7,6 @@ from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nst_tf.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from nst_tf.errors import UserError
@@ -19,6 +18,7 @@ MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at le
 MIN_TILE = 64  # px: smaller tiles are mostly margin
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
+MISSING: Any = "???"  # a value the composed config must give (OmegaConf's marker)
 
 
 class Pooling(Enum):
@@ -183,10 +183,21 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-def validate(cfg: DictConfig) -> RunConfig:
-    """Check what the types cannot; return the config as typed objects."""
-    _reject_unknown_keys(cfg, "")
-    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+def record(settings: Any) -> Any:
+    """Settings as plain data (enums by value), as settings.yaml and summary.json keep them."""
+    if is_dataclass(settings):
+        return {f.name: record(getattr(settings, f.name)) for f in fields(settings)}
+    if isinstance(settings, Enum):
+        return settings.value
+    if isinstance(settings, list | tuple):
+        return [record(item) for item in settings]
+    if isinstance(settings, dict):
+        return {key: record(value) for key, value in settings.items()}
+    return settings
+
+
+def check(run: RunConfig) -> None:
+    """Refuse what the types cannot: each in one line naming the key and the fix."""
     _reject_non_finite(run, "")
     if not 0 <= run.seed <= MAX_SEED:
         raise UserError(f"seed={run.seed} is out of range; use a seed from 0 to {MAX_SEED}")
@@ -222,8 +233,6 @@ def validate(cfg: DictConfig) -> RunConfig:
             raise UserError(f"{key}={size} is too small; use sizes >= {MIN_SIZE}")
         if size > MAX_SIZE:
             raise UserError(f"{key}={size} is too large; use sizes <= {MAX_SIZE}")
-    if run.scales and run.resume:
-        raise UserError("resume continues one size; drop scales=... (or resume its last scale)")
     if run.iterations < 1:
         raise UserError(f"iterations={run.iterations} must be >= 1")
     if run.tile not in ("auto", "none") and not (run.tile.isdigit() and int(run.tile) >= MIN_TILE):
@@ -253,7 +262,6 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise UserError("styles with masks have the paper's loss scaling only; drop "
                         "loss_scale=reference or the masks")
     run.optimizer.check()
-    return run
 
 
 def _validate_styles(styles: list[StyleBlend]) -> None:
@@ -283,21 +291,6 @@ def _validate_video(video: VideoConfig) -> None:
             raise UserError(f"video.{key}={value} must be {'>' if strict else '>='} {least}")
     if video.blend > 1:
         raise UserError(f"video.blend={video.blend} must be <= 1 (the neighbour's share)")
-
-
-def _reject_unknown_keys(node: DictConfig, prefix: str) -> None:
-    # `+key=value` adds keys past the schema; catch them before they are silently ignored.
-    schema = OmegaConf.get_type(node)
-    if is_dataclass(schema):
-        known = {f.name for f in fields(schema)}
-        for key in node:
-            if key not in known:
-                known_list = ", ".join(sorted(known))
-                raise UserError(f"unknown config key '{prefix}{key}'; known keys: {known_list}")
-    for key in node:
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            _reject_unknown_keys(child, f"{prefix}{key}.")
 
 
 def _reject_non_finite(node: Any, key: str) -> None:

@@ -73,8 +73,10 @@ def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
     for number, planned in enumerate(course.legs()):
         leg = planned if course.each_from_zero else dataclasses.replace(
             planned, first=first, seconds=seconds)
-        if number and stop() is not None:  # between legs: the last one's results are kept
-            break
+        if number:  # between legs: the last one's results are kept, so a stop ends here
+            pause_point("leg", lambda: stop() is not None)
+            if stop() is not None:
+                break
         scaled = {i: runs[i].at(leg.stage.size) for i in running}
         shape = scaled[running[0]].content.shape[:2]
         members = [runs[i].member(leg, scaled[i], _start(runs[i], scaled[i], images.get(i), shape))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+import yaml
 from PIL import Image
 
 from nst_tf import color
@@ -165,9 +165,9 @@ def _style_preset(index: int, name: str) -> ImageConfig:
 
 def preset_image(role: str, name: str) -> ImageConfig:
     """The image preset conf/ROLE/NAME.yaml (role: content or style)."""
-    preset = OmegaConf.load(CONF_DIR / role / f"{name}.yaml")
+    preset = yaml.safe_load((CONF_DIR / role / f"{name}.yaml").read_text(encoding="utf-8"))
     preset.pop("defaults", None)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ImageConfig), preset))
+    return ImageConfig(**preset)
 
 
 def check_resume(checkpoint: Checkpoint, content: tuple[int, int]) -> None:

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig, OmegaConf
 
-from nst_tf.config import ImageConfig
+from nst_tf.config import ImageConfig, RunConfig
 from nst_tf.errors import Stopped, StopRequest, UserError, say
 from nst_tf.images import IMAGE_SUFFIXES, images_in
 from nst_tf.memory import largest_batch
@@ -24,6 +23,7 @@ from nst_tf.optimizer_config import LineSearch
 from nst_tf.report import write_summary
 from nst_tf.rundir import check_run_dir, claim_dir, release
 from nst_tf.runner import (
+    Composed,
     Job,
     Prepared,
     Where,
@@ -33,23 +33,16 @@ from nst_tf.runner import (
     run_group,
     stopped,
 )
-from nst_tf.video import is_video, run_video
+from nst_tf.video import run_video
 
 log = logging.getLogger("nst_tf")
 
-__all__ = ["Where", "attempt", "attempt_jobs", "write_record"]
+__all__ = ["Where", "attempt_jobs", "write_record"]
 
 _ONE_AT_A_TIME = threading.RLock()  # the session's compiled step serves one batch at a time
 AUTO_BATCH_CAP = 16  # batch_size=auto: at most this many, as the memory check allows
 OUT_OF_MEMORY = ("ran out of memory; use a smaller size, a smaller optimizer.history_size, "
                  "fewer runs per batch, or scales=[...]")
-
-
-def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str],
-            stop: StopRequest | None = None) -> dict[str, Any]:
-    """One run into `where.out` (a folder or glob as content.path: one per image), and how it
-    ended; see attempt_jobs."""
-    return attempt_jobs([Job(cfg, where, list(overrides))], stop=stop)[0]
 
 
 def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: bool = False,
@@ -73,14 +66,15 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
                     check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
                     claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
-                if is_video(job.cfg):  # frame after frame, alone
-                    run_video(job, stop)
+                composed = job.compose()
+                if composed.settings.video.enabled:  # frame after frame, alone
+                    run_video(job, composed, stop)
                     continue
-                inputs = content_inputs(job.cfg)
+                inputs = content_inputs(composed.settings)
                 if inputs is not None:  # a folder: one run per image, here
-                    job.summary = _attempt_each(job.cfg, job.where, job.overrides, inputs, stop)
+                    job.summary = _attempt_each(job, composed, inputs, stop)
                     continue
-                ready.append(prepare(job))
+                ready.append(prepare(job, composed))
             except Stopped as stopped_here:
                 stopped(job, stopped_here.signum, None)
                 stop.request(stopped_here.signum)
@@ -200,9 +194,9 @@ def _write(job: Job) -> None:
         write_record(out, summary)
 
 
-def content_inputs(cfg: DictConfig) -> list[Path] | None:
+def content_inputs(settings: RunConfig) -> list[Path] | None:
     """The images a folder or glob in content.path names, sorted; None for one image."""
-    spec = OmegaConf.select(cfg, "content.path")
+    spec = settings.content.path
     if not spec or not (Path(spec).expanduser().is_dir() or any(c in spec for c in "*?[")):
         return None
     images = sorted(images_in(Path(spec).expanduser()))
@@ -212,19 +206,21 @@ def content_inputs(cfg: DictConfig) -> list[Path] | None:
     return images
 
 
-def _attempt_each(cfg: DictConfig, where: Where, overrides: Sequence[str], inputs: list[Path],
-                  stop: StopRequest) -> dict[str, Any]:
+def _attempt_each(job: Job, composed: Composed, inputs: list[Path], stop: StopRequest
+                  ) -> dict[str, Any]:
     """One run per input, each in its own dir `OUT/NAME/`, its result also as `OUT/NAME.png`;
     images of one shape share the compiled step. A stop signal ends the whole batch."""
+    where, overrides = job.where, job.overrides
     check_run_dir(where.out, where.dir_key)
     stems = [p.stem for p in inputs]
     names = [p.stem if stems.count(p.stem) == 1 else p.name for p in inputs]
     summary: dict[str, Any] = {"overrides": list(overrides), "inputs": []}
     for path, name in zip(inputs, names, strict=True):
-        one = cfg.copy()
-        one.content = OmegaConf.structured(ImageConfig(path=str(path)))
+        one = dataclasses.replace(composed, settings=dataclasses.replace(
+            composed.settings, content=ImageConfig(path=str(path))))
         (where.out / name).mkdir(parents=True, exist_ok=True)
-        done = attempt(one, dataclasses.replace(where, out=where.out / name), overrides, stop)
+        [done] = attempt_jobs([Job(lambda one=one: one, dataclasses.replace(
+            where, out=where.out / name), list(overrides))], stop=stop)
         summary["inputs"].append({"path": str(path), "dir": name, "status": done["status"],
                                   "reason": done["reason"], "final": done.get("final")})
         if done["status"] == "ok":

@@ -3,22 +3,16 @@
 import csv
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_tf.errors import UserError, warn
 from nst_tf.images import read_rgb
-from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.report import FIXED
-from nst_tf.rundir import SETTINGS, read_settings
+from nst_tf.rundir import SETTINGS
 
-# What may change when resuming; everything else is the earlier run's, so the curve continues.
-CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
-              "paths.images", "paths.cache", "objective")
 _SNAPSHOT = re.compile(r"iter_(\d+)\.png")
 
 
@@ -114,30 +108,3 @@ def read_loss_rows(path: Path) -> list[dict[str, float]]:
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise damaged(type(error).__name__) from error
     return rows
-
-
-def resumed_config(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:
-    """The earlier run's recorded settings, with only the CHANGEABLE keys from this command."""
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides} - {"resume"}
-    fixed = sorted(key for key in given if key not in CHANGEABLE)
-    if fixed:
-        raise UserError(
-            f"resume continues {run_dir} with its own settings, so {', '.join(fixed)} "
-            f"cannot change; only {', '.join(CHANGEABLE)} can"
-        )
-    earlier = read_settings(run_dir)
-    for key in given:
-        OmegaConf.update(earlier, key, OmegaConf.select(cfg, key), merge=False)
-    earlier.resume = cfg.resume
-    return on_schema(cfg, earlier)
-
-
-def on_schema(cfg: DictConfig, recorded: DictConfig) -> DictConfig:
-    """A run's recorded settings back on the typed schema of a composed `cfg`, so they validate
-    like any composed config; the optimiser node takes its own optimiser's schema."""
-    recorded = recorded.copy()
-    optimizer = recorded.pop("optimizer")
-    merged = OmegaConf.merge(cfg, recorded)
-    schema = OPTIMIZER_SCHEMAS[optimizer.name]
-    merged.optimizer = OmegaConf.merge(OmegaConf.structured(schema), optimizer)
-    return merged

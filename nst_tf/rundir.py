@@ -8,9 +8,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from nst_tf.config import record
 from nst_tf.errors import UserError, fail
 from nst_tf.files import write_atomic
 
@@ -64,24 +66,10 @@ def check_sweep_dir(folder: Path) -> None:
         )
 
 
-def write_settings(folder: Path, cfg: DictConfig) -> None:
-    """The run's own record of its settings, written whole or not at all."""
-    write_atomic(folder / SETTINGS, OmegaConf.to_yaml(cfg).encode())
-
-
-def read_settings(folder: Path) -> DictConfig:
-    path = folder / SETTINGS
-    if not path.is_file():
-        raise UserError(f"resume: {folder} has no {SETTINGS}; give the run dir of an nst-tf run")
-    try:
-        settings = OmegaConf.load(path)
-    except Exception as error:  # YAML's and OmegaConf's errors have no common base
-        raise UserError(f"resume: {path} is damaged ({type(error).__name__}); "
-                        "give the run dir of an intact nst-tf run") from error
-    if not isinstance(settings, DictConfig):
-        raise UserError(f"resume: {path} is damaged (not a mapping); "
-                        "give the run dir of an intact nst-tf run")
-    return settings
+def write_settings(folder: Path, settings: Any) -> None:
+    """The run's own record of its settings (a RunConfig), written whole or not at all."""
+    text = yaml.safe_dump(record(settings), sort_keys=False, allow_unicode=True)
+    write_atomic(folder / SETTINGS, text.encode())
 
 
 CLAIM = ".nst-tf-claim"  # the process writing into a dir now: its pid

@@ -8,21 +8,20 @@ import dataclasses
 import importlib.util
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from nst_tf import color
 from nst_tf.backbones import get_backbone
 from nst_tf.cache import check_cache_dir, default_cache_dir
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, TensorBoardLog, TimeEstimate
-from nst_tf.config import RunConfig, validate
+from nst_tf.config import RunConfig, record
 from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest, UserError, WriteError
 from nst_tf.images import save_png
@@ -37,7 +36,7 @@ from nst_tf.pictures import (
     resume_image,
 )
 from nst_tf.report import plot_losses, read_losses
-from nst_tf.resume import Checkpoint, load_checkpoint, resumed_config
+from nst_tf.resume import Checkpoint
 from nst_tf.rundir import check_run_dir, resume_override, write_settings
 from nst_tf.session import SESSION, Session
 from nst_tf.tiling import tileable
@@ -58,12 +57,23 @@ class Where:
     keep_failures: bool = False  # record a failed run's summary even if it never started
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A job's settings as the driver made them: typed and checked; with resume=, the earlier
+    run's own, and its last snapshot (a video's: the run whose frames it takes over)."""
+
+    settings: RunConfig
+    checkpoint: Checkpoint | None = None
+    earlier: Path | None = None
+
+
 @dataclass
 class Job:
-    """One run asked for: its composed config, where it writes, the overrides that made it, and
-    its record (summary.json), filled as it goes."""
+    """One run asked for: how its settings are made (by a driver, when the job runs, so that a
+    mistake in them is this job's alone), where it writes, the overrides that made it, and its
+    record (summary.json), filled as it goes."""
 
-    cfg: DictConfig
+    compose: Callable[[], Composed]
     where: Where
     overrides: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -88,7 +98,7 @@ class Prepared:
     """A job checked and read, ready to join a batch."""
 
     job: Job
-    cfg: DictConfig  # as composed, or a resumed run's own
+    composed: Composed
     settings: RunConfig  # precision=auto resolved
     checkpoint: Checkpoint | None
     pictures: Pictures
@@ -104,16 +114,13 @@ class Prepared:
         return color.present(self.settings.color.value, image, content_rgb)
 
 
-def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = None
-            ) -> Prepared:
+def prepare(job: Job, composed: Composed, session: Session = SESSION,
+            content: Image.Image | None = None) -> Prepared:
     """Check everything a run can get wrong before anything is built, read its pictures and
     weights; raises UserError (or OSError) with the one line for the user. `content`: the
     picture to use instead of reading content.path (a video's first frame)."""
-    cfg, where, summary = job.cfg, job.where, job.summary
-    checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
-    if checkpoint:
-        cfg = resumed_config(cfg, checkpoint.run_dir, job.overrides)
-    settings = validate(cfg)
+    where, summary = job.where, job.summary
+    settings, checkpoint = composed.settings, composed.checkpoint
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("tensorboard=true needs the tensorboard package; "
                         "pip install 'nst-tf[tensorboard]', or drop tensorboard=true")
@@ -143,7 +150,7 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
     settings, summary["precision"] = session.precision(settings, vgg, cache_dir)
     summary.update({
-        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "config": record(composed.settings),
         "weights": {"source": vgg.source, "digest": vgg.digest},
         "content": {"path": str(pictures.content_path), "size": list(pictures.content.size)},
         "styles": [
@@ -160,7 +167,7 @@ def prepare(job: Job, session: Session = SESSION, content: Image.Image | None = 
                     "estimate_gib": round(tiling.estimate / 2**30, 2)}
                    for stage, tiling in zip(course.stages, tilings, strict=True)],
     })
-    return Prepared(job, cfg, settings, checkpoint, pictures, vgg, course)
+    return Prepared(job, composed, settings, checkpoint, pictures, vgg, course)
 
 
 def group_key(prepared: Prepared) -> tuple:
@@ -278,7 +285,7 @@ def _callbacks(p: Prepared, pictures: Scaled, iterations: int, logs: dict[int, L
     out = p.out
     if index not in logs:  # everything is checked and built: the run now owns `out`
         p.job.claimed = True
-        write_settings(out, p.cfg)
+        write_settings(out, p.composed.settings)
         logs[index] = LossLog(out / "losses.csv", value_names,
                               p.checkpoint.rows if p.checkpoint else ())
 

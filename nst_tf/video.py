@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
 from nst_tf import video_passes as passes
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
-from nst_tf.clips import Clip, frame_name, is_clip, open_clip, write_video
+from nst_tf.clips import Clip, frame_name, open_clip, write_video
 from nst_tf.config import FrameStart
 from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest
@@ -31,23 +30,14 @@ from nst_tf.loop import stop_line, walk
 from nst_tf.objective import frames_back, loss_weights
 from nst_tf.pictures import Scaled, initial_image
 from nst_tf.report import plot_frames, read_losses
-from nst_tf.resume import resumed_config
 from nst_tf.rundir import resume_override, write_settings
-from nst_tf.runner import Job, Prepared, prepare
+from nst_tf.runner import Composed, Job, Prepared, prepare
 from nst_tf.session import SESSION, Session
 from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights
 from nst_tf.video_passes import Frames
 from nst_tf.video_resume import SNAPSHOT, image_from, take_over
 
 log = logging.getLogger("nst_tf")
-
-
-def is_video(cfg: DictConfig) -> bool:
-    """A clip file as content.path, frames with video.enabled, or resume= of a video run."""
-    if cfg.get("resume"):
-        return (Path(cfg.resume).expanduser() / "frames").is_dir()
-    path = OmegaConf.select(cfg, "content.path")
-    return bool(OmegaConf.select(cfg, "video.enabled") or (path and is_clip(path)))
 
 
 class FlatLoss:
@@ -65,17 +55,12 @@ class FlatLoss:
         return (before - now) <= self.tolerance * abs(before)
 
 
-def run_video(job: Job, stop: StopRequest, session: Session = SESSION) -> None:
+def run_video(job: Job, composed: Composed, stop: StopRequest, session: Session = SESSION
+              ) -> None:
     """Stylise the clip `job` asks for into its dir; its summary says how it ended."""
-    cfg, earlier = job.cfg, None
-    if cfg.get("resume"):
-        earlier = Path(cfg.resume).expanduser()
-        cfg = resumed_config(cfg, earlier, job.overrides)
-        cfg.resume = None  # this run starts fresh in its own dir, from the earlier frames
-    cfg.video.enabled = True
-    job.cfg = cfg
-    with open_clip(cfg.content.path, cfg.video.fps) as clip:  # its reader ends with the run
-        _stylise(job, clip, earlier, stop, session)
+    settings = composed.settings
+    with open_clip(settings.content.path, settings.video.fps) as clip:  # read until the end
+        _stylise(job, composed, clip, stop, session)
 
 
 @dataclass
@@ -122,9 +107,10 @@ class ClipRun:
         return self.coarse_steps[stage.size], True
 
 
-def _stylise(job: Job, clip: Clip, earlier: Path | None, stop: StopRequest, session: Session
-             ) -> None:
-    p = prepare(job, session, content=Image.fromarray(clip.frame(0)))
+def _stylise(job: Job, composed: Composed, clip: Clip, stop: StopRequest, session: Session
+              ) -> None:
+    earlier = composed.earlier
+    p = prepare(job, composed, session, content=Image.fromarray(clip.frame(0)))
     settings, out, video = p.settings, p.out, p.settings.video
     count = min(clip.info.frames, video.frames or clip.info.frames)
     final = p.course.stages[-1]  # the clip's size; any scales before it are coarse
@@ -141,7 +127,7 @@ def _stylise(job: Job, clip: Clip, earlier: Path | None, stop: StopRequest, sess
     job.summary["video"] = {"frames": count, "fps": clip.info.fps, "size": clip.info.size,
                             "first": plan.done, "passes": plan.passes}
     job.claimed = True
-    write_settings(out, job.cfg)
+    write_settings(out, settings)
     shape = p.pictures.at_size(final.size, settings.color.value).content.shape[:2]
     transfer, _ = session.transfer(settings, p.weights, shape, len(p.pictures.masks),
                                    tile=final.tile)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from nst_tf.clips import frame_name
-from nst_tf.files import write_atomic
 from nst_tf.course import Stage
+from nst_tf.files import write_atomic
 
 MARKER = "passes.json"  # {"done": N}: the passes finished (none: a single-pass run)
 

@@ -15,7 +15,8 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from loss_table import at_run_size  # scripts/, beside this one
 
-from nst_tf.config import CONF_DIR, LossScale, validate
+from nst_tf.compose import validate
+from nst_tf.config import CONF_DIR, LossScale
 from nst_tf.errors import UserError, fail
 from nst_tf.hydra_setup import register_configs
 from nst_tf.images import read_rgb, to_array

@@ -28,13 +28,12 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from nst_tf.cache import default_cache_dir
-from nst_tf.config import CONF_DIR, RunConfig, validate
+from nst_tf.compose import on_schema, read_settings, validate
+from nst_tf.config import CONF_DIR, RunConfig
 from nst_tf.errors import UserError, fail
 from nst_tf.hydra_setup import register_configs
 from nst_tf.images import read_rgb, to_array
 from nst_tf.report import read_losses
-from nst_tf.resume import on_schema
-from nst_tf.rundir import read_settings
 from nst_tf.sweep import SweepJob, format_value, read_sweep
 
 DEEP_LAYERS = ["conv4_1", "conv5_1"]

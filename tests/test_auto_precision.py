@@ -5,7 +5,8 @@ import json
 import pytest
 
 from nst_tf import precision
-from nst_tf.config import CONF_DIR, validate
+from nst_tf.compose import validate
+from nst_tf.config import CONF_DIR
 from nst_tf.hydra_setup import register_configs
 from nst_tf.session import SESSION
 

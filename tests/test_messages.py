@@ -122,11 +122,11 @@ def test_the_progress_bar_is_labelled_and_ends_on_the_final_losses(capsys):
     from nst_tf.transfer import Progress
 
     where = Where(Path("outputs/x"), "hydra.run.dir", "nst-tf")
-    job = Job(None, where, ["size=64"])
+    job = Job(lambda: None, where, ["size=64"])
     job.summary.update(config={"size": 64}, content={"path": "/images/tubingen.jpg"},
                        styles=[{"path": "/images/starry_night.jpg"}])
     assert job.label == "tubingen + starry_night 64px"
-    sweep_job = Job(None, Where(Path("0"), "hydra.sweep.dir", "nst-tf", keep_failures=True),
+    sweep_job = Job(lambda: None, Where(Path("0"), "hydra.sweep.dir", "nst-tf", keep_failures=True),
                     ["alpha=1e-3", "seed=1"])
     assert sweep_job.label == "alpha=1e-3 seed=1"
     bar = ProgressBar(2, job.label)

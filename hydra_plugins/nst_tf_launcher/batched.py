@@ -80,6 +80,7 @@ class BatchedLauncher(Launcher):
                ) -> Sequence[JobReturn]:
         from nst_tf import pipeline
         from nst_tf.app import command, objective, report_sweep_job
+        from nst_tf.compose import job as make_job
         from nst_tf.errors import driver_stop
         from nst_tf.runner import Job
 
@@ -96,7 +97,7 @@ class BatchedLauncher(Launcher):
             runtime = HydraConfig.get()
             where = pipeline.Where(Path(runtime.runtime.output_dir), "hydra.sweep.dir",
                                    command(), keep_failures=True)
-            jobs.append(Job(cfg, where, list(runtime.overrides.task)))
+            jobs.append(make_job(cfg, where, runtime.overrides.task))
             # The job's log file, as Hydra has just set it up: the batch writes to each.
             files.extend(handler.baseFilename for handler in logging.getLogger().handlers
                          if isinstance(handler, logging.FileHandler))
@@ -123,6 +124,6 @@ class BatchedLauncher(Launcher):
             if id(ret) in ran:
                 job, summary = ran[id(ret)]
                 report_sweep_job(job.where, job.overrides, summary)
-                ret.return_value = objective(job.cfg, summary)
+                ret.return_value = objective(config, summary)
             self.hydra_context.callbacks.on_job_end(config=config, job_return=ret)
         return returns

@@ -22,7 +22,8 @@ def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
     unless the overrides name a precision (each section measures the ones it compares)."""
     from hydra import compose, initialize_config_dir
 
-    from nst_tf.config import CONF_DIR, validate
+    from nst_tf.compose import validate
+    from nst_tf.config import CONF_DIR
     from nst_tf.hydra_setup import register_configs
 
     register_configs()
