@@ -3,14 +3,15 @@ without Hydra: the sweep's records are files, read after the sweep by whoever as
 
 Covers what a job's overrides hold: `key=value`, `+key=value`, `~key`; values that are numbers,
 booleans, null, strings (quoted or not, with Hydra's escapes), lists and dicts of them. What it
-does not cover (a function such as `int(1)`) is kept as written."""
+does not cover is kept as written: a function such as `int(1)`, which sweepers evaluate before
+they write a job's overrides."""
 
 import re
 from collections.abc import Callable
 from typing import Any
 
-# Hydra's value tokens (hydra/grammar/OverrideLexer.g4), tried longest first as its lexer does;
-# of two of the same length, the earlier wins.
+# Hydra's value tokens (hydra/grammar/OverrideLexer.g4); as in its lexer, the longest match is
+# the token, and of two as long, the earlier.
 _DIGITS = r"[0-9](?:_?[0-9])*"
 _INT = r"(?:0|[1-9](?:_?[0-9])*)"
 _POINT_FLOAT = rf"(?:{_INT}?\.{_DIGITS}|{_INT}\.)"  # the longer first: re takes the first
@@ -49,7 +50,7 @@ _CONVERT: dict[str, Callable[[str], Any]] = {
 def parse_override(override: str) -> tuple[str, Any]:
     """(key without its +/~ prefix, value): `alpha=1e-3` -> ("alpha", 0.001); a deletion
     (`~key`) has the value None."""
-    key, equal, text = override.partition("=")
+    key, _, text = override.partition("=")
     if key.startswith("~"):
         return key.lstrip("~"), None
     key = key.lstrip("+")
