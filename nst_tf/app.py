@@ -4,7 +4,6 @@ TensorFlow loads only when a run starts (nst_tf.pipeline), so --help and --cfg s
 """
 
 import logging
-import math
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from nst_tf.errors import (
     pause_point,
     say,
 )
+from nst_tf.hydra_jobs import command, objective, report_sweep_job
 from nst_tf.hydra_setup import config_error_message, register_configs
 
 log = logging.getLogger("nst_tf")
@@ -40,14 +40,6 @@ def _dir_key() -> str:
     """The setting that chooses this job's dir."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     return "hydra.sweep.dir" if multirun else "hydra.run.dir"
-
-
-def command() -> str:
-    """How the user started us, for the `resume=` line they can paste."""
-    script = Path(sys.argv[0])
-    if script.name == "__main__.py":
-        return "python -m nst_tf"
-    return f"python {script}" if script.suffix == ".py" else script.name
 
 
 @hydra.main(config_path=f"pkg://{CONF_PACKAGE}", config_name="config", version_base=None)
@@ -74,13 +66,6 @@ def _hydra_main(cfg: DictConfig) -> float:
     return objective(cfg, summary)
 
 
-def objective(cfg: DictConfig, summary: dict[str, Any]) -> float:
-    """What a sweeper minimises: the job's final `objective` loss; nan if it failed."""
-    if summary["status"] != "ok":
-        return math.nan  # no loss to report; nst_tf.search tells Optuna it was the worst
-    return float(summary["final"][cfg.objective])  # the pipeline checked the name
-
-
 _sweep_stopped: dict[str, Any] = {}  # the record of the job a stop signal ended, if any
 
 
@@ -105,13 +90,6 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
             _sweep_stopped.update(summary)
     report_sweep_job(where, overrides, summary)
     return summary
-
-
-def report_sweep_job(where: Any, overrides: list[str], summary: dict[str, Any]) -> None:
-    """One line for a sweep job that did not end ok."""
-    if summary["status"] != "ok":
-        job = f"job {where.out.name} ({' '.join(overrides)})"
-        say(f"{job}: {summary['status']}: {summary['reason']}")
 
 
 class SlurmCheck(Callback):

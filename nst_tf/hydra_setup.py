@@ -1,16 +1,22 @@
 """How Hydra meets our configs: the schemas registered, our launcher plugin made known, the
-presets as users pick them (for the help page), and a config that does not compose or
-type-check said in one line."""
+presets as users pick them (for the help page), a config that does not compose or type-check
+said in one line, and the run dir guarded before Hydra writes in it."""
 
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
+from nst_tf.errors import UserError, fail
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
+from nst_tf.rundir import check_run_dir, check_sweep_dir, claim_dir
 
 # Files in conf/ that other configs include, not options to choose.
 _INCLUDED_ONLY = {"experiment": {"common"}}
@@ -98,3 +104,25 @@ def _settings_node(schema: object, key: str | None) -> type | None:
         return None
     kind = next((f.type for f in fields(schema) if f.name == key), None)
     return kind if is_dataclass(kind) else None
+
+
+class RunDirGuard(Callback):
+    """Claims the run or sweep dir and refuses one an earlier run has written, before Hydra
+    writes a byte in it (Hydra saves .hydra/ and multirun.yaml before the task starts);
+    registered in conf/config.yaml."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.run.dir)
+        # Refused before it is claimed: a refused dir keeps every byte (a dead run's claim too).
+        self._check(lambda: (check_run_dir(folder), claim_dir(folder)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(config.hydra.sweep.dir)
+        self._check(lambda: (check_sweep_dir(folder), claim_dir(folder, "hydra.sweep.dir")))
+
+    @staticmethod
+    def _check(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except UserError as error:
+            fail(str(error))  # Hydra turns a callback's exceptions into warnings; exit instead

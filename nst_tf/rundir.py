@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from nst_tf.config import record
-from nst_tf.errors import UserError, fail
+from nst_tf.errors import UserError
 from nst_tf.files import write_atomic
 
 SETTINGS = "settings.yaml"
@@ -139,23 +137,3 @@ def _alive(pid: int) -> bool:
         return True  # another user's live process
     return True
 
-
-class RunDirGuard(Callback):
-    """Claims the run or sweep dir and refuses one an earlier run has written, before Hydra
-    writes a byte in it (Hydra saves .hydra/ and multirun.yaml before the task starts)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(config.hydra.run.dir)
-        # Refused before it is claimed: a refused dir keeps every byte (a dead run's claim too).
-        self._check(lambda: (check_run_dir(folder), claim_dir(folder)))
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(config.hydra.sweep.dir)
-        self._check(lambda: (check_sweep_dir(folder), claim_dir(folder, "hydra.sweep.dir")))
-
-    @staticmethod
-    def _check(check: Any) -> None:
-        try:
-            check()
-        except UserError as error:
-            fail(str(error))  # Hydra turns a callback's exceptions into warnings; exit instead

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -20,6 +21,7 @@ from nst_tf.sweep import (
     write_sweep_figure,
     write_sweep_table,
 )
+from nst_tf.sweep.overrides import parse_override
 from nst_tf.sweep_callback import SweepEnd
 
 FINAL = {"iteration": 10, "seconds": 1.5, "total": 3.0, "content": 2.0, "style": 1.0, "tv": 0.0}
@@ -184,3 +186,22 @@ def test_an_unwritable_table_is_one_line_naming_the_fix(sweep, capsys):
     assert len(err) == 1 and f"cannot write {sweep / 'sweep.csv'}" in err[0]
     assert "hydra.sweep.dir=" in err[0]
     assert (sweep / "figure.png").exists()
+
+
+# Each kind of value a job's overrides.yaml holds, with Hydra's quoting and escapes.
+OVERRIDES = [
+    "alpha=1e-3", "beta=+2.5", "size=1_000", "x=.5", "x=1.", "x=-Inf", "x=NaN", "x=info",
+    "x=TrUe", "x=false_x", "x=null", "panel/fig2=B", "+terms.mean_colour=1e4", "++a=b", "~video",
+    "~video=1", "style_layers=[ conv1_1 , conv2_1 ]", "x=[[1,2],[]]",
+    "styles=[{name:starry,weight:0.5},{name: wave, 1: x}]", "content.path=/a b/c.png",
+    "content.path='/a b/c.png'", 'x="it\'s \\"so\\""', "x='a\\\\'", "x=a\\,b\\ c\\(",
+    "x=${oc.env:HOME}", "x=a : b", "x=1abc", "x=00", "x=a@b?c|d%e*f", "x=  padded  ", "x=",
+]
+
+
+def test_overrides_are_read_as_hydra_reads_them():
+    parser = OverridesParser.create()
+    hydra = [(o.get_key_element().lstrip("+~"), None if o.is_delete() else o.value())
+             for o in parser.parse_overrides(OVERRIDES)]
+    # repr: 1 and 1.0, or nan and nan, compare as they should
+    assert [repr(parse_override(text)) for text in OVERRIDES] == list(map(repr, hydra))

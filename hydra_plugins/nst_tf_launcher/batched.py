@@ -25,6 +25,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from nst_tf.hydra_jobs import command, objective, report_sweep_job
+
 log = logging.getLogger("nst_tf")
 
 
@@ -79,7 +81,6 @@ class BatchedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
                ) -> Sequence[JobReturn]:
         from nst_tf import pipeline
-        from nst_tf.app import command, objective, report_sweep_job
         from nst_tf.compose import job as make_job
         from nst_tf.errors import driver_stop
         from nst_tf.runner import Job

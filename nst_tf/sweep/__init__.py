@@ -1,6 +1,7 @@
-"""A sweep's end: records.py reads each job's record and writes sweep.csv, layout.py arranges
-the jobs for a figure and labels them, drawing.py draws it. Reads only files, so it imports no
-TensorFlow; matplotlib loads only when a figure is drawn."""
+"""A sweep's end: records.py reads each job's record and writes sweep.csv (overrides.py reads
+its overrides), layout.py arranges the jobs for a figure and labels them, drawing.py draws it.
+Reads only files, so it imports neither TensorFlow nor Hydra; matplotlib loads only when a
+figure is drawn."""
 
 from typing import TYPE_CHECKING, Any
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from nst_tf.backbones import BACKBONES
 from nst_tf.errors import UserError
-from nst_tf.sweep.records import SHOWN_STATUSES, SweepJob, read_sweep, sweep_tally
+from nst_tf.sweep.records import SHOWN_STATUSES, SweepJob, hydra_setting, read_sweep, sweep_tally
 
 # Preset fields that only say where an image comes from; they change with its name.
 _IMAGE_DETAILS = ("path", "file", "url", "md5", "title", "author", "licence")
@@ -134,11 +132,8 @@ def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> Sweep
 
 def _sampled(jobs: list[SweepJob]) -> bool:
     """Whether the sweeper sampled the jobs, as the first job's saved Hydra config says."""
-    try:
-        saved = OmegaConf.load(jobs[0].dir / ".hydra" / "hydra.yaml")
-    except Exception:  # no record: lay out a grid, as for every sweep before sweepers
-        return False
-    target = OmegaConf.select(saved, "hydra.sweeper._target_", default=None)
+    target = hydra_setting(jobs[0].dir, "hydra.sweeper._target_")
+    # No record: lay out a grid, as for every sweep before sweepers.
     return target not in (None, _GRID_SWEEPER)
 
 

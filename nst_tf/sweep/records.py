@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
-
 from nst_tf.errors import UserError
-from nst_tf.files import write_atomic
+from nst_tf.files import read_yaml, write_atomic
+from nst_tf.sweep.overrides import parse_override
 
 TABLE_NAME = "sweep.csv"
 TABLE_COLUMNS = ("job", "overrides", "status", "reason", "exit_code")  # then the final losses
@@ -116,12 +114,21 @@ def _natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _job_number(job_dir: Path) -> float:
-    saved = job_dir / ".hydra" / "hydra.yaml"
+def hydra_setting(job_dir: Path, key: str) -> Any:
+    """A setting of the job's Hydra config (.hydra/hydra.yaml), e.g. "hydra.job.num"; None
+    where the file or the key is missing or the file is damaged."""
     try:
-        number = OmegaConf.select(OmegaConf.load(saved), "hydra.job.num", default=None)
-    except Exception:  # a missing or damaged file only costs the order: fall back to names
-        return math.inf
+        node = read_yaml(job_dir / ".hydra" / "hydra.yaml")
+    except Exception:  # YAML's and the file system's errors have no common base
+        return None
+    for name in key.split("."):
+        node = node.get(name) if isinstance(node, dict) else None
+    return node
+
+
+def _job_number(job_dir: Path) -> float:
+    number = hydra_setting(job_dir, "hydra.job.num")
+    # A missing or damaged file only costs the order: fall back to names.
     return number if isinstance(number, int) else math.inf
 
 
@@ -138,16 +145,12 @@ def _read_job(job_dir: Path) -> SweepJob:
         outcome = _outcome(summary)
     config = summary.get("config")
     if not isinstance(config, dict):
-        saved = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-        config = OmegaConf.to_container(saved, resolve=False)
-    overrides: dict[str, Any] = {}
+        config = read_yaml(job_dir / ".hydra" / "config.yaml") or {}
     lines: list[str] = []
     listed = job_dir / ".hydra" / "overrides.yaml"
     if listed.is_file():
-        lines = [str(x) for x in OmegaConf.to_container(OmegaConf.load(listed))]
-        for override in OverridesParser.create().parse_overrides(lines):
-            key = override.get_key_element().lstrip("+~")
-            overrides[key] = None if override.is_delete() else override.value()
+        lines = [str(x) for x in read_yaml(listed) or []]
+    overrides = dict(map(parse_override, lines))
     status, reason, exit_code = outcome
     return SweepJob(dir=job_dir, config=config, overrides=overrides, task_overrides=lines,
                     summary=summary, status=status, reason=reason, exit_code=exit_code)
