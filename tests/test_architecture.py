@@ -121,6 +121,15 @@ def test_recipe_add_a_backbone(monkeypatch, install_plugin, vgg16_file, tmp_path
     assert rows[-1]["total"] < rows[0]["total"]
 
 
+def test_a_plugin_that_fails_to_load_is_one_line(install_plugin):
+    install_plugin("broken_plugin", "import nst_tf.no_such_module\n")
+    with pytest.raises(UserError) as caught:
+        load_plugins()
+    assert str(caught.value) == (
+        "plug-in broken_plugin (broken_plugin) failed to load: ModuleNotFoundError: No module "
+        "named 'nst_tf.no_such_module'; fix or uninstall it")
+
+
 class MeanColour(LossTerm):
     """The squared distance between the image's mean colour and the styles' (blended)."""
 
