@@ -32,6 +32,7 @@ from nst_tf.errors import (
 )
 from nst_tf.hydra_jobs import command, objective, report_sweep_job
 from nst_tf.hydra_setup import config_error_message, register_configs
+from nst_tf.plugins import load_plugins
 
 log = logging.getLogger("nst_tf")
 
@@ -49,6 +50,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import compose, pipeline
 
+    load_plugins()  # again in a launcher's worker of its own process, where main() did not run
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     where = pipeline.Where(Path(hydra_cfg.runtime.output_dir), _dir_key(), command(),

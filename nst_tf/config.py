@@ -14,7 +14,6 @@ from nst_tf.errors import UserError
 # The Hydra configs and presets: the repository's conf/, installed as this package.
 CONF_PACKAGE = "nst_tf.conf"
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))  # where that is on disk, to read presets
-MIN_SIZE = 16  # px, both sides of every image: VGG19's four poolings need at least 1 px left
 MIN_TILE = 64  # px: smaller tiles are mostly margin
 MAX_SIZE = 16384  # px, the long side: far past what fits in memory here; the memory check refines
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
@@ -229,8 +228,9 @@ def check(run: RunConfig) -> None:
     if not run.content_layers and not run.style_layers:
         raise UserError("content_layers and style_layers are both empty; give at least one layer")
     for key, size in [("size", run.size), *(("scales", s) for s in run.scales)]:
-        if size < MIN_SIZE:
-            raise UserError(f"{key}={size} is too small; use sizes >= {MIN_SIZE}")
+        if size < backbone.min_size:
+            raise UserError(f"{key}={size} is too small for {backbone.name.upper()}; use sizes "
+                            f">= {backbone.min_size}")
         if size > MAX_SIZE:
             raise UserError(f"{key}={size} is too large; use sizes <= {MAX_SIZE}")
     if run.iterations < 1:

@@ -1,6 +1,6 @@
-"""How Hydra meets our configs: the schemas registered, our launcher plugin made known, the
-presets as users pick them (for the help page), a config that does not compose or type-check
-said in one line, and the run dir guarded before Hydra writes in it."""
+"""How Hydra meets our configs: the plug-ins loaded and the schemas registered, our launcher
+plugin made known, the presets as users pick them (for the help page), a config that does not
+compose or type-check said in one line, and the run dir guarded before Hydra writes in it."""
 
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
 from nst_tf.errors import UserError, fail
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
+from nst_tf.plugins import load_plugins
 from nst_tf.rundir import check_run_dir, check_sweep_dir, claim_dir
 
 # Files in conf/ that other configs include, not options to choose.
@@ -36,13 +37,18 @@ OmegaConf.register_new_resolver("nst_presets", lambda group: ", ".join(presets(g
 
 
 def register_configs() -> None:
-    """Make the schemas known to Hydra, so composition type-checks every key."""
+    """Load the plug-ins, then make the schemas known to Hydra, so composition type-checks
+    every key."""
+    load_plugins()
     store = ConfigStore.instance()
     store.store(name="schema", node=RunConfig)
     store.store(group="content", name="schema", node=ImageConfig)
     store.store(group="style", name="schema", node=ImageConfig)
     for name, schema in OPTIMIZER_SCHEMAS.items():
         store.store(group="optimizer", name=f"{name}_schema", node=schema)
+        if not (CONF_DIR / "optimizer" / f"{name}.yaml").is_file():
+            # A plug-in's optimiser, with no preset among ours: optimizer=NAME is its schema.
+            store.store(group="optimizer", name=name, node=schema)
     # Hydra finds plugins by listing hydra_plugins/, which an editable install's import hook
     # cannot list: make our launcher known however the package was installed.
     from hydra.core.plugins import Plugins

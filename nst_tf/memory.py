@@ -1,25 +1,27 @@
-"""A memory check before anything is built: the run's peak, estimated from its pixel counts."""
+"""A memory check before anything is built: the run's peak, estimated from its pixel counts
+and what its parts declare (the backbone's `Footprint`, the optimiser's `image_buffers`)."""
 
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nst_tf.backbones import DEFAULT_BACKBONE, Footprint, get_backbone
 from nst_tf.errors import UserError
+from nst_tf.optim import OPTIMIZERS
 
 GIB = 2**30
 # Peak RSS is linear in the image's pixels (scripts/bench.py's memory section, R² > 0.999; see
-# docs/PERFORMANCE.md). These are the fp32 figures; bf16's slope is a few percent lower.
-BASE_BYTES = 0.85e9  # TensorFlow, Keras and the VGG19 weights
-STEP_BYTES_PER_PIXEL = 2300  # the compiled step's activations and gradients through conv5_1
-# What each optimiser keeps per pixel: 3 float32 channels in each of its image-sized buffers.
-OPTIMIZER_BYTES_PER_PIXEL = {"lbfgs": lambda history: 2 * history * 12, "adam": lambda _: 2 * 12}
+# docs/PERFORMANCE.md): with VGG19, 0.85e9 B before any image, and per pixel the step's bytes
+# and the optimiser's buffers, as the parts declare them. What no part declares is TensorFlow
+# and Keras: that intercept less VGG19's weights.
+RUNTIME_BYTES = 850_000_000 - 80_097_536
+PIXEL_BYTES = 12  # an image-sized buffer's, per pixel: 3 float32 channels
 # Tiled (nst_tf.tiling), the step holds one tile's crop at a time; what stays image-sized is
 # the image, its gradient as the tiles add to it, the content targets and the optimiser's
 # buffers. Measured per pixel beyond the L-BFGS history: 130 B at 2048 px, 340 at 3072, 620 at
 # 4096 (scripts/tiling_memory.py, docs/TILING.md); the largest, with a margin, for every size.
 TILED_BYTES_PER_PIXEL = 650
-TILE_MARGIN = 160  # px a crop adds to its tile's side: VGG19's reach to conv5_1, on its grid
 TILE_STEP = 64  # px between the tile sizes tile=auto tries
 SMALLEST_AUTO_TILE = 256  # px: below, margins would cost more than the tile's own pixels
 # tile=auto plans tiles to this share of what is available: the tiled estimate is fitted on
@@ -37,27 +39,41 @@ class Tiling:
     why: str
 
 
+def _footprint(backbone: str) -> tuple[float, Footprint]:
+    """The backbone's footprint, and the bytes before any image: the runtime and its weights."""
+    footprint = get_backbone(backbone).footprint
+    return RUNTIME_BYTES + footprint.weight_bytes, footprint
+
+
+def _state_per_pixel(optimizer: str, history: int) -> float:
+    """The optimiser's buffers' bytes per pixel (`history`: its optimizer.history_size, or 0)."""
+    return OPTIMIZERS[optimizer].image_buffers(history) * PIXEL_BYTES
+
+
 def estimate_peak(pixels: int, style_pixels: int, optimizer: str, history: int = 0,
-                  batch: int = 1) -> float:
+                  batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> float:
     """Bytes at the peak: the optimiser's buffers, and the step or a style's forward pass, for
     `batch` images optimised at once (styles are read one at a time)."""
-    return BASE_BYTES + batch * member_bytes(pixels, optimizer, history) + max(
-        0, style_pixels - batch * pixels) * STEP_BYTES_PER_PIXEL
+    base, footprint = _footprint(backbone)
+    return base + batch * member_bytes(pixels, optimizer, history, backbone=backbone) + max(
+        0, style_pixels - batch * pixels) * footprint.step_bytes_per_pixel
 
 
-def member_bytes(pixels: int, optimizer: str, history: int = 0) -> float:
+def member_bytes(pixels: int, optimizer: str, history: int = 0, *,
+                 backbone: str = DEFAULT_BACKBONE) -> float:
     """What each image of a batch adds: its optimiser buffers and its share of the step."""
-    return pixels * (OPTIMIZER_BYTES_PER_PIXEL[optimizer](history) + STEP_BYTES_PER_PIXEL)
+    return pixels * (_state_per_pixel(optimizer, history)
+                     + get_backbone(backbone).footprint.step_bytes_per_pixel)
 
 
 def largest_batch(pixels: int, style_pixels: int, optimizer: str, history: int, cap: int,
-                  available: float | None = None) -> int:
+                  available: float | None = None, *, backbone: str = DEFAULT_BACKBONE) -> int:
     """The most images (1..cap) whose estimated peak fits in what is available."""
     available = available_bytes() if available is None else available
     if available is None:
         return cap
-    fits = [b for b in range(1, cap + 1)
-            if estimate_peak(pixels, style_pixels, optimizer, history, b) <= available]
+    fits = [b for b in range(1, cap + 1) if estimate_peak(
+        pixels, style_pixels, optimizer, history, b, backbone=backbone) <= available]
     return max(fits, default=1)
 
 
@@ -76,82 +92,88 @@ def available_bytes() -> float | None:
 
 
 def tiled_peak(content: tuple[int, int], tile: int, optimizer: str, history: int = 0,
-               batch: int = 1) -> float:
+               batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> float:
     """Bytes at the peak of a run computed in tiles of `tile` px (styles are read in tiles too,
     so their size no longer counts)."""
+    base, footprint = _footprint(backbone)
     width, height = content
-    crop = min(width, tile + TILE_MARGIN) * min(height, tile + TILE_MARGIN)
-    return BASE_BYTES + batch * (width * height * (
-        OPTIMIZER_BYTES_PER_PIXEL[optimizer](history) + TILED_BYTES_PER_PIXEL)
-        + crop * STEP_BYTES_PER_PIXEL)
+    side = tile + footprint.tile_margin
+    crop = min(width, side) * min(height, side)
+    return base + batch * (width * height * (
+        _state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL)
+        + crop * footprint.step_bytes_per_pixel)
 
 
 def plan_tiling(setting: str, key: str, size: int, content: tuple[int, int], style_pixels: int,
                 optimizer: str, history: int, available: float | None = None,
-                batch: int = 1) -> Tiling:
+                batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> Tiling:
     """How to compute `key`=`size` (a `content` of (width, height) px) as `setting` (auto,
     none or a tile size in px) asks: whole where it fits or as asked, else in the largest tiles
     that fit. Refuses, in one line with the fix, what does not fit either way."""
-    whole = estimate_peak(content[0] * content[1], style_pixels, optimizer, history, batch)
+    parts = {"optimizer": optimizer, "history": history, "batch": batch, "backbone": backbone}
+    whole = estimate_peak(content[0] * content[1], style_pixels, **parts)
     available = available_bytes() if available is None else available
     if setting == "none" or setting == "auto" and (available is None or whole <= available):
-        check_memory(key, size, content, style_pixels, optimizer, history, available, batch,
-                     tiles=setting == "auto")
+        check_memory(key, size, content, style_pixels, available=available,
+                     tiles=setting == "auto", **parts)
         return Tiling(None, whole, "the whole image fits" if setting == "auto" else "tile=none")
     if setting != "auto":
         tile = int(setting)
-        need = tiled_peak(content, tile, optimizer, history, batch)
+        need = tiled_peak(content, tile, **parts)
         if available is not None and need > available:
-            fits = _largest_tiled(size, content, tile, optimizer, history, batch, available)
-            raise _refusal(key, size, content, need, available, optimizer,
+            fits = _largest_tiled(size, content, tile, available, **parts)
+            raise _refusal(key, size, content, need, available, history,
                            [f"a smaller tile than {tile}"], fits)
         return Tiling(tile, need, f"tile={tile}")
     budget = AUTO_TILE_HEADROOM * available
     longest = max(content) - 1
     for tile in range(longest - longest % TILE_STEP, SMALLEST_AUTO_TILE - 1, -TILE_STEP):
-        need = tiled_peak(content, tile, optimizer, history, batch)
+        need = tiled_peak(content, tile, **parts)
         if need <= budget:
             return Tiling(tile, need, f"the whole image needs about {whole / GIB:.1f} GiB, "
                                       f"{available / GIB:.1f} GiB is available")
-    smallest = tiled_peak(content, SMALLEST_AUTO_TILE, optimizer, history, batch)
-    raise _refusal(key, size, content, smallest, budget, optimizer, [], _largest_tiled(
-        size, content, SMALLEST_AUTO_TILE, optimizer, history, batch, budget),
+    smallest = tiled_peak(content, SMALLEST_AUTO_TILE, **parts)
+    raise _refusal(key, size, content, smallest, budget, history, [], _largest_tiled(
+        size, content, SMALLEST_AUTO_TILE, budget, **parts),
         f" to plan tiles with ({AUTO_TILE_HEADROOM:.0%} of the {available / GIB:.1f} GiB free)")
 
 
 def check_memory(key: str, size: int, content: tuple[int, int], style_pixels: int,
                  optimizer: str, history: int, available: float | None = None,
-                 batch: int = 1, tiles: bool = False) -> float:
+                 batch: int = 1, tiles: bool = False, *,
+                 backbone: str = DEFAULT_BACKBONE) -> float:
     """Refuse, in one line with the fix, a run whose estimated peak exceeds what is available
     (`tiles`: tiling is not the fix, it was tried).
 
     `key`=`size` gives a `content` of (width, height) px. Returns the estimate in bytes.
     """
     pixels = content[0] * content[1]
-    need = estimate_peak(pixels, style_pixels, optimizer, history, batch)
+    need = estimate_peak(pixels, style_pixels, optimizer, history, batch, backbone=backbone)
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return need
-    per_pixel = STEP_BYTES_PER_PIXEL + OPTIMIZER_BYTES_PER_PIXEL[optimizer](history)
-    shrink = math.sqrt(max(available - BASE_BYTES, 0) / per_pixel / max(pixels, style_pixels))
-    raise _refusal(key, size, content, need, available, optimizer,
+    base, footprint = _footprint(backbone)
+    per_pixel = footprint.step_bytes_per_pixel + _state_per_pixel(optimizer, history)
+    shrink = math.sqrt(max(available - base, 0) / per_pixel / max(pixels, style_pixels))
+    raise _refusal(key, size, content, need, available, history,
                    [] if tiles else ["tile=auto (computed in tiles)"], math.floor(size * shrink))
 
 
-def _largest_tiled(size: int, content: tuple[int, int], tile: int, optimizer: str, history: int,
-                   batch: int, available: float) -> int:
+def _largest_tiled(size: int, content: tuple[int, int], tile: int, available: float, *,
+                   optimizer: str, history: int, batch: int, backbone: str) -> int:
     """The largest size whose image fits in tiles of `tile` px."""
-    crop = (tile + TILE_MARGIN) ** 2 * STEP_BYTES_PER_PIXEL
-    per_pixel = OPTIMIZER_BYTES_PER_PIXEL[optimizer](history) + TILED_BYTES_PER_PIXEL
-    room = max(available - BASE_BYTES - batch * crop, 0) / batch
+    base, footprint = _footprint(backbone)
+    crop = (tile + footprint.tile_margin) ** 2 * footprint.step_bytes_per_pixel
+    per_pixel = _state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL
+    room = max(available - base - batch * crop, 0) / batch
     return math.floor(size * math.sqrt(room / per_pixel / (content[0] * content[1])))
 
 
 def _refusal(key: str, size: int, content: tuple[int, int], need: float, available: float,
-             optimizer: str, fixes: list[str], fits: int, purpose: str = "") -> UserError:
+             history: int, fixes: list[str], fits: int, purpose: str = "") -> UserError:
     fixes = [f"size={fits} or less" if key == "size" else f"a largest scale of {fits} or less",
              *fixes]
-    if optimizer == "lbfgs":
+    if history:  # the optimiser keeps one, which its buffers grow with
         fixes.append("a smaller optimizer.history_size")
     if key == "size":
         fixes.append("scales=[...] ending at a size that fits")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nst_tf import color
 from nst_tf.backbones import DEFAULT_BACKBONE, get_backbone
-from nst_tf.config import CONF_DIR, MAX_SIZE, MIN_SIZE, ImageConfig, RunConfig
+from nst_tf.config import CONF_DIR, MAX_SIZE, ImageConfig, RunConfig
 from nst_tf.errors import UserError
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
 from nst_tf.memory import Tiling, plan_tiling
@@ -39,22 +39,23 @@ class Pictures:
         ]
 
     def check(self, settings: RunConfig, batch: int = 1) -> list[Tiling]:
-        """Refuse, before anything is allocated, images too thin for VGG19 or too big to fit
-        (`batch` runs of them at once); how each size is computed (whole or in tiles)."""
+        """Refuse, before anything is allocated, images too thin for the backbone or too big to
+        fit (`batch` runs of them at once); how each size is computed (whole or in tiles)."""
         key = "scales" if settings.scales else "size"
+        least = get_backbone(settings.model.backbone).min_size
         for size in settings.scales or [settings.size]:
             content, styles = self.plan(size)
             _check_sides("content", self.content_path, self.content.size, content,
-                         f"{key}={size}", size)
+                         f"{key}={size}", size, least)
             for path, style, planned in zip(self.style_paths, self.styles, styles, strict=True):
-                _check_sides("style", path, style.size, planned, f"{key}={size}", size)
+                _check_sides("style", path, style.size, planned, f"{key}={size}", size, least)
         history = getattr(settings.optimizer, "history_size", 0)
         tilings = []
         for size in settings.scales or [settings.size]:
             content, styles = self.plan(size)
             tilings.append(plan_tiling(settings.tile, key, size, content,
                                        max(w * h for w, h in styles), settings.optimizer.name,
-                                       history, batch=batch))
+                                       history, batch=batch, backbone=settings.model.backbone))
         return tilings
 
     def at_size(self, size: int, colors: str) -> "Scaled":
@@ -114,12 +115,12 @@ def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path,
 
 
 def _check_sides(role: str, path: Path, original: tuple[int, int], planned: tuple[int, int],
-                 setting: str, size: int) -> None:
-    if min(planned) >= MIN_SIZE:
+                 setting: str, size: int, least: int) -> None:
+    if min(planned) >= least:
         return
-    need = _long_side_for_min_side(original)
+    need = _long_side_for_min_side(original, least)
     where = (f"{role} image {path.name} ({original[0]}x{original[1]}) becomes {planned[0]}x"
-             f"{planned[1]} px at {setting}; both sides need at least {MIN_SIZE} px")
+             f"{planned[1]} px at {setting}; both sides need at least {least} px")
     if need > MAX_SIZE:
         raise UserError(f"{where}, and even at the largest size ({MAX_SIZE} px on its long side) "
                         "its short side stays below that; crop it less elongated")
@@ -128,13 +129,13 @@ def _check_sides(role: str, path: Path, original: tuple[int, int], planned: tupl
     raise UserError(f"{where}: {fix}, or crop it less elongated")
 
 
-def _long_side_for_min_side(original: tuple[int, int]) -> int:
-    """The smallest long side at which the image's short side reaches MIN_SIZE (MAX_SIZE + 1:
+def _long_side_for_min_side(original: tuple[int, int], least: int) -> int:
+    """The smallest long side at which the image's short side reaches `least` (MAX_SIZE + 1:
     none within the limit)."""
     low, high = 1, MAX_SIZE + 1  # the short side grows with the long one: bisect
     while low < high:
         middle = (low + high) // 2
-        if min(fitted_size(original, middle)) >= MIN_SIZE:
+        if min(fitted_size(original, middle)) >= least:
             high = middle
         else:
             low = middle + 1

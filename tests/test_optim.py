@@ -2,6 +2,7 @@
 and the optimisers' configs, and L-BFGS's first steps on the real objective."""
 
 import inspect
+import json
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from PIL import Image
 
 from nst_tf.errors import UserError
 from nst_tf.hydra_setup import register_configs
@@ -628,6 +630,10 @@ def test_a_registered_optimizer_runs_through_make_optimizer(registry, quadratic)
         def reset(self) -> None:
             self.num_evals.assign(0)
 
+        @staticmethod
+        def image_buffers(history_size: int) -> int:
+            return 0  # nothing image-sized besides x
+
     fn, x_star = quadratic
     x = one(tf.zeros(x_star.shape))
     # learning_rate < 2 / λmax = 0.02
@@ -639,6 +645,104 @@ def test_a_registered_optimizer_runs_through_make_optimizer(registry, quadratic)
         make_optimizer("gradient_descent", fn, x, 2)
     with pytest.raises(ValueError, match="already registered"):
         register("gradient_descent")(GradientDescent)
+    with pytest.raises(TypeError, match="'undeclared' declares no image_buffers"):
+        register("undeclared")(type("Undeclared", (), {}))
+
+
+# A plug-in (nst_tf.plugins) adding an optimiser the documented way: its class, declaring what
+# the memory check counts, registered by name, and its config dataclass in OPTIMIZER_SCHEMAS.
+# Steps of at most learning_rate px along the momentum of the gradient scaled to max |g| = 1.
+OPTIMIZER_PLUGIN = """
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from nst_tf.errors import UserError
+from nst_tf.optim import register
+from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS, OptimizerConfig
+
+
+@register("momentum")
+class Momentum:
+    def __init__(self, fn, x, num_values, *, learning_rate, momentum):
+        self._fn, self._x, self._num_values = fn, x, num_values
+        self._lr, self._momentum = learning_rate, momentum
+        self._velocity = tf.Variable(tf.zeros_like(x), trainable=False)
+        self.num_evals = tf.Variable(tf.constant(0, tf.int64), trainable=False)
+
+    @staticmethod
+    def image_buffers(history_size):
+        return 1  # the velocity
+
+    def step(self):
+        values, grad = self._fn(tf.convert_to_tensor(self._x))
+        axes = list(range(1, len(self._x.shape)))
+        scaled = grad / (tf.reduce_max(tf.abs(grad), axis=axes, keepdims=True) + 1e-30)
+        self._velocity.assign(self._momentum * self._velocity + scaled)
+        self._x.assign_sub(self._lr * self._velocity)
+        self.num_evals.assign_add(1)
+        return tf.ensure_shape(values, [self._x.shape[0], self._num_values])
+
+    def reset(self):
+        self._velocity.assign(tf.zeros_like(self._velocity))
+        self.num_evals.assign(0)
+
+
+@dataclass
+class MomentumConfig(OptimizerConfig):
+    name: str = "momentum"
+    learning_rate: float = 2.0
+    momentum: float = 0.5
+
+    def check(self):
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"optimizer.momentum={self.momentum} must be in [0, 1)")
+
+
+OPTIMIZER_SCHEMAS["momentum"] = MomentumConfig
+"""
+
+
+def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path):
+    """The plug-in's optimiser in this process (make_optimizer, the memory check) and in a run
+    of the command, planned in tiles: the memory check counts what the optimiser declares."""
+    from nst_tf.memory import AUTO_TILE_HEADROOM, GIB, estimate_peak, plan_tiling, tiled_peak
+    from nst_tf.plugins import load_plugins
+    from tests.helpers import FAST, read_csv, run_nst
+
+    install_plugin("momentum_optimizer", OPTIMIZER_PLUGIN)
+    monkeypatch.setitem(OPTIMIZER_SCHEMAS, "momentum", None)  # taken out again after the test
+    assert "momentum_optimizer" in load_plugins()
+    x = tf.Variable(tf.fill([1, 4, 4, 3], 100.0))
+    fn = batched(lambda p: (tf.reshape(tf.reduce_sum(tf.square(p)), [1]), 2 * p))
+    step = tf.function(make_optimizer("momentum", fn, x, 1).step)  # the config's defaults
+    assert float(step()[0, 0]) == 48 * 100.0**2
+    for _ in range(2):
+        step()
+    assert float(tf.reduce_max(x)) == 100.0 - 2.0 - 3.0 - 3.5  # learning_rate 2, momentum 0.5
+    pixels = 4096 * 3072
+    # One image-sized buffer, where Adam keeps two.
+    assert estimate_peak(pixels, 0, "adam") - estimate_peak(pixels, 0, "momentum") == pixels * 12
+    whole = estimate_peak(pixels, pixels, "momentum")
+    chosen = plan_tiling("auto", "size", 4096, (4096, 3072), pixels, "momentum", 0,
+                         available=0.75 * whole)
+    assert chosen.tile and chosen.estimate <= AUTO_TILE_HEADROOM * 0.75 * whole < tiled_peak(
+        (4096, 3072), chosen.tile + 64, "momentum")
+
+    out = tmp_path / "run"
+    result = run_nst("optimizer=momentum", "optimizer.learning_rate=4", "size=128", "tile=64",
+                     "iterations=4", "precision=fp32", "save_every=0", *FAST,
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["optimizer"] == {"name": "momentum", "learning_rate": 4.0,
+                                              "momentum": 0.5}
+    assert summary["stages"][0]["tile"] == 64
+    content = Image.open(out / "result.png").size
+    assert summary["tiling"][0]["estimate_gib"] == round(
+        tiled_peak(content, 64, "momentum") / GIB, 2)
+    rows = read_csv(out / "losses.csv")
+    assert rows[-1]["total"] < rows[0]["total"]
 
 
 def test_a_fresh_step_moves_x_whatever_the_objectives_scale():

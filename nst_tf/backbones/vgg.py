@@ -28,11 +28,30 @@ class ImagenetFile:
     md5: str
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What a network costs in memory, as the memory check (nst_tf.memory) counts it before
+    anything is built."""
+
+    weight_bytes: float  # its weights, loaded
+    # Per pixel of the image: the compiled step's activations and gradients through the deepest
+    # layer a run may read.
+    step_bytes_per_pixel: float
+    tile_margin: int  # px a tile's crop adds to its side: that layer's reach, on its grid
+
+
 class Backbone(Protocol):
     """What the rest of the package may know of a network."""
 
     name: str
     imagenet: ImagenetFile
+    footprint: Footprint
+
+    @property
+    def min_size(self) -> int:
+        """The fewest px an image's side may have: its deepest layer's stride, so that every
+        layer keeps at least one position."""
+        ...
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -81,6 +100,7 @@ class VGG:
     convs_per_block: tuple[int, ...]
     application: str  # the keras.applications constructor
     imagenet: ImagenetFile
+    footprint: Footprint
     # keras.applications.vgg*.preprocess_input ("caffe" mode) subtracts this from BGR pixels.
     mean_bgr: tuple[float, float, float] = (103.939, 116.779, 123.68)
 
@@ -101,6 +121,12 @@ class VGG:
     @property
     def block_starts(self) -> tuple[str, ...]:
         return tuple(f"conv{block}_1" for block in range(1, len(self.convs_per_block) + 1))
+
+    @property
+    def min_size(self) -> int:
+        # The model is cut after its deepest output, in the last block: behind all poolings but
+        # the last.
+        return 2 ** (len(self.convs_per_block) - 1)
 
     @cached_property
     def _weight_name(self) -> Mapping[str, str]:
@@ -151,6 +177,15 @@ class VGG:
         return self._weight_name[layer]
 
 
+# Measured in fp32 (scripts/bench.py's memory section, docs/PERFORMANCE.md; bf16's slope is a
+# few percent lower). VGG16 is VGG19 less a conv in each deep block: needing no more of any, it
+# shares these as bounds.
+_VGG19_FOOTPRINT = Footprint(
+    weight_bytes=80_097_536,  # 20,024,384 float32 parameters
+    step_bytes_per_pixel=2300,  # through conv5_1
+    tile_margin=160,  # conv5_1's reach, 70 px, on its 16 px grid: 80 px each side
+)
+
 VGG19 = VGG(
     name="vgg19",
     convs_per_block=(2, 2, 4, 4, 4),
@@ -160,6 +195,7 @@ VGG19 = VGG(
         fname="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         md5="253f8cb515780f3b799900260a226db6",
     ),
+    footprint=_VGG19_FOOTPRINT,
 )
 
 VGG16 = VGG(
@@ -171,4 +207,5 @@ VGG16 = VGG(
         fname="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         md5="6d6bbae143d832006294945121d1f1fc",
     ),
+    footprint=_VGG19_FOOTPRINT,
 )

@@ -6,8 +6,10 @@ reported at the points *before* the update; `reset()` forgets all state so the
 same object, and the same compiled function around `step`, can start a new run from a new `x`.
 
 Adding an optimiser: its class, taking `(fn, x, num_values, *, <its parameters>)` with no
-defaults, decorated with `@register("name")` and imported here; its config dataclass (defaults and
-`check()`) in `nst_tf.config.OPTIMIZER_SCHEMAS`; and `conf/optimizer/name.yaml`.
+defaults and declaring `image_buffers(history_size)` (what the memory check counts), decorated
+with `@register("name")` and imported here (or by a plug-in, nst_tf.plugins); its config
+dataclass (defaults and `check()`) in `nst_tf.optimizer_config.OPTIMIZER_SCHEMAS`; and, in the
+package, `conf/optimizer/name.yaml`.
 """
 
 from typing import Any

@@ -34,6 +34,11 @@ class Adam:
         self._opt.build([x])
         self.num_evals = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="num_evals")
 
+    @staticmethod
+    def image_buffers(history_size: int) -> int:
+        """The two moments."""
+        return 2
+
     def step(self) -> tf.Tensor:
         """One Adam update (elementwise: each member of a batch its own); returns `values` at x
         before the update."""

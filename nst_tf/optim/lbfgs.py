@@ -123,6 +123,12 @@ class LBFGS:
         self._cache_values = var(tf.zeros([batch, num_values]), "cache_values")
         self._cache_g = var(tf.zeros([batch, n]), "cache_g")
 
+    @staticmethod
+    def image_buffers(history_size: int) -> int:
+        """The s and y histories (its handful of n-vectors are within the measured step's
+        bytes, nst_tf.memory)."""
+        return 2 * history_size
+
     def reset(self) -> None:
         """Forget history, caches and counters; then assign the new starting point to x."""
         self.num_evals.assign(0)

@@ -5,7 +5,7 @@ package imports them.
 """
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import tensorflow as tf
 
@@ -31,8 +31,19 @@ class Optimizer(Protocol):
         ...
 
 
-OptimizerClass = Callable[..., Optimizer]
-"""`cls(fn, x, num_values, **params)`: every parameter keyword-only and required."""
+class OptimizerClass(Protocol):
+    """An optimiser's class: `cls(fn, x, num_values, **params)`, every parameter keyword-only
+    and required, makes one."""
+
+    def __call__(self, fn: ValuesAndGrad, x: tf.Variable, num_values: int,
+                 **params: Any) -> Optimizer: ...
+
+    def image_buffers(self, history_size: int) -> int:
+        """How many image-sized float32 buffers one keeps per image of a batch, given
+        optimizer.history_size (0 where it has none): what the memory check counts
+        (nst_tf.memory), before anything is built."""
+        ...
+
 
 OPTIMIZERS: dict[str, OptimizerClass] = {}
 
@@ -45,6 +56,9 @@ def register(name: str) -> Callable[[C], C]:
     def add(cls: C) -> C:
         if name in OPTIMIZERS:
             raise ValueError(f"optimizer {name!r} is already registered ({OPTIMIZERS[name]})")
+        if not callable(getattr(cls, "image_buffers", None)):
+            raise TypeError(f"optimizer {name!r} declares no image_buffers(history_size): how "
+                            "many image-sized buffers it keeps, which the memory check counts")
         OPTIMIZERS[name] = cls
         return cls
 
