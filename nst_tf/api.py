@@ -1,29 +1,28 @@
 """The Python API: `nst_tf.stylize(content, style, **settings)`, no Hydra runtime needed.
 
 It runs the pipeline the CLI runs, with the same checks and the same one-line errors (raised as
-UserError), and reuses the compiled step across calls as a sweep does.
+UserError), and reuses the compiled step across calls as a sweep does. A still is made in
+memory: nothing touches the disk unless `output_dir` is given. Its config is composed with
+OmegaConf alone (the schema, the presets, the settings), so threads need no lock for it.
 """
 
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
-from nst_tf.config import CONF_DIR, ImageConfig
+from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
 from nst_tf.errors import StopRequest, UserError, handling_signals
-from nst_tf.hydra_setup import config_error_message, register_configs
+from nst_tf.hydra_setup import config_error_message
 
 Picture = str | Path | Image.Image | np.ndarray
-_COMPOSING = threading.Lock()  # Hydra's compose API is one global state: one thread at a time
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,9 @@ def stylize(content: Picture, style: Picture, *, output_dir: str | Path | None =
 
     Each picture is a preset name (e.g. "starry"), a file path, a PIL image or an (H, W, 3)
     array of 0..255 values. `settings` are config keys (see the README's table), nested ones as
-    dicts: `stylize("tubingen", "starry", size=256, optimizer={"name": "adam"})`. The run's
-    files (result, losses, snapshots, summary) go to `output_dir`, a new folder, if given.
+    dicts: `stylize("tubingen", "starry", size=256, optimizer={"name": "adam"})`. The result
+    stays in memory; with `output_dir` (a new folder) the run's files (result, losses,
+    snapshots, summary) are written there too, as the CLI writes them.
     Raises UserError with the CLI's one line for a bad value; KeyboardInterrupt if stopped.
     """
     [result] = _run([{"content": content, "style": style, "output_dir": output_dir,
@@ -80,33 +80,31 @@ def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "a
 def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Result]:
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
-    from nst_tf.clips import frame_name
     from nst_tf.compose import job
-    from nst_tf.report import read_losses
-    from nst_tf.runner import Job
 
-    with tempfile.TemporaryDirectory(prefix="nst-tf-") as scratch:
-        jobs: list[Job | None] = []  # None: the item's settings did not compose
+    with tempfile.TemporaryDirectory(prefix="nst-tf-") as scratch:  # a clip's frames only
+        jobs: list[Any] = []  # None: the item's settings did not compose
         refused, kept = {}, []
         for index, item in enumerate(items):
             settings = dict(item)
             pictures = {role: settings.pop(role) for role in ("content", "style")}
             output_dir = settings.pop("output_dir", None)
             kept.append(output_dir is not None)
-            folder = Path(scratch) / str(index)
-            folder.mkdir()
             try:
-                cfg = _config(settings, pictures, folder)
+                cfg, images = _config(settings, pictures)
             except UserError as error:
                 jobs.append(None)
                 refused[index] = {"status": "failed", "exit_code": 2, "reason": str(error)}
                 continue
-            out = Path(output_dir) if output_dir is not None else folder / "run"
-            out.mkdir(parents=True, exist_ok=True)
+            out = Path(output_dir) if output_dir is not None else None
+            if out is None and cfg.video.enabled:  # frames are made on disk, then read back
+                out = Path(scratch) / str(index)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
             # The keys given, as the CLI's overrides: what a resumed run may change.
             given = [f"{key}={value}" for key, value in _dotted(settings)]
             jobs.append(job(cfg, pipeline.Where(out, "output_dir", "nst_tf.stylize(...)"),
-                            given))
+                            given, images))
         # Ctrl-C in the caller's main thread saves every running item (handlers put back after).
         with handling_signals(StopRequest()) as stop:
             ran = iter(pipeline.attempt_jobs([job for job in jobs if job], batch_size,
@@ -115,19 +113,29 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
         stopped = [s["reason"] for s in summaries if s["status"] == "interrupted"]
         if stopped:
             raise KeyboardInterrupt(stopped[0])
-        results = []
-        for job, summary, keep in zip(jobs, summaries, kept, strict=True):
-            out = job.where.out if job else None
-            image, frames = None, []
-            if summary["status"] == "ok" and "video" in summary:
-                frames = [_loaded(out / "frames" / frame_name(i))
-                          for i in range(summary["video"]["frames"])]
-            elif summary["status"] == "ok":
-                image = _loaded(out / "result.png")
-            losses = read_losses(out / "losses.csv") if out and (out / "losses.csv").exists() \
-                else {}
-            results.append(Result(image, losses, summary, out if keep else None, frames))
-    return results
+        return [_result(job, summary, keep)
+                for job, summary, keep in zip(jobs, summaries, kept, strict=True)]
+
+
+def _result(job: Any, summary: dict[str, Any], keep: bool) -> Result:
+    """An item's result from memory (a clip's frames from its dir)."""
+    from nst_tf.clips import frame_name
+    from nst_tf.images import to_pixels
+    from nst_tf.report import read_losses
+
+    if job is None:
+        return Result(None, {}, summary, None)
+    out, image, frames, losses = job.where.out, None, [], {}
+    if summary["status"] == "ok" and "video" in summary:
+        frames = [_loaded(out / "frames" / frame_name(i))
+                  for i in range(summary["video"]["frames"])]
+        losses = read_losses(out / "losses.csv")
+    elif job.image is not None and summary["status"] == "ok":
+        image = Image.fromarray(to_pixels(job.image))
+    if job.losses is not None and not frames:
+        names = job.losses.columns
+        losses = {name: [float(row[name]) for row in job.losses.rows] for name in names}
+    return Result(image, losses, summary, out if keep else None, frames)
 
 
 def _loaded(path: Path) -> Image.Image:
@@ -136,27 +144,46 @@ def _loaded(path: Path) -> Image.Image:
         return image.copy()
 
 
-def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture], scratch: Path
-            ) -> DictConfig:
-    """The composed config, as the CLI composes it, with `settings` merged on its schema."""
-    register_configs()
-    presets = [f"{role}={pic}" for role, pic in pictures.items() if _is_preset(role, pic)]
+def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture]
+            ) -> tuple[DictConfig, dict[str, Image.Image]]:
+    """The config the CLI would compose, with `settings` merged on its schema, and the
+    pictures given as images or arrays (kept in memory)."""
+    from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
+    from nst_tf.pictures import preset_image
+    from nst_tf.plugins import load_plugins
+
+    load_plugins()  # their optimisers, backbones and terms, as the CLI has them
+    choices = _default_choices()
     settings = dict(settings)
     optimizer = settings.get("optimizer")  # a name or {"name": ...} picks the preset and schema
     if isinstance(optimizer, str) or (isinstance(optimizer, Mapping) and "name" in optimizer):
-        name = optimizer if isinstance(optimizer, str) else optimizer["name"]
-        presets.append(f"optimizer={name}")
+        choices["optimizer"] = optimizer if isinstance(optimizer, str) else optimizer["name"]
         settings["optimizer"] = {} if isinstance(optimizer, str) else optimizer
     try:
-        with _COMPOSING, initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose("config", overrides=presets)
+        if choices["optimizer"] not in OPTIMIZER_SCHEMAS:
+            raise UserError(f"unknown optimizer preset '{choices['optimizer']}'; choose one of "
+                            f"{', '.join(OPTIMIZER_SCHEMAS)}")
+        cfg = OmegaConf.structured(RunConfig)
+        cfg.optimizer = OmegaConf.structured(OPTIMIZER_SCHEMAS[choices["optimizer"]])
+        images = {}
         for role, picture in pictures.items():
-            if not _is_preset(role, picture):
-                path = _as_file(picture, scratch / f"{role}.png")
-                cfg[role] = OmegaConf.structured(ImageConfig(path=str(path)))
-        return OmegaConf.merge(cfg, settings)
-    except (HydraException, OmegaConfBaseException) as error:
+            if _is_preset(role, picture):
+                cfg[role] = OmegaConf.structured(preset_image(role, picture))
+            elif isinstance(picture, str | Path):
+                cfg[role] = OmegaConf.structured(ImageConfig(path=str(Path(picture).expanduser())))
+            else:
+                images[role] = _as_image(role, picture)
+                cfg[role] = OmegaConf.structured(ImageConfig(path=f"<{role} in memory>"))
+        return OmegaConf.merge(cfg, settings), images
+    except OmegaConfBaseException as error:
         raise UserError(config_error_message(error)) from None
+
+
+def _default_choices() -> dict[str, str]:
+    """The presets conf/config.yaml's defaults list picks (content, style, optimizer)."""
+    text = (CONF_DIR / "config.yaml").read_text(encoding="utf-8")
+    return {key: value for entry in yaml.safe_load(text)["defaults"] if isinstance(entry, dict)
+            for key, value in entry.items() if key in ("content", "style", "optimizer")}
 
 
 def _dotted(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -174,13 +201,10 @@ def _is_preset(role: str, picture: Picture) -> bool:
     return isinstance(picture, str) and (CONF_DIR / role / f"{picture}.yaml").is_file()
 
 
-def _as_file(picture: Picture, path: Path) -> Path:
-    if isinstance(picture, str | Path):
-        return Path(picture).expanduser()
+def _as_image(role: str, picture: Picture) -> Image.Image:
     if isinstance(picture, np.ndarray):
         picture = Image.fromarray(np.clip(np.asarray(picture), 0, 255).astype(np.uint8))
     if not isinstance(picture, Image.Image):
-        raise UserError(f"{path.stem}: give a preset name, a file path, a PIL image or an "
+        raise UserError(f"{role}: give a preset name, a file path, a PIL image or an "
                         f"(H, W, 3) array, not {type(picture).__name__}")
-    picture.convert("RGB").save(path)
-    return path
+    return picture.convert("RGB")

@@ -132,18 +132,23 @@ class LossLog:
     unweighted; `size` is the long side the step ran at (coarse-to-fine runs change it).
     """
 
-    def __init__(self, csv_path: Path, value_names: Sequence[str],
+    def __init__(self, csv_path: Path | None, value_names: Sequence[str],
                  earlier: Sequence[Mapping[str, float]] = (),
                  tag: Mapping[str, int] | None = None, new_file: bool = True) -> None:
-        """`earlier`: rows of the run this one resumes, so the curve continues. `tag`: leading
+        """`csv_path` None: the rows are kept in memory only (`rows`, as they are anyway).
+        `earlier`: rows of the run this one resumes, so the curve continues. `tag`: leading
         columns with the same value in every row (a video's frame); `new_file=False` appends
         to the file a LossLog with the same columns began."""
         self.csv_path, self.tag = csv_path, dict(tag or {})
         self.columns = (*self.tag, *columns(value_names))
+        self.rows: list[Mapping[str, object]] = []
         self._write("w" if new_file else "a", earlier, header=new_file)
 
     def _write(self, mode: str, rows: Sequence[Mapping[str, object]], header: bool = False
                ) -> None:
+        self.rows += rows
+        if self.csv_path is None:
+            return
         try:
             with open(self.csv_path, mode, newline="") as file:
                 writer = csv.DictWriter(file, fieldnames=self.columns)

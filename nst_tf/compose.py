@@ -4,12 +4,13 @@ taken back (`resumed`), and a job made of them (`job`, `attempt`). Hydra's and O
 objects stop here; below, every part reads a `RunConfig`."""
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from nst_tf.clips import is_clip
 from nst_tf.config import RunConfig, check
@@ -32,9 +33,12 @@ def validate(cfg: DictConfig) -> RunConfig:
     return run
 
 
-def job(cfg: DictConfig, where: Where, overrides: Sequence[str]) -> Job:
-    """A job of `cfg`: its settings are made (and a mistake in them recorded) when it runs."""
-    return Job(functools.partial(composed, cfg, list(overrides)), where, list(overrides))
+def job(cfg: DictConfig, where: Where, overrides: Sequence[str],
+        images: Mapping[str, Image.Image] | None = None) -> Job:
+    """A job of `cfg`: its settings are made (and a mistake in them recorded) when it runs.
+    `images`: pictures given in memory, by role (content, style)."""
+    return Job(functools.partial(composed, cfg, list(overrides), dict(images or {})), where,
+               list(overrides))
 
 
 def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str],
@@ -45,7 +49,8 @@ def attempt(cfg: DictConfig, where: Where, overrides: Sequence[str],
     return pipeline.attempt_jobs([job(cfg, where, overrides)], stop=stop)[0]
 
 
-def composed(cfg: DictConfig, overrides: Sequence[str]) -> Composed:
+def composed(cfg: DictConfig, overrides: Sequence[str],
+             images: Mapping[str, Image.Image] | None = None) -> Composed:
     """What a job runs with: `cfg`'s settings, or with resume=DIR the earlier run's own (a
     video's are continued by a new run that takes its frames over)."""
     earlier, checkpoint = None, None
@@ -61,7 +66,7 @@ def composed(cfg: DictConfig, overrides: Sequence[str]) -> Composed:
     path = OmegaConf.select(cfg, "content.path")
     if earlier or cfg.video.enabled or (path and is_clip(path)):
         cfg.video.enabled = True
-    return Composed(validate(cfg), checkpoint, earlier)
+    return Composed(validate(cfg), checkpoint, earlier, dict(images or {}))
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:

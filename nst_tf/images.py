@@ -267,6 +267,17 @@ def to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(_to_rgb(img), dtype=np.float32)
 
 
+def to_pixels(array: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) 0..255 array (a leading batch of 1 is dropped) as 8-bit pixels."""
+    a = np.asarray(array)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) array, got shape {a.shape}")
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    return np.round(np.clip(a, 0, 255)).astype(np.uint8)
+
+
 def save_png(path: Path | str, array: np.ndarray) -> None:
     """Write an (H, W, 3) 0..255 array (a leading batch of 1 is dropped) as an 8-bit PNG.
 
@@ -274,14 +285,7 @@ def save_png(path: Path | str, array: np.ndarray) -> None:
     never leaves a half-written PNG where a finished one is expected.
     """
     path = Path(path)
-    a = np.asarray(array)
-    if a.ndim == 4 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"save_png expects an (H, W, 3) array, got shape {a.shape}")
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-    pixels = np.round(np.clip(a, 0, 255)).astype(np.uint8)
-
+    pixels = to_pixels(array)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

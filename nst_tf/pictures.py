@@ -93,8 +93,10 @@ class Scaled:
 
 
 def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path,
-                  content: Image.Image | None = None) -> Pictures:
-    """The run's pictures; `content`, if given, instead of reading content.path (a frame)."""
+                  content: Image.Image | None = None, style: Image.Image | None = None
+                  ) -> Pictures:
+    """The run's pictures; `content` and `style`, if given, instead of reading content.path (a
+    frame, a picture in memory) and style.path."""
     if content is None:
         content_path = resolve_image(settings.content, "content", images_dir, cache_dir)
         content = read_rgb(content_path)
@@ -102,8 +104,12 @@ def read_pictures(settings: RunConfig, images_dir: Path | None, cache_dir: Path,
         content_path = Path(str(settings.content.path))
     style_paths, styles, blend, scales = [], [], [], []
     for source, weight, scale in style_sources(settings):
-        style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
-        styles.append(read_rgb(style_paths[-1]))
+        if style is not None and not settings.styles:
+            style_paths.append(Path(str(source.path)))
+            styles.append(style)
+        else:
+            style_paths.append(resolve_image(source, "style", images_dir, cache_dir))
+            styles.append(read_rgb(style_paths[-1]))
         blend.append(weight)
         scales.append(scale)
     masks = [

@@ -63,7 +63,7 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 _skip(job, stop())
                 continue
             try:
-                if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
+                if job.where.out and not job.where.keep_failures:  # a sweep's job dirs: claimed
                     check_run_dir(job.where.out, job.where.dir_key)  # a refused dir keeps
                     claims.append(claim_dir(job.where.out, job.where.dir_key))  # every byte
                 composed = job.compose()
@@ -184,6 +184,8 @@ def _write(job: Job) -> None:
     """summary.json: every ok run's; a failed one's if it had claimed its dir or the caller
     keeps failures (a sweep's table reads them). A dir it was refused stays untouched."""
     out, summary = job.where.out, job.summary
+    if out is None:  # in memory: the caller has the record
+        return
     if summary["status"] == "ok":
         try:
             write_summary(out / "summary.json", summary)
@@ -212,6 +214,9 @@ def _attempt_each(job: Job, composed: Composed, inputs: list[Path], stop: StopRe
     """One run per input, each in its own dir `OUT/NAME/`, its result also as `OUT/NAME.png`;
     images of one shape share the compiled step. A stop signal ends the whole batch."""
     where, overrides = job.where, job.overrides
+    if where.out is None:
+        raise UserError(f"content.path={composed.settings.content.path} is a folder of images: "
+                        "give an output_dir to write their results into")
     check_run_dir(where.out, where.dir_key)
     stems = [p.stem for p in inputs]
     names = [p.stem if stems.count(p.stem) == 1 else p.name for p in inputs]

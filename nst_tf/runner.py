@@ -8,7 +8,7 @@ import dataclasses
 import importlib.util
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ class Where:
     """Where a run writes, and how its user changes that: the setting that chooses the run dir
     (e.g. hydra.run.dir) and the command that continues a stopped run."""
 
-    out: Path
+    out: Path | None  # None: nothing is written, the results stay in memory (the API)
     dir_key: str
     command: str
     keep_failures: bool = False  # record a failed run's summary even if it never started
@@ -65,6 +65,7 @@ class Composed:
     settings: RunConfig
     checkpoint: Checkpoint | None = None
     earlier: Path | None = None
+    images: Mapping[str, Image.Image] = field(default_factory=dict)  # given in memory, by role
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Job:
     overrides: list[str]
     summary: dict[str, Any] = field(default_factory=dict)
     claimed: bool = False  # it has written into its dir: its record goes there too
+    image: np.ndarray | None = None  # the result as shown, once there is one
+    losses: LossLog | None = None  # its loss rows, in memory too
 
     def __post_init__(self) -> None:
         self.summary = {"status": "failed", "overrides": list(self.overrides), **self.summary}
@@ -106,7 +109,7 @@ class Prepared:
     course: Course
 
     @property
-    def out(self) -> Path:
+    def out(self) -> Path | None:
         return self.job.where.out
 
     def show(self, image: np.ndarray, content_rgb: np.ndarray) -> np.ndarray:
@@ -128,13 +131,16 @@ def prepare(job: Job, composed: Composed, session: Session = SESSION,
     if settings.objective not in names:
         raise UserError(f"objective={settings.objective} is not a loss of this run; use one of "
                         f"{', '.join(names)}")
-    check_run_dir(where.out, where.dir_key)
+    if where.out:
+        check_run_dir(where.out, where.dir_key)
     cache_dir = Path(settings.paths.cache).expanduser() if settings.paths.cache else None
     cache_dir = cache_dir or default_cache_dir()
     check_cache_dir(cache_dir)
     images_dir = Path(settings.paths.images).expanduser() if settings.paths.images else None
     summary["cache"] = str(cache_dir)
-    pictures = read_pictures(settings, images_dir, cache_dir, content)
+    pictures = read_pictures(settings, images_dir, cache_dir,
+                             content or composed.images.get("content"),
+                             composed.images.get("style"))
     tilings = pictures.check(settings)
     tiled = next((tiling for tiling in tilings if tiling.tile), None)
     untileable = [term.name for term in loss_terms(settings) if not tileable(term)]
@@ -213,7 +219,7 @@ class _Still:
                           step.value_names, member)
 
     def keep(self, leg: Leg, scaled: Scaled, image: np.ndarray, outcome: Outcome) -> None:
-        if self.p.course.coarse_to_fine:
+        if self.p.course.coarse_to_fine and self.p.out:
             save_png(self.p.out / f"scale_{leg.stage.size:05d}.png",
                      self.p.show(image, scaled.content_rgb))
 
@@ -249,9 +255,10 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
             _end(p, shown, outcome, walked.signum)
             if finished:
                 values = outcome.progress.values
-                log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g; wrote %s",
+                log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g%s",
                          outcome.iteration, outcome.progress.seconds, values["total"],
-                         values["content"], values["style"], p.out / "result.png")
+                         values["content"], values["style"],
+                         f"; wrote {p.out / 'result.png'}" if p.out else "")
 
 
 def _union_of_layers(group: Sequence[Prepared]) -> RunConfig:
@@ -285,14 +292,19 @@ def _callbacks(p: Prepared, pictures: Scaled, iterations: int, logs: dict[int, L
     out = p.out
     if index not in logs:  # everything is checked and built: the run now owns `out`
         p.job.claimed = True
-        write_settings(out, p.composed.settings)
-        logs[index] = LossLog(out / "losses.csv", value_names,
-                              p.checkpoint.rows if p.checkpoint else ())
+        if out:
+            write_settings(out, p.composed.settings)
+        logs[index] = p.job.losses = LossLog(out / "losses.csv" if out else None, value_names,
+                                             p.checkpoint.rows if p.checkpoint else ())
 
     def show(image: np.ndarray) -> np.ndarray:
         return p.show(image, pictures.content_rgb)
 
-    callbacks: list = [logs[index], Snapshots(out / "snapshots", p.settings.save_every, show)]
+    callbacks: list = [logs[index]]
+    if out is None:  # in memory: no files, so no snapshots and no TensorBoard either
+        return callbacks + ([ProgressBar(iterations, description=p.job.label,
+                                         position=member)] if p.settings.progress else [])
+    callbacks.append(Snapshots(out / "snapshots", p.settings.save_every, show))
     if p.settings.tensorboard:
         callbacks.append(TensorBoardLog(out / "tensorboard", p.settings.save_every, show))
     if p.settings.progress:
@@ -306,9 +318,10 @@ def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | 
     """A job's outputs and record for how it ended, the result first: it is what a full disk
     must not cost (the summary is written last, by the caller)."""
     out, summary = p.out, p.job.summary
-    if image is not None and outcome.status != "failed":
+    p.job.image = image
+    if out and image is not None and outcome.status != "failed":
         save_png(out / "result.png", image)
-    if (out / "losses.csv").exists():
+    if out and (out / "losses.csv").exists():
         plot_losses(read_losses(out / "losses.csv"), out / "loss_curve.png")
     progress = outcome.progress
     status = outcome.status
@@ -333,8 +346,9 @@ def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | 
     else:  # a write failed: the image is what the user paid for, so still try to keep it
         reason = failure_message(outcome.error, p.job.where, summary.get("cache"))
         try:
-            save_png(out / "result.png", image)
-            reason += f"; the image so far is in {out / 'result.png'}"
+            if out:
+                save_png(out / "result.png", image)
+                reason += f"; the image so far is in {out / 'result.png'}"
         except UserError:
             pass
         summary.update(exit_code=2, reason=reason)
@@ -350,6 +364,10 @@ def stopped(job: Job, signum: int, progress: Progress | None) -> None:
         return
     config = summary["config"]
     more = "" if config["scales"] else f" iterations={config['iterations']}"
+    if where.out is None:
+        summary["reason"] = stop_line(signum, f"iteration {progress.iteration}",
+                                      "the image so far is in the result", None)
+        return
     summary["reason"] = stop_line(
         signum, f"iteration {progress.iteration}",
         f"saved the image, a snapshot and the losses in {where.out}",
@@ -369,7 +387,7 @@ def failure_message(error: Exception, where: Where, cache: str | None) -> str:
              else "make it writable" if "permission" in cause or "read-only" in cause
              else "move the file in its way" if "not a directory" in cause or "exists" in cause
              else "check it")
-    if path.is_relative_to(where.out):
+    if where.out and path.is_relative_to(where.out):
         fix = f"{first} or choose another dir with {where.dir_key}=..."
     elif cache and path.is_relative_to(cache):
         fix = f"{first} or choose another cache dir with paths.cache=..."
