@@ -368,7 +368,8 @@ def failure_message(error: Exception, where: Where, cache: str | None) -> str:
     reason = error.reason if isinstance(error, WriteError) else error.strerror
     cause = str(reason).lower()
     first = ("free some space" if "space" in cause or "quota" in cause or "too large" in cause
-             else "make it writable" if "permission" in cause or "read-only" in cause
+             else "make it writable" if any(word in cause for word in (
+                 "permission", "read-only", "not permitted"))
              else "move the file in its way" if "not a directory" in cause or "exists" in cause
              else "check it")
     if path.is_relative_to(where.out):
