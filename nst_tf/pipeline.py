@@ -65,7 +65,7 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
         ready: list[Prepared] = []
         for job in jobs:
             if signum is not None:
-                _skip(job)
+                _skip(job, signum)
                 continue
             try:
                 if not job.where.keep_failures:  # a sweep's job dirs are its own: claimed
@@ -87,7 +87,7 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
         for group in _groups(ready, batch_size):
             if signum is not None:
                 for p in group:
-                    _skip(p.job)
+                    _skip(p.job, signum)
                 continue
             try:
                 signum = run_group(group)
@@ -174,8 +174,8 @@ def _fail(jobs: Sequence[Job], error: Exception, keep_going: bool) -> None:
         _record(job, exit_code=1, reason=f"{type(error).__name__}: {error}".splitlines()[0])
 
 
-def _skip(job: Job) -> None:
-    _record(job, status="skipped", exit_code=job.summary.get("exit_code", 130),
+def _skip(job: Job, signum: int) -> None:
+    _record(job, status="skipped", exit_code=128 + signum,  # as the stopped job's
             reason="not run: the sweep was stopped")
 
 
