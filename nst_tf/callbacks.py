@@ -3,8 +3,12 @@ TensorBoard. Each sees one member of the step (a `transfer.View`)."""
 
 import csv
 import logging
+import sys
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import tensorflow as tf
@@ -19,44 +23,97 @@ log = logging.getLogger("nst_tf")
 
 
 class ProgressBar:
-    """A tqdm bar with the iteration, the losses and it/s."""
+    """A tqdm bar with the iteration, the losses and it/s. Where stderr is no terminal (a Slurm
+    or nohup log, CI), where every redraw of a bar would stay in the file, a plain line every
+    tenth of the run and at least every EVERY_SECONDS instead, and one at the end."""
+
+    EVERY_SECONDS = 60.0
 
     def __init__(self, iterations: int, description: str = "", position: int = 0) -> None:
         """`position`: the bar's line, for the runs of a batch."""
+        self.iterations, self.description, self.done = iterations, description, 0
+        self.started = self.said_at = time.monotonic()
         self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True,
-                        position=position)
+                        position=position) if _is_terminal(sys.stderr) else None
 
     def on_step(self, progress: Progress, run: View) -> None:
-        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
-                             refresh=False)
-        self.bar.update(1)
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix(_losses(progress), refresh=False)
+            self.bar.update(1)
+            return
+        tenth = max(1, self.iterations // 10)
+        if self.done < self.iterations and (self.done % tenth == 0 or time.monotonic()
+                                            - self.said_at >= self.EVERY_SECONDS):
+            self._line(progress)
 
     def on_end(self, progress: Progress, run: View, status: str) -> None:
         # The losses at the final image, not the step before it.
-        self.bar.set_postfix({name: f"{value:.4g}" for name, value in progress.values.items()},
-                             refresh=False)
+        if self.bar is None:
+            self._line(progress)
+            return
+        self.bar.set_postfix(_losses(progress), refresh=False)
         self.bar.close()
+
+    def _line(self, progress: Progress) -> None:
+        self.said_at = time.monotonic()
+        losses = ", ".join(f"{name}={value}" for name, value in _losses(progress).items())
+        line = tqdm.format_meter(self.done, self.iterations, self.said_at - self.started,
+                                 ncols=0, prefix=self.description, unit="it", postfix=losses)
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:
+            pass  # progress that cannot be shown must not end the run
+
+
+def _losses(progress: Progress) -> dict[str, str]:
+    return {name: f"{value:.4g}" for name, value in progress.values.items()}
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):  # closed
+        return False
 
 
 class TimeEstimate:
-    """One line, after the first few steps, with how long the run will take here."""
+    """How long the run will take here: one line after the first few steps, and a new one at
+    each tenth of the run where the pace has changed by more than a quarter. The pace is the
+    median time of recent steps, so one slow step (a suspended process, a moment of load)
+    does not set it."""
 
     STEPS = 3  # timed after the first, which may still warm caches
+    RECENT = 25  # steps the pace is taken over
+    CHANGE = 1.25  # a pace this much faster or slower is said again
     WORTH_SAYING = 30.0  # s: a shorter run needs no estimate
 
     def __init__(self, iterations: int) -> None:
-        self.iterations, self.seen, self.since = iterations, 0, 0.0
+        self.iterations, self.seen, self.before = iterations, 0, 0.0
+        self.steps: deque[float] = deque(maxlen=self.RECENT)
+        self.said: float | None = None  # the pace last said, s/it
 
     def on_step(self, progress: Progress, run: View) -> None:
         self.seen += 1
-        if self.seen == 1:
-            self.since = progress.seconds
-        elif self.seen == 1 + self.STEPS and self.iterations > self.seen:
-            rate = (progress.seconds - self.since) / self.STEPS
-            left = rate * (self.iterations - self.seen)
-            if left >= self.WORTH_SAYING:
-                log.info("about %s to go at %.3g s/it on this machine (%d iterations)",
-                         _duration(left), rate, self.iterations)
+        if self.seen > 1:
+            self.steps.append(progress.seconds - self.before)
+        self.before = progress.seconds
+        check = self.seen == 1 + self.STEPS or (
+            self.seen > 1 + self.STEPS and self.seen % max(1, self.iterations // 10) == 0)
+        if not check or self.seen >= self.iterations:
+            return
+        rate = float(np.median(self.steps))
+        left = rate * (self.iterations - self.seen)
+        if left < self.WORTH_SAYING or (
+                self.said and 1 / self.CHANGE < rate / self.said < self.CHANGE):
+            return
+        if self.said is None:
+            log.info("about %s to go at %.3g s/it on this machine (%d iterations)",
+                     _duration(left), rate, self.iterations)
+        else:
+            log.info("now about %s to go at %.3g s/it (iteration %d of %d)",
+                     _duration(left), rate, self.seen, self.iterations)
+        self.said = rate
 
     def on_end(self, progress: Progress, run: View, status: str) -> None:
         pass

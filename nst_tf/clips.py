@@ -18,8 +18,8 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
-from nst_tf.errors import UserError, WriteError
-from nst_tf.files import short_reason
+from nst_tf.errors import UserError, WriteError, warn
+from nst_tf.files import discard, short_reason
 from nst_tf.images import IMAGE_SUFFIXES, _one_line, _to_rgb, images_in, read_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
@@ -33,6 +33,9 @@ class ClipInfo:
     frames: int
     fps: float
     size: tuple[int, int]  # (width, height), as Pillow gives sizes
+    # The frame count the file states (a video's duration x rate); None where nothing states
+    # one (frame folders, GIFs). `frames` is how many can be read: fewer if it is cut off.
+    stated_frames: int | None = None
 
 
 @dataclass
@@ -73,10 +76,12 @@ def frame_name(i: int) -> str:
     return f"{i:05d}.png"
 
 
-def open_clip(path: str | Path, fps: float | None = None) -> Clip:
+def open_clip(path: str | Path, fps: float | None = None, allow_short: bool = False) -> Clip:
     """A video file, a GIF, or a folder or glob of frames (e.g. 'shot/*.png'): those frames in
     natural name order (frame_2 before frame_10) at `fps`, 24 when not given. A video or GIF
-    keeps its own rate (a GIF's: its mean frame duration); `fps` only stands in when unknown."""
+    keeps its own rate (a GIF's: its mean frame duration); `fps` only stands in when unknown.
+    A video whose frames run out before its stated length is refused, or with `allow_short`
+    read as far as it goes, with a warning."""
     spec, where = str(path), Path(path).expanduser()
     if where.is_dir() or (not where.exists() and any(c in spec for c in "*?[")):
         return _open_frames(spec, where, fps or DEFAULT_FPS)
@@ -86,7 +91,9 @@ def open_clip(path: str | Path, fps: float | None = None) -> Clip:
     if not where.is_file() or where.suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(_one_line(f"'{spec}' is not a clip; give a video file "
                                   f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames or a glob"))
-    return (_open_gif if where.suffix.lower() == ".gif" else _open_video)(where, fps)
+    if where.suffix.lower() == ".gif":
+        return _open_gif(where, fps)
+    return _open_video(where, fps, allow_short)
 
 
 def _open_frames(spec: str, where: Path, fps: float) -> Clip:
@@ -175,7 +182,7 @@ def _ffmpeg_reason(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _open_video(path: Path, fps: float | None) -> Clip:
+def _open_video(path: Path, fps: float | None, allow_short: bool) -> Clip:
     ff = _ffmpeg("reading")
     # ffmpeg's frame generator, the index of its next frame, the last frame it gave
     decoder: list = [None, 0, None]
@@ -206,6 +213,15 @@ def _open_video(path: Path, fps: float | None) -> Clip:
                  if abs(meta["fps"] - r) < 6e-3), meta["fps"]) or fps
     if not count or not rate:
         raise fail("it has no frames" if not count else "its frame rate is unknown (give fps)")
+    stated = round(meta["duration"] * rate) if meta.get("duration") else None
+    if stated and count < stated - 1:  # one off is the estimate's error, not a cut
+        cut = (f"video '{path}' is cut off: decoding stops at frame {count} (counting from 0) "
+               f"but it states {stated} frames ({meta['duration']:.2f} s at {rate:.4g} fps)")
+        if not allow_short:
+            close()
+            raise UserError(_one_line(f"{cut}; give the whole file, or stylise the {count} "
+                                      "frames that can be read with video.allow_short=true"))
+        warn(f"{cut}; stylising the {count} frames that can be read (video.allow_short)")
     width, height = meta["size"]
 
     def read(i: int) -> np.ndarray:
@@ -223,7 +239,7 @@ def _open_video(path: Path, fps: float | None) -> Clip:
         decoder[2] = np.frombuffer(data, np.uint8).reshape(height, width, 3)
         return decoder[2].copy()
 
-    return Clip(ClipInfo(path, count, float(rate), (width, height)), read, close)
+    return Clip(ClipInfo(path, count, float(rate), (width, height), stated), read, close)
 
 
 def write_video(frames: Iterable[np.ndarray | str | Path], path: str | Path, fps: float) -> None:
@@ -279,7 +295,7 @@ def write_video(frames: Iterable[np.ndarray | str | Path], path: str | Path, fps
         if process is not None and process.poll() is None:  # e.g. a stop signal mid-write
             process.kill()
             process.wait()
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
 def _frame_array(frame: np.ndarray | str | Path) -> np.ndarray:

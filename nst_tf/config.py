@@ -67,6 +67,9 @@ class VideoConfig:
     enabled: bool = False
     fps: float | None = None  # a folder of frames' rate (null: 24); a clip file keeps its own
     frames: int | None = None  # only the first N frames (null: all)
+    # A clip whose frames run out before the length it states (cut off) is refused; true:
+    # stylise the frames that can be read (summary.json says how many it stated).
+    allow_short: bool = False
     temporal_weight: float = 200.0  # γ/α: Ruder et al.'s γ = 200 against α = 1
     long_term: bool = False  # tie each frame to frames 1, 2 and 4 back, not only the previous
     flow: FlowMethod = FlowMethod.dis

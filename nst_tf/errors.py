@@ -26,12 +26,17 @@ class WriteError(UserError):
 
 def say(line: str, level: int = logging.WARNING) -> None:
     """One line for the user on stderr, also kept in the run's log file (Hydra's job log) when
-    there is one; not sent to the log's console handler, which would show it twice."""
-    print(f"nst-tf: {line}", file=sys.stderr)
+    there is one; not sent to the log's console handler, which would show it twice. The file
+    first, and a stderr that cannot be written (a closed terminal: EIO) is let be: neither may
+    cost the other, nor change how the run ends."""
     record = logging.getLogger("nst_tf").makeRecord("nst_tf", level, "", 0, line, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+    try:
+        print(f"nst-tf: {line}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def warn(message: str) -> None:

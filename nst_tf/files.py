@@ -78,7 +78,14 @@ def open_atomic(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
             raise
         raise WriteError(path, error.strerror or short_reason(error)) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
+
+
+def discard(path: Path) -> None:
+    """Remove `path` if it is there, never raising: a clean-up must not replace the error that
+    led to it (on a read-only filesystem, removing even a file that was never made fails)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

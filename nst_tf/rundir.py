@@ -12,7 +12,7 @@ import yaml
 
 from nst_tf.config import record
 from nst_tf.errors import UserError
-from nst_tf.files import write_atomic
+from nst_tf.files import discard, write_atomic
 
 SETTINGS = "settings.yaml"
 # What a run writes; any of these in a dir means an earlier run owns it.
@@ -97,7 +97,10 @@ def claim_dir(folder: Path, key: str = "hydra.run.dir") -> Path | None:
             if holder is not None and _alive(holder):
                 raise UserError(f"output dir {folder} is being written by another run (process "
                                 f"{holder}) right now; choose a new dir with {key}=...") from None
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # a read-only dir: said as such, not as a raw error
+                raise unwritable(error) from None
             continue
         except OSError as error:
             raise unwritable(error) from None
@@ -112,7 +115,9 @@ def claim_dir(folder: Path, key: str = "hydra.run.dir") -> Path | None:
 def release(claim: Path | None) -> None:
     if claim is not None and claim in _claimed:
         _claimed.remove(claim)
-        claim.unlink(missing_ok=True)
+        # Left behind on a dir that became read-only: harmless, a dead holder's claim is taken
+        # over, and an error here (at exit, too) would hide the run's own.
+        discard(claim)
 
 
 @atexit.register

@@ -322,7 +322,12 @@ def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | 
     if out and image is not None and outcome.status != "failed":
         save_png(out / "result.png", image)
     if out and (out / "losses.csv").exists():
-        plot_losses(read_losses(out / "losses.csv"), out / "loss_curve.png")
+        try:
+            plot_losses(read_losses(out / "losses.csv"), out / "loss_curve.png")
+        except UserError:
+            if outcome.status != "failed":
+                raise
+            # else the write that failed first is the one to name, not the plot after it
     progress = outcome.progress
     status = outcome.status
     summary.update(status=status, interrupted=status == "interrupted")
@@ -384,7 +389,8 @@ def failure_message(error: Exception, where: Where, cache: str | None) -> str:
     reason = error.reason if isinstance(error, WriteError) else error.strerror
     cause = str(reason).lower()
     first = ("free some space" if "space" in cause or "quota" in cause or "too large" in cause
-             else "make it writable" if "permission" in cause or "read-only" in cause
+             else "make it writable" if any(word in cause for word in (
+                 "permission", "read-only", "not permitted"))
              else "move the file in its way" if "not a directory" in cause or "exists" in cause
              else "check it")
     if where.out and path.is_relative_to(where.out):

@@ -59,7 +59,8 @@ def run_video(job: Job, composed: Composed, stop: StopRequest, session: Session 
               ) -> None:
     """Stylise the clip `job` asks for into its dir; its summary says how it ended."""
     settings = composed.settings
-    with open_clip(settings.content.path, settings.video.fps) as clip:  # read until the end
+    with open_clip(settings.content.path, settings.video.fps,
+                   settings.video.allow_short) as clip:  # read until the run ends
         _stylise(job, composed, clip, stop, session)
 
 
@@ -125,7 +126,8 @@ def _stylise(job: Job, composed: Composed, clip: Clip, stop: StopRequest, sessio
     if earlier:
         plan, results, rows = take_over(earlier, out, plan, p)
     job.summary["video"] = {"frames": count, "fps": clip.info.fps, "size": clip.info.size,
-                            "first": plan.done, "passes": plan.passes}
+                            "first": plan.done, "passes": plan.passes,
+                            "stated_frames": clip.info.stated_frames}
     job.claimed = True
     write_settings(out, settings)
     shape = p.pictures.at_size(final.size, settings.color.value).content.shape[:2]

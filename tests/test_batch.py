@@ -218,8 +218,8 @@ def test_a_batched_sweep_gives_each_job_a_solo_runs_files(tmp_path):
 def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     process = start_nst("-m", "hydra/launcher=nst_batched", "hydra.launcher.batch_size=2",
-                        "size=32", "iterations=400",
-                        "alpha=1e-3,1e-2", "save_every=0", *FAST, f"hydra.sweep.dir={sweep}")
+                        "size=32", "iterations=400", "alpha=1e-3,1e-2,1e-4", "save_every=0",
+                        *FAST, f"hydra.sweep.dir={sweep}")  # two batches: 0 and 1, then 2
     wait_for_rows(sweep / "0" / "losses.csv", 2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -232,6 +232,10 @@ def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
         assert f"resume={sweep / job}" in stderr
         stopped.append(summary["final"]["iteration"])
     assert stopped[0] == stopped[1] and 0 < stopped[0] < 400
+    # The batch after them never ran: skipped, with the signal's code (not Ctrl-C's 130).
+    skipped = _sweep_csv(sweep)[2]
+    assert (skipped["status"], skipped["exit_code"]) == ("skipped", "143")
+    assert json.loads((sweep / "2" / "summary.json").read_text())["exit_code"] == 143
     # Both go on together from where they stopped, each in a dir of its own.
     more = stopped[0] + 3
     again = tmp_path / "again"

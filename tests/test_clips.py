@@ -208,6 +208,26 @@ def test_a_damaged_video_is_one_line_naming_it(clip, tmp_path):
     one_line(error, "cut.mp4")
 
 
+def test_a_clip_cut_off_before_its_stated_length_is_refused_unless_asked(clip, tmp_path,
+                                                                        capsys):
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    write_video(clip.frames, whole, 12)  # +faststart: the index, and the length, come first
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(UserError) as error:
+        open_clip(cut)
+    message = one_line(error, f"video '{cut}' is cut off", "it states 12 frames (1.00 s at 12 fps)",
+                       "video.allow_short=true")
+    stops = int(message.split("decoding stops at frame ")[1].split()[0])
+    assert 0 < stops < 12
+    with open_clip(cut, allow_short=True) as made:
+        assert (made.info.frames, made.info.stated_frames) == (stops, 12)
+        frames = list(made)
+    assert len(frames) == stops and mean_error(frames[-1], clip.frames[stops - 1]) < 8
+    assert f"stylising the {stops} frames that can be read" in capsys.readouterr().err
+    with open_clip(whole) as made:  # a whole clip: all it states
+        assert made.info.frames == made.info.stated_frames == 12
+
+
 def test_is_clip_and_frame_name(tmp_path):
     (tmp_path / "a.MP4").write_bytes(b"")
     (tmp_path / "b.gif").write_bytes(b"")
