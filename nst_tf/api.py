@@ -8,6 +8,7 @@ OmegaConf alone (the schema, the presets, the settings), so threads need no lock
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,9 @@ def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "a
 def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Result]:
     import nst_tf._tensorflow  # noqa: F401  (first, so TensorFlow's start-up noise is filtered)
     from nst_tf import pipeline
-    from nst_tf.compose import job
+    from nst_tf.compose import is_video, job
 
-    with tempfile.TemporaryDirectory(prefix="nst-tf-") as scratch:  # a clip's frames only
+    with ExitStack() as cleanup:  # a clip's frames are made on disk: in a temp dir, removed
         jobs: list[Any] = []  # None: the item's settings did not compose
         refused, kept = {}, []
         for index, item in enumerate(items):
@@ -97,8 +98,8 @@ def _run(items: Sequence[Mapping[str, Any]], batch_size: int | str) -> list[Resu
                 refused[index] = {"status": "failed", "exit_code": 2, "reason": str(error)}
                 continue
             out = Path(output_dir) if output_dir is not None else None
-            if out is None and cfg.video.enabled:  # frames are made on disk, then read back
-                out = Path(scratch) / str(index)
+            if out is None and is_video(cfg):  # frames are made on disk, then read back
+                out = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="nst-tf-")))
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
             # The keys given, as the CLI's overrides: what a resumed run may change.
@@ -162,7 +163,7 @@ def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture]
     try:
         if choices["optimizer"] not in OPTIMIZER_SCHEMAS:
             raise UserError(f"unknown optimizer preset '{choices['optimizer']}'; choose one of "
-                            f"{', '.join(OPTIMIZER_SCHEMAS)}")
+                            f"{', '.join(sorted(OPTIMIZER_SCHEMAS))}")
         cfg = OmegaConf.structured(RunConfig)
         cfg.optimizer = OmegaConf.structured(OPTIMIZER_SCHEMAS[choices["optimizer"]])
         images = {}

