@@ -15,10 +15,10 @@ from PIL import Image
 from nst_tf.clips import is_clip
 from nst_tf.config import RunConfig, check
 from nst_tf.errors import StopRequest, UserError
+from nst_tf.jobs import Composed, Job, Where
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.resume import load_checkpoint
 from nst_tf.rundir import SETTINGS
-from nst_tf.runner import Composed, Job, Where
 
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
 CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",

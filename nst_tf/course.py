@@ -5,6 +5,7 @@ it: a still's course is its stages, a clip's is one such course per frame."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from pathlib import Path
 
 from nst_tf.config import RunConfig
 from nst_tf.errors import UserError
@@ -96,9 +97,11 @@ class Course:
                 done, first = done + stage.iterations, first + left
         return legs
 
-    def check_resumable(self, run_dir: object) -> None:
-        """Refuse a resumed course with nothing left to walk."""
-        if self.first >= self.total:
+    def check_resumable(self, run_dir: Path) -> None:
+        """Refuse a resumed course with nothing left to walk, unless the run it continues lost
+        its last outputs (a full disk): then they are written again, and nothing is walked."""
+        whole = (run_dir / "result.png").is_file() and (run_dir / "summary.json").is_file()
+        if self.first >= self.total and whole:
             more = ("ask for more with iterations=N (N > "
                     f"{self.first})" if not self.coarse_to_fine else
                     "its result is in that dir (resume= continues only unfinished scales)")

@@ -16,23 +16,15 @@ import numpy as np
 import tensorflow as tf
 
 from nst_tf.config import ImageConfig, RunConfig
+from nst_tf.ending import failure_message, stopped
 from nst_tf.errors import Stopped, StopRequest, UserError, say
 from nst_tf.images import IMAGE_SUFFIXES, images_in
+from nst_tf.jobs import Composed, Job, Prepared, Where
 from nst_tf.memory import largest_batch
 from nst_tf.optimizer_config import LineSearch
 from nst_tf.report import write_summary
 from nst_tf.rundir import check_run_dir, claim_dir, release
-from nst_tf.runner import (
-    Composed,
-    Job,
-    Prepared,
-    Where,
-    failure_message,
-    group_key,
-    prepare,
-    run_group,
-    stopped,
-)
+from nst_tf.runner import group_key, prepare, run_group
 from nst_tf.video import run_video
 
 log = logging.getLogger("nst_tf")

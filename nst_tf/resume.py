@@ -24,7 +24,8 @@ class Checkpoint:
     image: Path
     picture: Image.Image
     iteration: int
-    rows: list[dict[str, float]]
+    rows: list[dict[str, float]]  # before the snapshot
+    last: dict[str, float] | None = None  # the snapshot's own row, if it was logged
 
     @property
     def seconds(self) -> float:
@@ -46,8 +47,10 @@ def load_checkpoint(run_dir: str) -> Checkpoint:
         )
     iteration, picture = _last_whole(snapshots)
     rows = read_loss_rows(folder / "losses.csv")
+    at = [row for row in rows if row["iteration"] == iteration]
     return Checkpoint(folder, snapshots[iteration], picture, iteration,
-                      [row for row in rows if row["iteration"] < iteration])
+                      [row for row in rows if row["iteration"] < iteration],
+                      at[-1] if at else None)
 
 
 def _check_run_dir(folder: Path) -> None:

@@ -7,114 +7,38 @@ happens into records."""
 import dataclasses
 import importlib.util
 import logging
-import signal
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from nst_tf import color
 from nst_tf.backbones import get_backbone
 from nst_tf.cache import check_cache_dir, default_cache_dir
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, TensorBoardLog, TimeEstimate
 from nst_tf.config import RunConfig, record
 from nst_tf.course import Course, Leg, Stage
-from nst_tf.errors import StopRequest, UserError, WriteError
-from nst_tf.images import save_png
-from nst_tf.loop import stop_line, upsampled, walk
+from nst_tf.ending import end
+from nst_tf.errors import StopRequest, UserError
+from nst_tf.images import save_png, to_array
+from nst_tf.jobs import Composed, Job, Prepared
+from nst_tf.loop import upsampled, walk
 from nst_tf.objective import loss_terms, loss_weights
 from nst_tf.pictures import (
-    Pictures,
     Scaled,
     check_resume,
     initial_image,
     read_pictures,
     resume_image,
 )
-from nst_tf.report import plot_losses, read_losses
-from nst_tf.resume import Checkpoint
-from nst_tf.rundir import check_run_dir, resume_override, write_settings
+from nst_tf.rundir import check_run_dir, write_settings
 from nst_tf.session import SESSION, Session
 from nst_tf.tiling import tileable
 from nst_tf.transfer import Member, Outcome, Progress, StyleTransfer, Weights
-from nst_tf.weights import VGGWeights
 
 log = logging.getLogger("nst_tf")
-
-
-@dataclass(frozen=True)
-class Where:
-    """Where a run writes, and how its user changes that: the setting that chooses the run dir
-    (e.g. hydra.run.dir) and the command that continues a stopped run."""
-
-    out: Path | None  # None: nothing is written, the results stay in memory (the API)
-    dir_key: str
-    command: str
-    keep_failures: bool = False  # record a failed run's summary even if it never started
-
-
-@dataclass(frozen=True)
-class Composed:
-    """A job's settings as the driver made them: typed and checked; with resume=, the earlier
-    run's own, and its last snapshot (a video's: the run whose frames it takes over)."""
-
-    settings: RunConfig
-    checkpoint: Checkpoint | None = None
-    earlier: Path | None = None
-    images: Mapping[str, Image.Image] = field(default_factory=dict)  # given in memory, by role
-
-
-@dataclass
-class Job:
-    """One run asked for: how its settings are made (by a driver, when the job runs, so that a
-    mistake in them is this job's alone), where it writes, the overrides that made it, and its
-    record (summary.json), filled as it goes."""
-
-    compose: Callable[[], Composed]
-    where: Where
-    overrides: list[str]
-    summary: dict[str, Any] = field(default_factory=dict)
-    claimed: bool = False  # it has written into its dir: its record goes there too
-    image: np.ndarray | None = None  # the result as shown, once there is one
-    losses: LossLog | None = None  # its loss rows, in memory too
-
-    def __post_init__(self) -> None:
-        self.summary = {"status": "failed", "overrides": list(self.overrides), **self.summary}
-
-    @property
-    def label(self) -> str:
-        """What the run is, for its progress bar: a sweep job's overrides, else its pictures."""
-        if self.where.keep_failures and self.overrides:
-            return " ".join(self.overrides)
-        config = self.summary.get("config", {})
-        names = [Path(self.summary.get("content", {}).get("path", "")).stem,
-                 *(Path(s["path"]).stem for s in self.summary.get("styles", []))]
-        return f"{' + '.join(filter(None, names))} {config.get('size', '')}px".strip()
-
-
-@dataclass
-class Prepared:
-    """A job checked and read, ready to join a batch."""
-
-    job: Job
-    composed: Composed
-    settings: RunConfig  # precision=auto resolved
-    checkpoint: Checkpoint | None
-    pictures: Pictures
-    weights: VGGWeights
-    course: Course
-
-    @property
-    def out(self) -> Path | None:
-        return self.job.where.out
-
-    def show(self, image: np.ndarray, content_rgb: np.ndarray) -> np.ndarray:
-        """The optimised image as the user sees it (colour modes recolour it)."""
-        return color.present(self.settings.color.value, image, content_rgb)
 
 
 def prepare(job: Job, composed: Composed, session: Session = SESSION,
@@ -242,6 +166,10 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
                      lead.job.summary["tiling"][number - 1]["why"])
         return transfer, reused
 
+    if not lead.course.legs():  # finished before: only its last outputs are missing
+        for p in group:
+            _outputs_again(p)
+        return
     runs = [_Still(p, step_settings, logs, i) for i, p in enumerate(group)]
     walked = walk(runs, lead.course, build, stop)
     with stop.noted():  # the results are saved whole, and said truly
@@ -252,13 +180,31 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
                 outcome = dataclasses.replace(outcome, status="interrupted")
             image = walked.images[i] if outcome.status != "diverged" else None
             shown = None if image is None else p.show(image, walked.scaled[i].content_rgb)
-            _end(p, shown, outcome, walked.signum)
+            end(p, shown, outcome, walked.signum)
             if finished:
                 values = outcome.progress.values
                 log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g%s",
                          outcome.iteration, outcome.progress.seconds, values["total"],
                          values["content"], values["style"],
                          f"; wrote {p.out / 'result.png'}" if p.out else "")
+
+
+def _outputs_again(p: Prepared) -> None:
+    """A finished run whose last outputs could not be written (a full disk): they are written
+    from its final snapshot and loss rows, without running an iteration more."""
+    checkpoint = p.checkpoint
+    last = checkpoint.last or {"iteration": checkpoint.iteration, "seconds": checkpoint.seconds}
+    names = [key for key in last if key not in ("iteration", "seconds", "size")]
+    p.job.claimed = True
+    if p.out:  # a whole run dir, which resume= can continue in turn
+        write_settings(p.out, p.composed.settings)
+        save_png(p.out / "snapshots" / checkpoint.image.name, to_array(checkpoint.picture))
+    p.job.losses = LossLog(p.out / "losses.csv" if p.out else None, names,
+                           [*checkpoint.rows, *([checkpoint.last] if checkpoint.last else [])])
+    progress = Progress(checkpoint.iteration, last["seconds"], {k: last[k] for k in names})
+    end(p, to_array(checkpoint.picture), Outcome("ok", checkpoint.iteration, progress), None)
+    log.info("%s finished at iteration %d; wrote its missing outputs", checkpoint.run_dir,
+             checkpoint.iteration)
 
 
 def _union_of_layers(group: Sequence[Prepared]) -> RunConfig:
@@ -312,91 +258,3 @@ def _callbacks(p: Prepared, pictures: Scaled, iterations: int, logs: dict[int, L
     if member == 0:
         callbacks.append(TimeEstimate(iterations))
     return callbacks
-
-
-def _end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | None) -> None:
-    """A job's outputs and record for how it ended, the result first: it is what a full disk
-    must not cost (the summary is written last, by the caller)."""
-    out, summary = p.out, p.job.summary
-    p.job.image = image
-    if out and image is not None and outcome.status != "failed":
-        save_png(out / "result.png", image)
-    if out and (out / "losses.csv").exists():
-        try:
-            plot_losses(read_losses(out / "losses.csv"), out / "loss_curve.png")
-        except UserError:
-            if outcome.status != "failed":
-                raise
-            # else the write that failed first is the one to name, not the plot after it
-    progress = outcome.progress
-    status = outcome.status
-    summary.update(status=status, interrupted=status == "interrupted")
-    if progress is not None:
-        summary["iterations_done"] = progress.iteration
-        summary["final"] = {"iteration": progress.iteration, "seconds": progress.seconds,
-                            **progress.values}
-    summary["compile_seconds"] = sum(s["compile_seconds"] for s in summary["stages"])
-    summary["reused_compiled_step"] = all(s["reused_compiled_step"] for s in summary["stages"])
-    if status == "ok":
-        summary.update(reason=None, exit_code=0)
-    elif status == "interrupted":
-        stopped(p.job, signum or signal.SIGTERM, progress)
-    elif status == "diverged":
-        kept = (f"kept the last finite image as snapshots/iter_{progress.iteration:05d}.png, "
-                "no result.png" if progress and progress.iteration else
-                "no image was worth keeping")
-        summary.update(exit_code=3, reason=(
-            f"the loss became non-finite at iteration {outcome.iteration}; {kept}; lower "
-            "optimizer.learning_rate or the loss weights"))
-    else:  # a write failed: the image is what the user paid for, so still try to keep it
-        reason = failure_message(outcome.error, p.job.where, summary.get("cache"))
-        try:
-            if out:
-                save_png(out / "result.png", image)
-                reason += f"; the image so far is in {out / 'result.png'}"
-        except UserError:
-            pass
-        summary.update(exit_code=2, reason=reason)
-
-
-def stopped(job: Job, signum: int, progress: Progress | None) -> None:
-    """Record a stop signal in `job`'s summary, with the command that continues it."""
-    summary, where = job.summary, job.where
-    summary.update(status="interrupted", interrupted=True, exit_code=128 + signum)
-    if progress is None:
-        summary["reason"] = (f"stopped by {signal.Signals(signum).name} before the first step; "
-                             "nothing was saved")
-        return
-    config = summary["config"]
-    more = "" if config["scales"] else f" iterations={config['iterations']}"
-    if where.out is None:
-        summary["reason"] = stop_line(signum, f"iteration {progress.iteration}",
-                                      "the image so far is in the result", None)
-        return
-    summary["reason"] = stop_line(
-        signum, f"iteration {progress.iteration}",
-        f"saved the image, a snapshot and the losses in {where.out}",
-        f"{where.command} {resume_override(where.out)}{more}")
-
-
-def failure_message(error: Exception, where: Where, cache: str | None) -> str:
-    """The one line for a user's mistake or a file that could not be written."""
-    if isinstance(error, OSError) and error.filename is None:
-        raise error  # not about a file: a bug, with its traceback
-    if not isinstance(error, OSError | WriteError):
-        return str(error)
-    path = Path(error.path if isinstance(error, WriteError) else error.filename)
-    reason = error.reason if isinstance(error, WriteError) else error.strerror
-    cause = str(reason).lower()
-    first = ("free some space" if "space" in cause or "quota" in cause or "too large" in cause
-             else "make it writable" if any(word in cause for word in (
-                 "permission", "read-only", "not permitted"))
-             else "move the file in its way" if "not a directory" in cause or "exists" in cause
-             else "check it")
-    if where.out and path.is_relative_to(where.out):
-        fix = f"{first} or choose another dir with {where.dir_key}=..."
-    elif cache and path.is_relative_to(cache):
-        fix = f"{first} or choose another cache dir with paths.cache=..."
-    else:
-        fix = "check that its folder exists, is writable and has space"
-    return f"cannot write {path} ({reason}); {fix}"

@@ -26,12 +26,13 @@ from nst_tf.config import FrameStart
 from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest
 from nst_tf.images import save_png
+from nst_tf.jobs import Composed, Job, Prepared
 from nst_tf.loop import stop_line, walk
 from nst_tf.objective import frames_back, loss_weights
 from nst_tf.pictures import Scaled, initial_image
 from nst_tf.report import plot_frames, read_losses
 from nst_tf.rundir import resume_override, write_settings
-from nst_tf.runner import Composed, Job, Prepared, prepare
+from nst_tf.runner import prepare
 from nst_tf.session import SESSION, Session
 from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights
 from nst_tf.video_passes import Frames

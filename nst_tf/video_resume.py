@@ -14,9 +14,9 @@ from nst_tf import video_passes as passes
 from nst_tf.clips import frame_name
 from nst_tf.errors import UserError
 from nst_tf.images import read_rgb, to_array
+from nst_tf.jobs import Prepared
 from nst_tf.objective import frames_back
 from nst_tf.report import read_losses
-from nst_tf.runner import Prepared
 from nst_tf.video_passes import Frames
 
 SNAPSHOT = "snapshots/frame_{:05d}"  # the frame in progress, as a still run's snapshots

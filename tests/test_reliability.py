@@ -15,6 +15,7 @@ from PIL import Image
 
 from nst_tf.callbacks import LossLog, Snapshots
 from nst_tf.compose import attempt, validate
+from nst_tf.ending import failure_message
 from nst_tf.errors import Stopped, StopRequest, UserError, WriteError, handling_signals
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
@@ -23,7 +24,6 @@ from nst_tf.model import FeatureExtractor
 from nst_tf.pictures import initial_image
 from nst_tf.pipeline import Where
 from nst_tf.resume import load_checkpoint, read_loss_rows
-from nst_tf.runner import failure_message
 from nst_tf.session import SESSION
 from nst_tf.transfer import Diverged, StyleTransfer, Weights, optimise
 from tests.helpers import (

@@ -83,7 +83,7 @@ class BatchedLauncher(Launcher):
         from nst_tf import pipeline
         from nst_tf.compose import job as make_job
         from nst_tf.errors import driver_stop
-        from nst_tf.runner import Job
+        from nst_tf.jobs import Job
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
