@@ -14,12 +14,15 @@ from PIL import Image
 
 from nst_tf.clips import is_clip
 from nst_tf.config import RunConfig, check
-from nst_tf.errors import StopRequest, UserError
+from nst_tf.errors import StopRequest, UserError, warn
 from nst_tf.jobs import Composed, Job, Where
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.resume import load_checkpoint
 from nst_tf.rundir import SETTINGS
 
+# Keys a later version added, with the value that runs recorded before it behaved as: a run dir
+# written without one is continued with that value, and told so.
+ADDED_LATER: dict[str, Any] = {"video.allow_short": False}
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
 CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
               "paths.images", "paths.cache", "objective")
@@ -63,9 +66,15 @@ def composed(cfg: DictConfig, overrides: Sequence[str],
         cfg = resumed(cfg, checkpoint.run_dir if checkpoint else run_dir, overrides)
         if earlier:
             cfg.resume = None
+        try:
+            settings = validate(cfg)
+        except UserError as error:  # a value edited by hand: said as the file's
+            raise UserError(f"resume: {run_dir / SETTINGS}: {error}") from None
     if earlier or is_video(cfg):
         cfg.video.enabled = True
-    return Composed(validate(cfg), checkpoint, earlier, dict(images or {}))
+    if not (earlier or checkpoint):
+        settings = validate(cfg)
+    return Composed(settings, checkpoint, earlier, dict(images or {}))
 
 
 def is_video(cfg: DictConfig) -> bool:
@@ -84,6 +93,11 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> DictCon
             f"cannot change; only {', '.join(CHANGEABLE)} can"
         )
     earlier = read_settings(run_dir)
+    _check_complete(earlier, cfg, run_dir / SETTINGS)
+    name = OmegaConf.select(earlier, "optimizer.name")
+    if name not in OPTIMIZER_SCHEMAS:
+        raise UserError(f"resume: {run_dir / SETTINGS} names optimizer.name={name}, which is "
+                        f"unknown; use one of {', '.join(sorted(OPTIMIZER_SCHEMAS))} there")
     for key in given:
         OmegaConf.update(earlier, key, OmegaConf.select(cfg, key), merge=False)
     earlier.resume = cfg.resume
@@ -95,13 +109,46 @@ def on_schema(cfg: DictConfig, recorded: DictConfig) -> DictConfig:
     like any composed config; the optimiser node takes its own optimiser's schema."""
     recorded = recorded.copy()
     optimizer = recorded.pop("optimizer")
-    if optimizer.get("name") not in OPTIMIZER_SCHEMAS:
-        raise UserError(f"resume: {SETTINGS} names optimizer.name={optimizer.get('name')}, "
-                        f"which is unknown; use one of {', '.join(OPTIMIZER_SCHEMAS)} there")
     merged = OmegaConf.merge(cfg, recorded)
     schema = OPTIMIZER_SCHEMAS[optimizer.name]
     merged.optimizer = OmegaConf.merge(OmegaConf.structured(schema), optimizer)
     return merged
+
+
+def _check_complete(recorded: DictConfig, cfg: DictConfig, path: Path) -> None:
+    """Refuse a recorded key missing (a line deleted by hand), which would otherwise take
+    today's default silently and join two objectives in one loss curve; fill in a key added by
+    a later version, with the value the earlier runs had, and say so."""
+    for key in _keys(cfg):
+        if OmegaConf.select(recorded, key, default=_ABSENT) is not _ABSENT:
+            continue
+        if key in ADDED_LATER:
+            OmegaConf.update(recorded, key, ADDED_LATER[key], force_add=True)
+            warn(f"resume: {path} has no {key} (written before it existed); continuing with "
+                 f"{key}={ADDED_LATER[key]}, as that run had")
+            continue
+        raise UserError(f"resume: {path} has no {key}; put back the line that run had (or "
+                        "start a new run): without it the run would go on with other settings")
+
+
+_ABSENT = object()
+
+
+def _keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of a typed config, down through its settings groups (not into free
+    dicts like `terms`, nor into the optimiser's, which the recorded name chooses)."""
+    keys = []
+    for key in node:
+        child = node._get_node(key)
+        dotted = f"{prefix}{key}"
+        if key == "optimizer" and not prefix:
+            keys.append(f"{dotted}.name")
+        elif isinstance(child, DictConfig) and is_dataclass(OmegaConf.get_type(child)) \
+                and not child._is_none() and key not in ("content", "style"):
+            keys += _keys(child, f"{dotted}.")
+        else:
+            keys.append(dotted)
+    return keys
 
 
 def read_settings(folder: Path) -> DictConfig:

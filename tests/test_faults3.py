@@ -226,3 +226,37 @@ def test_a_full_disk_at_the_end_names_the_result_and_resume_writes_it(tmp_path, 
     assert done.summary["final"]["iteration"] == 5
     with pytest.raises(UserError, match="already ran 5 iterations; ask for more"):
         nst_tf.stylize("tubingen", "starry", resume=str(again), output_dir=tmp_path / "third")
+
+
+def test_settings_edited_by_hand_are_checked_as_a_new_runs(tmp_path, images_dir, capsys):
+    """A key deleted, a bad value, an unknown optimiser in settings.yaml (issue 32, case 5):
+    one line naming the file and the key; never another objective taken silently."""
+    out = tmp_path / "run"
+    nst_tf.stylize("tubingen", "starry", **TINY, iterations=2, alpha=0.5, output_dir=out)
+    recorded = (out / "settings.yaml").read_text()
+    settings = out / "settings.yaml"
+
+    def resumed(text: str, name: str):
+        settings.write_text(text)
+        return nst_tf.stylize("tubingen", "starry", resume=str(out), iterations=3,
+                              output_dir=tmp_path / name)
+
+    edits = {"alpha: 0.5\n": "", "  name: lbfgs\n": "  name: sgd\n", "seed: 0\n": "seed: -3\n"}
+    lines = {}
+    for number, (line, instead) in enumerate(edits.items()):
+        assert line in recorded
+        with pytest.raises(UserError) as refused:
+            resumed(recorded.replace(line, instead), f"bad{number}")
+        lines[line] = str(refused.value)
+        assert not (tmp_path / f"bad{number}").exists() or not any(
+            (tmp_path / f"bad{number}").iterdir())
+    assert lines["alpha: 0.5\n"] == (f"resume: {settings} has no alpha; put back the line that "
+                                     "run had (or start a new run): without it the run would "
+                                     "go on with other settings")
+    assert lines["  name: lbfgs\n"].startswith(f"resume: {settings} names optimizer.name=sgd, "
+                                                "which is unknown; use one of")
+    assert lines["seed: 0\n"].startswith(f"resume: {settings}: seed=-3 is out of range")
+    # A key a later version added: filled with what that run had, and said.
+    done = resumed(recorded.replace("  allow_short: false\n", ""), "older")
+    assert done.summary["status"] == "ok" and done.summary["config"]["alpha"] == 0.5
+    assert "has no video.allow_short (written before it existed)" in capsys.readouterr().err
