@@ -350,3 +350,21 @@ def test_bad_video_settings_are_one_line(clip_file, tmp_path, override, words):
                      f"hydra.run.dir={tmp_path / 'run'}")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished(clip_file, tmp_path):
+    """SIGTERM while frame 1's result is being written (the pause point `save`): it is saved
+    whole, and the line counts it (issue 32, case 7: it said one fewer, and a frame in
+    progress that was not there)."""
+    from tests.test_faults import _finish, _start_paused
+
+    out = tmp_path / "run"
+    process, said = _start_paused("save", f"content.path={clip_file}", "iterations=3",
+                                  *TINY, f"hydra.run.dir={out}")
+    process.send_signal(signal.SIGTERM)
+    code, ours = _finish(process, said)
+    assert code == 143
+    assert ours[-1].startswith("nst-tf: stopped by SIGTERM at frame 1 (iteration 3); saved 1 "
+                               f"finished frames in {out}; continue with: python scripts/run.py "
+                               f"resume={out}"), ours
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["00000.png"]
