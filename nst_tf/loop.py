@@ -109,6 +109,21 @@ def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
     return walked
 
 
+class FlatLoss:
+    """Ends a frame once its total fell by less than `tolerance` (a share) over `window`
+    iterations: Ruder et al.'s stopping rule."""
+
+    def __init__(self, tolerance: float, window: int) -> None:
+        self.tolerance, self.window, self.totals = tolerance, window, []
+
+    def __call__(self, rows: np.ndarray) -> bool:
+        self.totals.append(float(rows[0, 0]))
+        if not self.tolerance or len(self.totals) <= self.window:
+            return False
+        before, now = self.totals[-1 - self.window], self.totals[-1]
+        return (before - now) <= self.tolerance * abs(before)
+
+
 def _start(run: Run, scaled: Scaled, previous: np.ndarray | None, shape: tuple[int, int]
            ) -> np.ndarray:
     """Where a run's leg starts: the previous leg's result upsampled, or the run's first image

@@ -10,7 +10,6 @@ saves the frame in progress, and resume= continues with it, never redoing a fini
 import dataclasses
 import logging
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,39 +20,25 @@ from tqdm import tqdm
 
 from nst_tf import video_passes as passes
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
-from nst_tf.clips import Clip, frame_name, open_clip, write_video
+from nst_tf.clips import Clip, frame_name, open_clip
 from nst_tf.config import FrameStart
 from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest
 from nst_tf.images import save_png
 from nst_tf.jobs import Composed, Job, Prepared
-from nst_tf.loop import stop_line, walk
-from nst_tf.objective import frames_back, loss_weights
+from nst_tf.loop import FlatLoss, walk
+from nst_tf.objective import loss_weights
 from nst_tf.pictures import Scaled, initial_image
-from nst_tf.report import plot_frames, read_losses
-from nst_tf.rundir import resume_override, write_settings
+from nst_tf.rundir import write_settings
 from nst_tf.runner import prepare
 from nst_tf.session import SESSION, Session
 from nst_tf.transfer import Member, Outcome, StyleTransfer, Weights
 from nst_tf.video_passes import Frames
+from nst_tf.video_record import clip_ended, clip_finished, time_left
 from nst_tf.video_resume import SNAPSHOT, image_from, take_over
+from nst_tf.video_targets import forget_far, previous_results
 
 log = logging.getLogger("nst_tf")
-
-
-class FlatLoss:
-    """Ends a frame once its total fell by less than `tolerance` (a share) over `window`
-    iterations: Ruder et al.'s stopping rule."""
-
-    def __init__(self, tolerance: float, window: int) -> None:
-        self.tolerance, self.window, self.totals = tolerance, window, []
-
-    def __call__(self, rows: np.ndarray) -> bool:
-        self.totals.append(float(rows[0, 0]))
-        if not self.tolerance or len(self.totals) <= self.window:
-            return False
-        before, now = self.totals[-1 - self.window], self.totals[-1]
-        return (before - now) <= self.tolerance * abs(before)
 
 
 def run_video(job: Job, composed: Composed, stop: StopRequest, session: Session = SESSION
@@ -139,7 +124,7 @@ def _stylise(job: Job, composed: Composed, clip: Clip, stop: StopRequest, sessio
         for pass_no in range(plan.passes_done + 1, plan.passes + 1):
             if not _pass(run, pass_no, results):
                 return
-        _finish(job, out, count, clip.info.fps)
+        clip_finished(job, out, count, clip.info.fps)
 
 
 def _pass(c: ClipRun, pass_no: int, results: dict[int, np.ndarray]) -> bool:
@@ -157,20 +142,21 @@ def _pass(c: ClipRun, pass_no: int, results: dict[int, np.ndarray]) -> bool:
     for made, index in enumerate(indices, 1):
         if c.stop() is not None:
             first = 0 if later or index != plan.done else plan.started
-            _ended(c, Outcome("interrupted", first, None), index, pass_no)
+            clip_ended(c, Outcome("interrupted", first, None), index, pass_no)
             return False
         frame = c.frame(index)
-        previous = _previous(c, index, frame.content_rgb, results, passes.direction(pass_no))
+        previous = previous_results(c, index, frame.content_rgb, results,
+                                    passes.direction(pass_no))
         image = _make_frame(c, index, frame, previous, pass_no, folder)
         if image is None:
             return False
         results[index] = image
-        _forget_far(results, index, video)
+        forget_far(results, index, video)
         if bar is not None:
             bar.update(1)
         log.info("%s: frame %d/%d: %d iterations; %s", what, index + 1, plan.count,
                  c.job.summary["frames"][-1]["iterations"],
-                 _time_left(time.perf_counter() - started, made, len(indices) - made))
+                 time_left(time.perf_counter() - started, made, len(indices) - made))
     if bar is not None:
         bar.close()
     if later:
@@ -279,86 +265,8 @@ def _make_frame(c: ClipRun, index: int, frame: Scaled, previous: list, pass_no: 
         "final": dict(progress.values) if progress else None, **(
             {"coarse": one.coarse} if one.coarse else {})})
     if outcome.status != "ok" or c.stop() is not None:
-        _ended(c, outcome, index, pass_no)
+        clip_ended(c, outcome, index, pass_no)
         return None
     return image
 
 
-def _previous(c: ClipRun, index: int, frame: np.ndarray, results: dict[int, np.ndarray],
-              step: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The results already made of the frames 1 (2, 4) before frame `index` in the pass's
-    direction (`step` ±1), warped into it, with their reliability weights."""
-    from nst_tf.flow import long_term_weights, optical_flow, reliability, warp
-
-    video = c.p.settings.video
-    warped, reliable = [], []
-    for back in frames_back(video):
-        other = index - step * back
-        if other not in results:
-            break
-        before = c.contents.get(other)
-        if before is None:
-            before = c.frame(other).content_rgb
-        backward = optical_flow(frame, before, video.flow.value)
-        forward = optical_flow(before, frame, video.flow.value)
-        warped.append(warp(results[other], backward))
-        reliable.append(reliability(backward, forward, video.mask_smoothing))
-    _forget_far(c.contents, index, video)
-    weights = long_term_weights(reliable) if video.long_term else reliable
-    return list(zip(warped, weights, strict=True))
-
-
-def _forget_far(kept: dict[int, np.ndarray], index: int, video) -> None:
-    """Drop what the frames after `index` in a pass no longer tie to (long-term: 4 away)."""
-    for old in [k for k in kept if abs(k - index) > max(frames_back(video))]:
-        del kept[old]
-
-
-def _ended(c: ClipRun, outcome: Outcome, index: int, pass_no: int) -> None:
-    """The record of a video that stopped or failed at frame `index` of pass `pass_no`."""
-    out, summary, job = c.p.out, c.job.summary, c.job
-    at = f"frame {index + 1}" + (f" of pass {pass_no}" if c.plan.passes > 1 else "")
-    signum = c.stop()
-    if signum is not None or outcome.status == "interrupted":
-        signum = signum or signal.SIGTERM
-        finished = index + 1 if outcome.status == "ok" else index  # it ended before the stop
-        progress = " and the frame in progress" if outcome.status != "ok" and \
-            outcome.iteration else ""
-        kept = (f"saved {finished} finished frames{progress} in {out}" if pass_no == 1 else
-                f"frames/ holds pass {pass_no - 1}, whole (resume= begins pass {pass_no} "
-                f"again) in {out}")
-        summary.update(status="interrupted", interrupted=True, exit_code=128 + signum,
-                       reason=stop_line(signum, f"{at} (iteration {outcome.iteration})", kept,
-                                        f"{job.where.command} {resume_override(out)}"))
-    elif outcome.status == "diverged":
-        summary.update(exit_code=3, reason=(
-            f"the loss became non-finite at {at}, iteration {outcome.iteration}; "
-            "lower the loss weights or video.temporal_weight"))
-    else:
-        summary.update(exit_code=2, reason=str(outcome.error))
-    _plot(out)
-
-
-def _finish(job: Job, out: Path, count: int, fps: float) -> None:
-    """result.mp4 from every frame, the per-frame plot, and the record."""
-    write_video([out / "frames" / frame_name(i) for i in range(count)], out / "result.mp4", fps)
-    if (out / "snapshots").is_dir() and not any((out / "snapshots").iterdir()):
-        (out / "snapshots").rmdir()  # every frame finished: no frame in progress to keep
-    _plot(out)
-    last = job.summary["video"]["passes"]
-    finals = [f["final"] for f in job.summary["frames"] if f["final"] and f.get("pass", 1) == last]
-    job.summary.update(status="ok", reason=None, exit_code=0, iterations_done=sum(
-        f["iterations"] for f in job.summary["frames"]))
-    if finals:  # what a sweeper reads: the mean over the frames made here in the last pass
-        job.summary["final"] = {k: float(np.mean([f[k] for f in finals])) for k in finals[0]}
-    log.info("%d frames at %.3g fps; wrote %s", count, fps, out / "result.mp4")
-
-
-def _plot(out: Path) -> None:
-    if (out / "losses.csv").is_file():
-        plot_frames(read_losses(out / "losses.csv"), out / "frame_losses.png")
-
-
-def _time_left(spent: float, made: int, left: int) -> str:
-    each = spent / max(made, 1)
-    return f"{each:.1f} s a frame, about {each * left / 60:.1f} min to go" if left else "done"
