@@ -257,7 +257,10 @@ def test_a_stop_request_ends_the_loop_after_saving_and_no_handler_is_touched(tin
 
 
 def test_a_driver_puts_the_handlers_back():
-    mine = signal.signal(signal.SIGUSR1, lambda *_: None)
+    def mine(*_):
+        pass
+
+    signal.signal(signal.SIGUSR1, mine)
     try:
         with handling_signals(StopRequest()) as stop:
             assert signal.getsignal(signal.SIGUSR1) == stop.on_signal
