@@ -2,6 +2,7 @@
 tiles, and where a resumed run picks up. The loop (nst_tf.loop) walks it; drivers only make
 it: a still's course is its stages, a clip's is one such course per frame."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -100,9 +101,17 @@ class Course:
     def check_resumable(self, run_dir: Path) -> None:
         """Refuse a resumed course with nothing left to walk, unless the run it continues lost
         its last outputs (a full disk): then they are written again, and nothing is walked."""
-        whole = (run_dir / "result.png").is_file() and (run_dir / "summary.json").is_file()
+        whole = (run_dir / "result.png").is_file() and _ended_ok(run_dir / "summary.json")
         if self.first >= self.total and whole:
             more = ("ask for more with iterations=N (N > "
                     f"{self.first})" if not self.coarse_to_fine else
                     "its result is in that dir (resume= continues only unfinished scales)")
             raise UserError(f"resume: {run_dir} already ran {self.first} iterations; {more}")
+
+
+def _ended_ok(summary: Path) -> bool:
+    """Whether a run's record says it ended ok (its outputs all written)."""
+    try:
+        return json.loads(summary.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -71,6 +71,8 @@ def _failed_line(p: Prepared, error: Exception, outcome: Outcome) -> str:
         return line
     if (out / "result.png").is_file() and outcome.status == "failed":
         return f"{line}; the image so far is in {out / 'result.png'}"
+    if (out / "result.png").is_file():
+        return f"{line}; the result is in {out / 'result.png'}"
     newest = newest_snapshot(out / "snapshots")
     if newest is None:
         return line
