@@ -18,7 +18,7 @@ from nst_tf.style_losses import (
     mrf_energy,
     sliced_wasserstein,
 )
-from tests.helpers import run_nst
+from tests.helpers import read_csv, run_nst
 
 RNG = np.random.default_rng(0)
 
@@ -234,4 +234,70 @@ def test_a_run_with_sliced_wasserstein(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["style_loss"]["name"] == "sliced_wasserstein"
-    assert summary["config"]["style_loss"]["layers"][-1] == "conv4_4"
+    assert summary["config"]["style_loss"]["layers"][-1] == "conv4_4"  # Heitz et al.'s last
+    rows = read_csv(out / "losses.csv")
+    assert len(rows) == 4 and all(np.isfinite(row["style"]) and row["style"] > 0 for row in rows)
+
+
+# --- settings: the config group's keys, and what is refused --------------------------------
+
+
+def settings(**style_loss):
+    from nst_tf.config import RunConfig, StyleLossConfig, StyleLossKind
+    from nst_tf.optimizer_config import LbfgsConfig
+
+    kind = StyleLossKind(style_loss.pop("name", "gram"))
+    return RunConfig(optimizer=LbfgsConfig(), style_loss=StyleLossConfig(kind, **style_loss))
+
+
+def test_each_kind_builds_its_terms_weighted_by_beta():
+    from nst_tf.objective import loss_terms, loss_weights
+    from nst_tf.tiling import tileable
+
+    gram = settings()
+    assert [t.name for t in loss_terms(gram)] == ["content", "style", "tv"]
+    assert loss_weights(gram).terms == {"content": 1e-3, "style": 1.0, "tv": 0.0}
+    assert all(tileable(term) for term in loss_terms(gram))
+    for kind, names in [("mrf", ["content", "style", "tv"]),
+                        ("sliced_wasserstein", ["content", "style", "tv"]),
+                        ("histogram", ["content", "style", "histogram", "tv"])]:
+        run = settings(name=kind, layers=["conv1_1", "conv3_1"], weight=0.5)
+        run.beta = 4.0
+        terms = loss_terms(run)
+        assert [t.name for t in terms] == names
+        assert [tileable(t) for t in terms].count(False) == 1
+        weights = loss_weights(run)
+        term = "histogram" if kind == "histogram" else "style"
+        assert weights.terms[term] == 2.0
+        assert weights.layers[term] == {"conv1_1": 0.5, "conv3_1": 0.5}
+    assert loss_weights(settings(name="histogram", layers=["conv1_1"])).terms["style"] == 1.0
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"tile": "128"}, "cannot be computed in tiles"),
+    ({"styles": "masked"}, "styles with masks need style_loss=gram or mrf"),
+    ({"layers": []}, "has no layers"),
+    ({"layers": ["conv9_9"]}, "no VGG19 layer 'conv9_9'"),
+    ({"patch_size": 0}, "style_loss.patch_size=0 must be >= 1"),
+])
+def test_refused_in_one_line(change, words):
+    from nst_tf.config import StyleBlend, check
+    from nst_tf.errors import UserError
+
+    run = settings(name="sliced_wasserstein", layers=change.get("layers", ["conv1_1"]),
+                   patch_size=change.get("patch_size", 3))
+    run.tile = change.get("tile", "auto")
+    if "styles" in change:
+        run.styles = [StyleBlend(preset="starry", mask="a.png")]
+    with pytest.raises(UserError, match=words):
+        check(run)
+    check(settings(name="mrf", layers=["conv3_1"]))  # and the same with its setting is fine
+
+
+def test_gram_reads_style_layers_only():
+    from nst_tf.config import check
+    from nst_tf.errors import UserError
+
+    with pytest.raises(UserError, match="style_loss=gram reads style_layers"):
+        check(settings(layers=["conv1_1"]))
+
