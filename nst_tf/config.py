@@ -226,6 +226,7 @@ def check(run: RunConfig) -> None:
     if not 0 <= run.seed <= MAX_SEED:
         raise UserError(f"seed={run.seed} is out of range; use a seed from 0 to {MAX_SEED}")
     weights = {"alpha": run.alpha, "beta": run.beta, "tv_weight": run.tv_weight,
+               "style_loss.weight": run.style_loss.weight,
                **{f"terms.{name}": weight for name, weight in run.terms.items()}}
     for key, weight in weights.items():
         if weight < 0:
@@ -311,24 +312,24 @@ def _check_layers(backbone: str, key: str, layers: list[str], weights: list[floa
 def _validate_style_loss(run: RunConfig) -> None:
     style, kind = run.style_loss, run.style_loss.name.value
     if style.name == StyleLossKind.gram:
-        if style.layers:
+        if style.layers or style.layer_weights is not None:
             raise UserError("style_loss.layers is for the other style losses; style_loss=gram "
                             "reads style_layers: set those instead")
         return
     _check_layers(run.model.backbone, "style_loss.layers", style.layers, style.layer_weights,
                   "style_loss.layer_weights")
     if not style.layers:
-        raise UserError(f"style_loss={kind} has no layers; give style_loss.layers=[...]")
-    for key, value in (("weight", style.weight), ("patch_size", style.patch_size - 1),
-                       ("patch_stride", style.patch_stride - 1)):
-        if value < 0:
-            raise UserError(f"style_loss.{key}={getattr(style, key)} must be "
-                            f"{'>= 0' if key == 'weight' else '>= 1'}")
+        raise UserError(f"style_loss.name={kind} has no layers; pick its preset with "
+                        f"style_loss={kind}, or give style_loss.layers=[...]")
+    for key in ("patch_size", "patch_stride"):
+        if getattr(style, key) < 1:
+            raise UserError(f"style_loss.{key}={getattr(style, key)} must be >= 1")
     # Sorting and nearest patches are not sums over positions, which tiles add up.
     if run.tile.isdigit():
         raise UserError(f"style_loss={kind} compares whole feature distributions (sorted or "
                         "matched patch by patch), not sums over positions, so it cannot be "
-                        "computed in tiles; use tile=auto or tile=none, or style_loss=gram")
+                        f"computed in tiles; drop tile={run.tile} (tile=none computes the whole "
+                        "image), or use style_loss=gram")
     if style.name != StyleLossKind.mrf and any(entry.mask for entry in run.styles):
         raise UserError(f"style_loss={kind} matches whole images' distributions, not per region; "
                         "styles with masks need style_loss=gram or mrf")

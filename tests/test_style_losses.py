@@ -18,9 +18,11 @@ from nst_tf.style_losses import (
     mrf_energy,
     sliced_wasserstein,
 )
+from nst_tf.transfer import Member, StyleTransfer, Weights
 from tests.helpers import read_csv, run_nst
 
 RNG = np.random.default_rng(0)
+ADAM = {"learning_rate": 10.0, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
 
 
 def stack(batch, arrays_by_member, tail):
@@ -197,6 +199,23 @@ def test_zero_on_the_style_image_itself(setup, kind):
     assert values(extractor, TERMS[kind](), style[None], [[(other, 1.0)]])[0] > 0.0
 
 
+def test_mrf_masks_route_each_style_to_its_region(setup):
+    """The style image, guided entirely to itself, is 0 beside another style masked out; the
+    masks swapped, it is not."""
+    extractor, style, other = setup
+    image = np.ascontiguousarray(style[:28, :28]).astype(np.float32)
+    ones, zeros = np.ones((28, 28), np.float32), np.zeros((28, 28), np.float32)
+
+    def guided(masks):
+        term = TERMS["mrf"]()
+        term.build(extractor, (28, 28), 1)
+        term.start(0, Targets(image, [(image, 1.0), (other, 1.0)], masks), {})
+        return term.value(extractor(tf.constant(image[None])), None).numpy()[0]
+
+    assert guided([ones, zeros]) == 0.0
+    assert guided([zeros, ones]) > 0.0
+
+
 @pytest.mark.parametrize("kind", list(TERMS))
 def test_batch_members_each_their_own(setup, kind):
     """Two members with other styles (one a blend of two) each get the value they get alone."""
@@ -208,6 +227,24 @@ def test_batch_members_each_their_own(setup, kind):
              for i in range(2)]
     np.testing.assert_allclose(together, alone, rtol=1e-5)
     assert together[0] != pytest.approx(together[1], rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", list(TERMS))
+def test_in_the_compiled_step(setup, kind):
+    """Targets of other counts and sizes than the step was traced with (a blend of two styles
+    beside one) give the values the term gives alone, and the optimiser lowers them."""
+    extractor, style, other = setup
+    images = np.stack([other[:28, :28], style[:28, :28]]).astype(np.float32)
+    blends = [[(style, 1.0)], [(other, 1.0), (style[:20], 3.0)]]
+    transfer = StyleTransfer(extractor, [TERMS[kind]()], (28, 28), "adam", ADAM, batch=2)
+    weights = Weights({"style": 1.0, "histogram": 1.0})
+    transfer.start_batch([Member(images[i], blends[i], images[i], weights) for i in range(2)])
+    first = transfer.evaluate_values()[:, 1]
+    np.testing.assert_allclose(first, values(extractor, TERMS[kind](), images, blends),
+                               rtol=1e-4)
+    for _ in range(5):
+        transfer.step_values()
+    assert np.all(transfer.evaluate_values()[:, 1] < first)
 
 
 def test_sliced_wasserstein_redraws_its_directions_from_the_seed(setup):
@@ -279,13 +316,14 @@ def test_each_kind_builds_its_terms_weighted_by_beta():
     ({"layers": []}, "has no layers"),
     ({"layers": ["conv9_9"]}, "no VGG19 layer 'conv9_9'"),
     ({"patch_size": 0}, "style_loss.patch_size=0 must be >= 1"),
+    ({"weight": -1.0}, "style_loss.weight=-1.0 is negative"),
 ])
 def test_refused_in_one_line(change, words):
     from nst_tf.config import StyleBlend, check
     from nst_tf.errors import UserError
 
     run = settings(name="sliced_wasserstein", layers=change.get("layers", ["conv1_1"]),
-                   patch_size=change.get("patch_size", 3))
+                   patch_size=change.get("patch_size", 3), weight=change.get("weight", 1.0))
     run.tile = change.get("tile", "auto")
     if "styles" in change:
         run.styles = [StyleBlend(preset="starry", mask="a.png")]
