@@ -119,7 +119,7 @@ class SlicedWassersteinLoss(_WholeImageTerm):
         self.evaluations.assign(0)  # the same directions as any run of this seed
 
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
-        self._evaluation = self.evaluations.assign_add(1)
+        self._evaluation = self.evaluations.assign_add(1)  # for layer_value, in this trace
         return super().value(features, image)
 
     def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
@@ -240,9 +240,8 @@ def mrf_energy(features: tf.Tensor, styles: Padded, weights: tf.Tensor, k: int) 
     result = patches(features, k)  # (B, Q, D)
     norms = tf.norm(styles.values, axis=-1, keepdims=True)
     normalised = styles.values / tf.maximum(norms, 1e-12)
-    energies = []
+    shape, energies = tf.shape(styles.values), []
     for b in range(features.shape[0]):  # each member's own patches as the filters
-        shape = tf.shape(styles.values)
         filters = tf.reshape(normalised[b], [-1, k, k, n])  # (K·P, k, k, N)
         scores = tf.nn.conv2d(features[b:b + 1], tf.transpose(filters, [1, 2, 3, 0]), 1,
                               "VALID")
