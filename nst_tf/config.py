@@ -42,6 +42,13 @@ class LossScale(Enum):
     reference = "reference"  # the authors' code: mean squared errors, G/M, style layers 1/N²
 
 
+class StyleLossKind(Enum):
+    gram = "gram"  # Gatys et al.: Gram matrices on style_layers
+    mrf = "mrf"  # Li & Wand 2016: each patch against its nearest style patch
+    histogram = "histogram"  # Risser et al. 2017: the Gram term, plus each channel's histogram
+    sliced_wasserstein = "sliced_wasserstein"  # Heitz et al. 2021: sorted random projections
+
+
 class Color(Enum):
     none = "none"
     luminance = "luminance"
@@ -117,6 +124,20 @@ class StyleBlend:
 
 
 @dataclass
+class StyleLossConfig:
+    """The style term, `style_loss=NAME`: conf/style_loss/NAME.yaml holds its paper's layers
+    and weights. gram reads style_layers; mrf and sliced_wasserstein replace it, on `layers`;
+    histogram adds its term on `layers` beside the Gram term."""
+
+    name: StyleLossKind = StyleLossKind.gram
+    layers: list[str] = field(default_factory=list)  # the term's own (gram: none)
+    layer_weights: list[float] | None = None  # null: equal, summing to 1
+    weight: float = 1.0  # the term's weight over beta
+    patch_size: int = 3  # mrf: k×k patches of features
+    patch_stride: int = 1  # mrf: the style's patches taken every this many positions
+
+
+@dataclass
 class ModelConfig:
     backbone: str = DEFAULT_BACKBONE  # vgg19 | vgg16 (nst_tf.backbones)
     pooling: Pooling = Pooling.avg
@@ -156,6 +177,7 @@ class RunConfig:
         default_factory=lambda: ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
     )
     style_layer_weights: list[float] | None = None
+    style_loss: StyleLossConfig = field(default_factory=StyleLossConfig)
     size: int = 512
     # Coarse to fine: optimise at each of these sizes in turn (iterations each), each starting
     # from the previous result upsampled; replaces `size`.
@@ -204,6 +226,7 @@ def check(run: RunConfig) -> None:
     if not 0 <= run.seed <= MAX_SEED:
         raise UserError(f"seed={run.seed} is out of range; use a seed from 0 to {MAX_SEED}")
     weights = {"alpha": run.alpha, "beta": run.beta, "tv_weight": run.tv_weight,
+               "style_loss.weight": run.style_loss.weight,
                **{f"terms.{name}": weight for name, weight in run.terms.items()}}
     for key, weight in weights.items():
         if weight < 0:
@@ -213,21 +236,8 @@ def check(run: RunConfig) -> None:
                         f"{', '.join(BACKBONES)}")
     backbone = get_backbone(run.model.backbone)
     for key in ("content_layers", "style_layers"):
-        layers, weights = getattr(run, key), getattr(run, f"{key[:-1]}_weights")
-        for layer in layers:
-            if layer not in backbone.layers:
-                raise UserError(f"{key}: no {backbone.name.upper()} layer '{layer}'; use one of "
-                                f"{', '.join(backbone.layers)}")
-        if len(set(layers)) != len(layers):
-            raise UserError(f"{key}={layers} names a layer twice; name each layer once")
-        if weights is not None:
-            if len(weights) != len(layers):
-                raise UserError(
-                    f"{key[:-1]}_weights has {len(weights)} values for {len(layers)} {key}; "
-                    "give one weight per layer, or null for equal weights"
-                )
-            if any(w < 0 for w in weights):
-                raise UserError(f"{key[:-1]}_weights={weights} has a negative weight; use >= 0")
+        _check_layers(backbone.name, key, getattr(run, key), getattr(run, f"{key[:-1]}_weights"),
+                      f"{key[:-1]}_weights")
     if not run.content_layers and not run.style_layers:
         raise UserError("content_layers and style_layers are both empty; give at least one layer")
     for key, size in [("size", run.size), *(("scales", s) for s in run.scales)]:
@@ -260,6 +270,7 @@ def check(run: RunConfig) -> None:
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)
+    _validate_style_loss(run)
     _validate_video(run.video)
     if run.loss_scale == LossScale.reference and any(entry.mask for entry in run.styles):
         raise UserError("styles with masks have the paper's loss scaling only; drop "
@@ -279,6 +290,49 @@ def _validate_styles(styles: list[StyleBlend]) -> None:
         raise UserError("styles: give every style a mask, or none (a mask says where each goes)")
     if styles and sum(entry.weight for entry in styles) <= 0:
         raise UserError("styles: the blend weights sum to 0; give at least one positive weight")
+
+
+def _check_layers(backbone: str, key: str, layers: list[str], weights: list[float] | None,
+                  weights_key: str) -> None:
+    known = get_backbone(backbone).layers
+    for layer in layers:
+        if layer not in known:
+            raise UserError(f"{key}: no {backbone.upper()} layer '{layer}'; use one of "
+                            f"{', '.join(known)}")
+    if len(set(layers)) != len(layers):
+        raise UserError(f"{key}={layers} names a layer twice; name each layer once")
+    if weights is not None:
+        if len(weights) != len(layers):
+            raise UserError(f"{weights_key} has {len(weights)} values for {len(layers)} {key}; "
+                            "give one weight per layer, or null for equal weights")
+        if any(w < 0 for w in weights):
+            raise UserError(f"{weights_key}={weights} has a negative weight; use >= 0")
+
+
+def _validate_style_loss(run: RunConfig) -> None:
+    style, kind = run.style_loss, run.style_loss.name.value
+    if style.name == StyleLossKind.gram:
+        if style.layers or style.layer_weights is not None:
+            raise UserError("style_loss.layers is for the other style losses; style_loss=gram "
+                            "reads style_layers: set those instead")
+        return
+    _check_layers(run.model.backbone, "style_loss.layers", style.layers, style.layer_weights,
+                  "style_loss.layer_weights")
+    if not style.layers:
+        raise UserError(f"style_loss.name={kind} has no layers; pick its preset with "
+                        f"style_loss={kind}, or give style_loss.layers=[...]")
+    for key in ("patch_size", "patch_stride"):
+        if getattr(style, key) < 1:
+            raise UserError(f"style_loss.{key}={getattr(style, key)} must be >= 1")
+    # Sorting and nearest patches are not sums over positions, which tiles add up.
+    if run.tile.isdigit():
+        raise UserError(f"style_loss={kind} compares whole feature distributions (sorted or "
+                        "matched patch by patch), not sums over positions, so it cannot be "
+                        f"computed in tiles; drop tile={run.tile} (tile=none computes the whole "
+                        "image), or use style_loss=gram")
+    if style.name != StyleLossKind.mrf and any(entry.mask for entry in run.styles):
+        raise UserError(f"style_loss={kind} matches whole images' distributions, not per region; "
+                        "styles with masks need style_loss=gram or mrf")
 
 
 def _validate_video(video: VideoConfig) -> None:

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
+from nst_tf.config import CONF_DIR, ImageConfig, RunConfig, StyleLossConfig
 from nst_tf.errors import UserError, fail
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from nst_tf.plugins import load_plugins
@@ -44,6 +44,7 @@ def register_configs() -> None:
     store.store(name="schema", node=RunConfig)
     store.store(group="content", name="schema", node=ImageConfig)
     store.store(group="style", name="schema", node=ImageConfig)
+    store.store(group="style_loss", name="schema", node=StyleLossConfig)
     for name, schema in OPTIMIZER_SCHEMAS.items():
         store.store(group="optimizer", name=f"{name}_schema", node=schema)
         if not (CONF_DIR / "optimizer" / f"{name}.yaml").is_file():

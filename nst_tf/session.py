@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nst_tf import precision as precision_probe
-from nst_tf.config import Precision, RunConfig
+from nst_tf.config import Precision, RunConfig, StyleLossKind, record
 from nst_tf.errors import pause_point, warn
 from nst_tf.model import FeatureExtractor
 from nst_tf.normalize import normalized_weights
@@ -100,7 +100,11 @@ class Session:
                 settings.precision.value, tuple(settings.terms), settings.loss_scale,
                 settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
                 settings.jit_compile, regions,
-                settings.video.enabled, settings.video.long_term)  # the temporal term, its frames
+                settings.video.enabled, settings.video.long_term,  # the temporal term, its frames
+                repr(record(settings.style_loss)),
+                # the sliced Wasserstein term draws its directions from the run's seed
+                settings.seed if settings.style_loss.name == StyleLossKind.sliced_wasserstein
+                else None)
 
     def transfer(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
                  regions: int = 0, batch: int = 1, tile: int | None = None
