@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
 from nst_tf.config import CONF_DIR, ImageConfig, RunConfig
 from nst_tf.errors import StopRequest, UserError, handling_signals
+from nst_tf.files import read_yaml
 from nst_tf.hydra_setup import config_error_message
 
 Picture = str | Path | Image.Image | np.ndarray
@@ -156,16 +156,19 @@ def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture]
     load_plugins()  # their optimisers, backbones and terms, as the CLI has them
     choices = _default_choices()
     settings = dict(settings)
-    optimizer = settings.get("optimizer")  # a name or {"name": ...} picks the preset and schema
-    if isinstance(optimizer, str) or (isinstance(optimizer, Mapping) and "name" in optimizer):
-        choices["optimizer"] = optimizer if isinstance(optimizer, str) else optimizer["name"]
-        settings["optimizer"] = {} if isinstance(optimizer, str) else optimizer
+    for group in _GROUPS:  # a name or {"name": ...} picks the group's preset (and schema)
+        given = settings.get(group)
+        if isinstance(given, str) or (isinstance(given, Mapping) and "name" in given):
+            choices[group] = given if isinstance(given, str) else given["name"]
+            settings[group] = {} if isinstance(given, str) else given
     try:
         if choices["optimizer"] not in OPTIMIZER_SCHEMAS:
             raise UserError(f"unknown optimizer preset '{choices['optimizer']}'; choose one of "
                             f"{', '.join(sorted(OPTIMIZER_SCHEMAS))}")
         cfg = OmegaConf.structured(RunConfig)
         cfg.optimizer = OmegaConf.structured(OPTIMIZER_SCHEMAS[choices["optimizer"]])
+        for group in _GROUPS:
+            cfg[group] = OmegaConf.merge(cfg[group], _group_preset(group, choices[group]))
         images = {}
         for role, picture in pictures.items():
             if _is_preset(role, picture):
@@ -180,11 +183,26 @@ def _config(settings: Mapping[str, Any], pictures: Mapping[str, Picture]
         raise UserError(config_error_message(error)) from None
 
 
+_GROUPS = ("optimizer", "style_loss")  # the config groups whose presets settings choose
+
+
 def _default_choices() -> dict[str, str]:
-    """The presets conf/config.yaml's defaults list picks (content, style, optimizer)."""
-    text = (CONF_DIR / "config.yaml").read_text(encoding="utf-8")
-    return {key: value for entry in yaml.safe_load(text)["defaults"] if isinstance(entry, dict)
-            for key, value in entry.items() if key in ("content", "style", "optimizer")}
+    """The presets conf/config.yaml's defaults list picks for each group."""
+    return {key: value for entry in read_yaml(CONF_DIR / "config.yaml")["defaults"]
+            if isinstance(entry, dict) for key, value in entry.items()}
+
+
+def _group_preset(group: str, name: str) -> dict[str, Any]:
+    """conf/GROUP/NAME.yaml's values (an optimiser a plug-in adds may have none)."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        if group == "optimizer":
+            return {}
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        raise UserError(f"unknown {group} preset '{name}'; choose one of {', '.join(options)}")
+    preset = read_yaml(path) or {}
+    preset.pop("defaults", None)
+    return preset
 
 
 def _dotted(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

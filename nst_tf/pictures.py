@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from nst_tf import color
 from nst_tf.backbones import DEFAULT_BACKBONE, get_backbone
 from nst_tf.config import CONF_DIR, MAX_SIZE, ImageConfig, RunConfig
 from nst_tf.errors import UserError
+from nst_tf.files import read_yaml
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
 from nst_tf.memory import Tiling, plan_tiling
 from nst_tf.resume import Checkpoint
@@ -172,7 +172,7 @@ def _style_preset(index: int, name: str) -> ImageConfig:
 
 def preset_image(role: str, name: str) -> ImageConfig:
     """The image preset conf/ROLE/NAME.yaml (role: content or style)."""
-    preset = yaml.safe_load((CONF_DIR / role / f"{name}.yaml").read_text(encoding="utf-8"))
+    preset = read_yaml(CONF_DIR / role / f"{name}.yaml")
     preset.pop("defaults", None)
     return ImageConfig(**preset)
 

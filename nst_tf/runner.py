@@ -69,9 +69,11 @@ def prepare(job: Job, composed: Composed, session: Session = SESSION,
     tiled = next((tiling for tiling in tilings if tiling.tile), None)
     untileable = [term.name for term in loss_terms(settings) if not tileable(term)]
     if tiled and untileable:
-        raise UserError(f"the {untileable[0]} loss term cannot be computed in tiles (it reads "
-                        f"features but states no statistics), and this run is tiled "
-                        f"({tiled.why}); use a smaller size, or drop +terms.{untileable[0]}")
+        name = untileable[0]
+        drop = f"drop +terms.{name}" if name in settings.terms else "use style_loss=gram"
+        raise UserError(f"the {name} loss term cannot be computed in tiles (it is not a sum over "
+                        f"the image's positions), and this run is tiled ({tiled.why}); use a "
+                        f"smaller size, or {drop}")
     course = Course.of(settings, checkpoint, [tiling.tile for tiling in tilings])
     if checkpoint:
         course.check_resumable(checkpoint.run_dir)
