@@ -1,6 +1,7 @@
 """Every run default has one home, its schema (RunConfig and friends in nst_tf/config.py, the
-optimisers' dataclasses in nst_tf/optimizer_config.py); conf/ says only what to compose and what
-each preset changes. And what users type, as the README shows it, still composes."""
+optimisers' dataclasses in nst_tf/optimizer_config.py): conf/ says only what to compose and what
+each preset changes, and the README's table, which restates the defaults, says the same. What
+users type, as the README shows it, still composes."""
 
 import re
 import shlex
@@ -77,6 +78,26 @@ def test_config_yaml_is_only_what_to_compose():
     assert config.defaults[0] == "schema"
 
 
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(OmegaConf.create({"v": value}), enum_to_str=True)["v"]
+
+
+def test_the_readme_table_says_the_schemas_defaults():
+    # The table restates each default for readers; it must say what the schema says.
+    defaults = compose_config()
+    rows = re.findall(r"^\| `([^`|]+)` \| `([^`|]*)` \|", (ROOT / "README.md").read_text(),
+                      flags=re.MULTILINE)
+    assert len(rows) > 40
+    wrong = []
+    for key, text in rows:
+        have = OmegaConf.select(defaults, key)
+        if isinstance(have, DictConfig) and "name" in have:  # a preset: by its name
+            have = have.name
+        if _plain(OmegaConf.create(f"v: {text}").v) != _plain(have):
+            wrong.append(f"{key}: README {text}, schema {_plain(have)}")
+    assert not wrong, wrong
+
+
 def test_debug_tiny_is_a_quick_run_and_later_keys_still_apply():
     tiny = compose_config("iterations=7", "+debug=tiny")
     assert (tiny.size, tiny.iterations, tiny.save_every, tiny.progress) == (32, 7, 0, False)
@@ -96,12 +117,12 @@ def _readme_commands() -> list[list[str]]:
     lines = re.findall(r"^python scripts/run\.py ?(.*?)(?:\s+#.*)?$",
                        (ROOT / "README.md").read_text(), flags=re.MULTILINE)
     parser = OverridesParser.create()
-    commands = []
+    commands = {}  # each once
     for line in lines:
         overrides = parser.parse_overrides([w for w in shlex.split(line) if "=" in w])
-        commands.append([f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
-                         if o.is_sweep_override() else o.input_line for o in overrides])
-    return commands
+        commands[tuple(f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
+                       if o.is_sweep_override() else o.input_line for o in overrides)] = None
+    return [list(command) for command in commands]
 
 
 def test_the_readme_commands_are_found():
