@@ -30,8 +30,9 @@ def presets(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem not in hidden)
 
 
-# conf/config.yaml's help page lists the presets with ${nst_presets:GROUP}. Registered on import,
-# so that every process holding the config (a launcher's workers too) can resolve it.
+# The help page (conf/hydra/help/nst_tf.yaml) lists the presets with ${nst_presets:GROUP}.
+# Registered on import, so that every process holding the config (a launcher's workers too) can
+# resolve it.
 OmegaConf.register_new_resolver("nst_presets", lambda group: ", ".join(presets(group)),
                                 replace=True)
 

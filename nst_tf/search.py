@@ -29,8 +29,8 @@ def optimizer_settings(cfg: DictConfig, trial: Any) -> None:
 
 class WorstForFailures(Callback):
     """Hands the sweeper a failed, diverged or stopped job's nan as the worst value (registered
-    in conf/config.yaml): with optuna 2, all the Optuna sweeper allows, a nan ends the whole
-    search with an error. Hydra's grid sweeper ignores the values."""
+    in conf/hydra/callbacks/nst_tf.yaml): with optuna 2, all the Optuna sweeper allows, a nan
+    ends the whole search with an error. Hydra's grid sweeper ignores the values."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None

@@ -1,5 +1,5 @@
 """The end of a multirun: sweep.csv, the figure, and an exit code saying whether every job
-succeeded (registered in conf/config.yaml)."""
+succeeded (registered in conf/hydra/callbacks/nst_tf.yaml)."""
 
 import sys
 from pathlib import Path

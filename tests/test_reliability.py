@@ -27,7 +27,6 @@ from nst_tf.resume import load_checkpoint, read_loss_rows
 from nst_tf.session import SESSION
 from nst_tf.transfer import Diverged, StyleTransfer, Weights, optimise
 from tests.helpers import (
-    FAST,
     ROOT,
     compose_config,
     read_csv,
@@ -37,7 +36,7 @@ from tests.helpers import (
     wait_for_rows,
 )
 
-TINY = ["size=32", "iterations=6", "save_every=3", *FAST]
+TINY = ["+debug=tiny", "iterations=6", "save_every=3"]
 
 
 
@@ -148,26 +147,23 @@ def test_resume_reads_the_runs_own_record(finished, tmp_path):
 
 def test_rerun_into_a_killed_runs_dir_changes_no_byte(tmp_path, images_dir):
     out = tmp_path / "killed"
-    process = start_nst("size=32", "iterations=100000", "save_every=2", *FAST,
-                        f"hydra.run.dir={out}")
+    process = start_nst("+debug=tiny", "iterations=100000", "save_every=2", f"hydra.run.dir={out}")
     wait_for_rows(out / "losses.csv", 6)
     process.kill()
     process.communicate(timeout=60)
     assert not (out / "result.png").exists()
     before = tree_bytes(out)
-    result = run_nst("size=32", "iterations=2", *FAST, f"hydra.run.dir={out}")
+    result = run_nst("+debug=tiny", f"hydra.run.dir={out}")
     assert result.returncode == 2 and "already holds an earlier run" in result.stderr
     assert tree_bytes(out) == before
 
 
 def test_sweep_into_an_earlier_sweeps_dir_changes_no_byte(tmp_path, images_dir):
     sweep = tmp_path / "sweep"
-    result = run_nst("-m", "alpha=1e-3", "size=32", "iterations=2", *FAST,
-                     f"hydra.sweep.dir={sweep}")
+    result = run_nst("-m", "alpha=1e-3", "+debug=tiny", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     before = tree_bytes(sweep)
-    again = run_nst("-m", "alpha=1e-2", "size=32", "iterations=2", *FAST,
-                    f"hydra.sweep.dir={sweep}")
+    again = run_nst("-m", "alpha=1e-2", "+debug=tiny", f"hydra.sweep.dir={sweep}")
     assert again.returncode == 2
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1 and "choose a new dir with hydra.sweep.dir=..." in lines[0]
@@ -180,8 +176,7 @@ def test_sweep_into_an_earlier_sweeps_dir_changes_no_byte(tmp_path, images_dir):
                          ids=["ctrl-c", "sigterm"])
 def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir, signum, code):
     out = tmp_path / "run"
-    process = start_nst("size=32", "iterations=100000", "save_every=0", *FAST,
-                        f"hydra.run.dir={out}")
+    process = start_nst("+debug=tiny", "iterations=100000", f"hydra.run.dir={out}")
     wait_for_rows(out / "losses.csv", 3)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
@@ -280,7 +275,7 @@ def test_ctrl_c_before_the_first_step_claims_nothing(monkeypatch, tmp_path, imag
         raise AssertionError("the signal should have stopped the run")
 
     monkeypatch.setattr(SESSION, "transfer", interrupted_build)
-    cfg = compose_config("size=32", "iterations=2", *FAST)
+    cfg = compose_config("+debug=tiny")
     with handling_signals(StopRequest()) as stop:  # as the drivers do
         summary = attempt(cfg, Where(tmp_path, "hydra.run.dir", "nst-tf"), [], stop)
     assert summary["status"] == "interrupted" and summary["exit_code"] == 130
@@ -311,9 +306,8 @@ def test_divergence_keeps_the_last_finite_image(tiny, tmp_path):
 
 def test_a_diverging_run_exits_3_without_a_result(tmp_path, images_dir):
     out = tmp_path / "run"
-    result = run_nst("size=32", "iterations=30", "optimizer.learning_rate=1e3",
-                     "optimizer.max_step=0", *FAST,
-                     f"hydra.run.dir={out}")
+    result = run_nst("+debug=tiny", "iterations=30", "optimizer.learning_rate=1e3",
+                     "optimizer.max_step=0", f"hydra.run.dir={out}")
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "the loss became non-finite at iteration" in lines[0]
@@ -334,8 +328,7 @@ def test_a_file_size_limit_gives_one_line_after_the_result(tmp_path, images_dir)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, resource.RLIM_INFINITY))
 
     result = subprocess.run(
-        [sys.executable, "scripts/run.py", "size=32", "iterations=3", *FAST,
-         f"hydra.run.dir={out}"],
+        [sys.executable, "scripts/run.py", "+debug=tiny", "iterations=3", f"hydra.run.dir={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=limit,
     )
     assert result.returncode == 2, result.stderr
@@ -410,8 +403,7 @@ def test_resume_of_a_damaged_run_is_one_line(finished, tmp_path):
 
 def test_a_sweep_runs_every_job_and_exits_non_zero(tmp_path, images_dir):
     sweep = tmp_path / "sweep"
-    result = run_nst("-m", "alpha=1e-3,-1,1e-2", "size=32", "iterations=2", *FAST,
-                     f"hydra.sweep.dir={sweep}")
+    result = run_nst("-m", "alpha=1e-3,-1,1e-2", "+debug=tiny", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 1, result.stderr
     assert (sweep / "0" / "result.png").exists() and (sweep / "2" / "result.png").exists()
     failed = json.loads((sweep / "1" / "summary.json").read_text())
@@ -424,8 +416,8 @@ def test_a_sweep_runs_every_job_and_exits_non_zero(tmp_path, images_dir):
 
 def test_sigterm_during_a_sweep_saves_the_job_and_skips_the_rest(tmp_path, images_dir):
     sweep = tmp_path / "sweep"
-    process = start_nst("-m", "alpha=1e-3,1e-2,1e-1", "size=32", "iterations=100000",
-                        "save_every=0", *FAST, f"hydra.sweep.dir={sweep}")
+    process = start_nst("-m", "alpha=1e-3,1e-2,1e-1", "+debug=tiny", "iterations=100000",
+                        f"hydra.sweep.dir={sweep}")
     wait_for_rows(sweep / "0" / "losses.csv", 3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from tests.helpers import FAST, run_nst
+from tests.helpers import run_nst
 
 
 def test_two_styles_weighted_one_and_zero_equal_the_single_style(tmp_path, images_dir):
     single, blended = tmp_path / "single", tmp_path / "blended"
-    common = ["size=48", "iterations=8", *FAST]
+    common = ["+debug=tiny", "size=48", "iterations=8"]
     assert run_nst(*common, f"hydra.run.dir={single}").returncode == 0
     result = run_nst(*common, "styles=[{preset: starry, weight: 1}, {preset: scream, weight: 0}]",
                      f"hydra.run.dir={blended}")
@@ -27,7 +27,7 @@ def test_blend_differs_from_either_style(tmp_path, images_dir):
         "both": "[{preset: starry, weight: 1}, {preset: scream, weight: 1, scale: 0.5}]",
     }.items():
         out = tmp_path / name
-        result = run_nst("size=48", "iterations=3", *FAST, f"styles={styles}",
+        result = run_nst("+debug=tiny", "size=48", "iterations=3", f"styles={styles}",
                          f"hydra.run.dir={out}")
         assert result.returncode == 0, result.stderr
         finals[name] = json.loads((out / "summary.json").read_text())["final"]["style"]
@@ -41,7 +41,7 @@ def test_blend_differs_from_either_style(tmp_path, images_dir):
     ("[{weight: 1}]", "exactly one of preset or path"),
 ])
 def test_bad_blends_give_one_line(styles, expected, tmp_path):
-    result = run_nst("size=32", "iterations=1", *FAST, f"styles={styles}",
+    result = run_nst("+debug=tiny", "iterations=1", f"styles={styles}",
                      f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

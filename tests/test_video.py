@@ -15,9 +15,9 @@ import tensorflow as tf
 from nst_tf.clips import open_clip, write_video
 from nst_tf.errors import UserError
 from tests.clips import make_clip, write_frames
-from tests.helpers import FAST, ROOT, read_csv, run_nst
+from tests.helpers import ROOT, read_csv, run_nst
 
-TINY = ["size=40", "precision=fp32", "save_every=0", *FAST]
+TINY = ["+debug=tiny", "size=40", "precision=fp32"]
 
 
 @pytest.fixture(scope="module")
