@@ -12,7 +12,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from nst_tf.config import ImageConfig, RunConfig, validate
+from nst_tf.compose import validate
+from nst_tf.config import ImageConfig, RunConfig, StyleLossConfig
 from nst_tf.optimizer_config import OPTIMIZER_SCHEMAS
 from tests.helpers import ROOT, compose_config
 
@@ -34,6 +35,8 @@ def _schema(path: Path) -> DictConfig:
         return OmegaConf.structured(ImageConfig)
     if group == "optimizer":
         return OmegaConf.structured(OPTIMIZER_SCHEMAS[path.stem])
+    if group == "style_loss":
+        return OmegaConf.structured(StyleLossConfig)
     raise AssertionError(f"{path}: no schema known for the group '{group}'; add it here")
 
 
