@@ -34,7 +34,7 @@ class ProgressBar:
         self.iterations, self.description, self.done = iterations, description, 0
         self.started = self.said_at = time.monotonic()
         self.bar = tqdm(total=iterations, desc=description, unit="it", dynamic_ncols=True,
-                        position=position) if _is_terminal(sys.stderr) else None
+                        position=position) if is_terminal(sys.stderr) else None
 
     def on_step(self, progress: Progress, run: View) -> None:
         self.done += 1
@@ -70,7 +70,8 @@ def _losses(progress: Progress) -> dict[str, str]:
     return {name: f"{value:.4g}" for name, value in progress.values.items()}
 
 
-def _is_terminal(stream: TextIO | None) -> bool:
+def is_terminal(stream: TextIO | None) -> bool:
+    """Whether `stream` is a terminal, where a bar redrawn in place reads as one line."""
     try:
         return stream is not None and stream.isatty()
     except (OSError, ValueError):  # closed

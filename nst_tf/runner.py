@@ -33,7 +33,7 @@ from nst_tf.pictures import (
     read_pictures,
     resume_image,
 )
-from nst_tf.rundir import check_run_dir, write_settings
+from nst_tf.rundir import SETTINGS, check_run_dir, write_settings
 from nst_tf.session import SESSION, Session
 from nst_tf.tiling import tileable
 from nst_tf.transfer import Member, Outcome, Progress, StyleTransfer, Weights
@@ -65,7 +65,12 @@ def prepare(job: Job, composed: Composed, session: Session = SESSION,
     pictures = read_pictures(settings, images_dir, cache_dir,
                              content or composed.images.get("content"),
                              composed.images.get("style"))
-    tilings = pictures.check(settings)
+    try:
+        tilings = pictures.check(settings)
+    except UserError as error:  # a resumed run's size is its settings.yaml's, edited by hand
+        if checkpoint is None:
+            raise
+        raise UserError(f"resume: {checkpoint.run_dir / SETTINGS}: {error}") from None
     tiled = next((tiling for tiling in tilings if tiling.tile), None)
     untileable = [term.name for term in loss_terms(settings) if not tileable(term)]
     if tiled and untileable:

@@ -10,6 +10,7 @@ saves the frame in progress, and resume= continues with it, never redoing a fini
 import dataclasses
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from nst_tf import video_passes as passes
-from nst_tf.callbacks import LossLog, ProgressBar, Snapshots
+from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, is_terminal
 from nst_tf.clips import Clip, frame_name, open_clip
 from nst_tf.config import FrameStart
 from nst_tf.course import Course, Leg, Stage
@@ -136,8 +137,9 @@ def _pass(c: ClipRun, pass_no: int, results: dict[int, np.ndarray]) -> bool:
     indices = passes.order(pass_no, plan.count, 0 if later else plan.done)
     folder = passes.staging(p.out, pass_no) if later else p.out / "frames"
     what = f"pass {pass_no}/{plan.passes}" if plan.passes > 1 else "frames"
+    # Off a terminal each frame's log line says the same, once.
     bar = tqdm(total=plan.count, initial=plan.count - len(indices), desc=what, unit="frame",
-               dynamic_ncols=True) if p.settings.progress else None
+               dynamic_ncols=True) if p.settings.progress and is_terminal(sys.stderr) else None
     started = time.perf_counter()
     for made, index in enumerate(indices, 1):
         if c.stop() is not None:
