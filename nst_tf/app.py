@@ -58,7 +58,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(hydra_cfg.overrides.task)
     if sweep:
         return objective(cfg, _sweep_job(cfg, where, overrides))
-    summary = compose.attempt(cfg, where, overrides, driver_stop())
+    with driver_stop() as stop:
+        summary = compose.attempt(cfg, where, overrides, stop)
     if summary["status"] == "interrupted":
         say(summary["reason"])
     elif summary["status"] != "ok":
@@ -82,7 +83,8 @@ def _sweep_job(cfg: DictConfig, where: Any, overrides: list[str]) -> dict[str, A
         pipeline.write_record(where.out, summary)
     else:
         try:
-            summary = compose.attempt(cfg, where, overrides, driver_stop())
+            with driver_stop() as stop:
+                summary = compose.attempt(cfg, where, overrides, stop)
         except Exception as error:  # a bug in one job must not cost the others
             log.exception("%s failed", job)
             summary = {"status": "failed", "exit_code": 1, "overrides": overrides,

@@ -125,10 +125,16 @@ def handling_signals(stop: StopRequest) -> Iterator[StopRequest]:
             signal.signal(signum, old)
 
 
-def driver_stop() -> StopRequest:
-    """The stop request a driver's handlers feed (the launcher runs inside the app's); a fresh
-    one, fed by nothing, where no driver installed any."""
-    return _HANDLING[-1] if _HANDLING else StopRequest()
+@contextmanager
+def driver_stop() -> Iterator[StopRequest]:
+    """The stop request the driver's handlers feed (a launcher runs its jobs inside the app's
+    handlers); where no driver installed any, as in a launcher's worker process, handlers for
+    the time being."""
+    if _HANDLING:
+        yield _HANDLING[-1]
+        return
+    with handling_signals(StopRequest()) as stop:
+        yield stop
 
 
 PAUSE_AT = "NST_TF_PAUSE_AT"  # tests: the moment to wait for a signal at

@@ -14,18 +14,27 @@ TINY = {"size": 32, "iterations": 4, "progress": False, "model": {"weights": "pa
 
 def test_stylize_returns_the_image_and_its_losses_without_touching_the_disk(
         images_dir, tmp_path, monkeypatch):
-    import tempfile
+    import builtins
+
+    written, real_open = [], builtins.open
+
+    def spy(file, mode="r", *args, **kwargs):  # every file nst_tf writes is opened here
+        if set(mode) & set("wxa+"):
+            written.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    result = nst_tf.stylize("tubingen", "starry", **TINY)
+    monkeypatch.setattr(builtins, "open", spy)
+    result = nst_tf.stylize("tubingen", "starry", **TINY, precision="fp32")
+    monkeypatch.setattr(builtins, "open", real_open)
     assert isinstance(result.image, Image.Image) and result.image.size == (32, 24)
     assert result.losses["iteration"] == [0, 1, 2, 3, 4]
     assert result.losses["total"][-1] < result.losses["total"][0]
     assert result.summary["status"] == "ok" and result.output_dir is None
-    assert list(tmp_path.iterdir()) == []  # no run dir, no temp file
+    assert written == [] and list(tmp_path.iterdir()) == []  # no run dir, no file at all
     # The same run with output_dir writes the same image and the same losses.
-    kept = nst_tf.stylize("tubingen", "starry", **TINY, output_dir=tmp_path / "kept")
+    kept = nst_tf.stylize("tubingen", "starry", **TINY, precision="fp32",
+                          output_dir=tmp_path / "kept")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "kept" / "result.png")),
                           np.asarray(result.image))
     assert kept.losses["total"] == result.losses["total"]

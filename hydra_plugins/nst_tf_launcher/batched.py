@@ -117,8 +117,9 @@ class BatchedLauncher(Launcher):
         # A job Hydra could not set up (its dir, a callback) was never recorded.
         recorded = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
         with _logging_to(files):
-            summaries = pipeline.attempt_jobs(jobs, self.batch_size, keep_going=True,
-                                               stop=driver_stop())
+            with driver_stop() as stop:
+                summaries = pipeline.attempt_jobs(jobs, self.batch_size, keep_going=True,
+                                                   stop=stop)
         ran = {id(ret): (job, summary)
                for ret, job, summary in zip(recorded, jobs, summaries, strict=True)}
         for ret, config in zip(returns, deferred.ended, strict=True):
