@@ -64,6 +64,14 @@ def cache_of_its_own(folder: Path) -> Path:
     return folder
 
 
+def pixels(picture: Path | Image.Image) -> np.ndarray:
+    """A picture's RGB pixels, from its file or in memory: to tell whether two are the same."""
+    if isinstance(picture, Image.Image):
+        return np.asarray(picture.convert("RGB"))
+    with Image.open(picture) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def read_csv(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as file:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
