@@ -12,10 +12,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import FAST, run_nst, start_nst, wait_for_rows
+from tests.helpers import FAST, figure_size, pixels, run_nst, start_nst, wait_for_rows
 
 TINY = ["size=32", "iterations=2", *FAST]
 
@@ -34,7 +35,7 @@ def assert_sweep_ended_well(result, sweep: Path, jobs: int) -> list[dict[str, st
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_table(sweep)
     assert [row["status"] for row in rows] == ["ok"] * jobs
-    assert (sweep / "figure.png").stat().st_size > 0 and (sweep / "figure.pdf").exists()
+    assert figure_size(sweep / "figure.png")
     return rows
 
 
@@ -123,7 +124,9 @@ def test_usr1_to_a_submitit_job_saves_it_despite_submitits_own_handlers(tmp_path
     assert process.returncode == 128 + signal.SIGUSR1, stderr[-3000:]
     row, = read_table(sweep)
     assert row["status"] == "interrupted" and "SIGUSR1" in row["reason"]
-    assert (sweep / "0" / "result.png").exists() and any((sweep / "0" / "snapshots").iterdir())
+    done = json.loads((sweep / "0" / "summary.json").read_text())["final"]["iteration"]
+    assert np.array_equal(pixels(sweep / "0" / "result.png"),
+                          pixels(sweep / "0" / "snapshots" / f"iter_{done:05d}.png"))
 
 
 def _submitit_job(sweep: Path) -> int:
