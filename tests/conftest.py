@@ -1,10 +1,13 @@
 """Shared fixtures: the real offline weights and the paper's images, at small sizes."""
 
 import atexit
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +24,17 @@ else:
 # Runs (in process and in subprocesses) look for the presets' images here first; set, not
 # defaulted, so that runs read the same pictures as the tests that check them.
 os.environ["NST_IMAGES"] = str(IMAGES_DIR)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `network` reach the internet: run them only when asked (NST_TF_NETWORK=1);
+    each has a hermetic twin on a local copy that always runs."""
+    if os.environ.get("NST_TF_NETWORK") == "1":
+        return
+    skip = pytest.mark.skip(reason="reaches the internet; set NST_TF_NETWORK=1 to run it")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +71,35 @@ def install_plugin(tmp_path, monkeypatch):
         (info / "entry_points.txt").write_text(f"[nst_tf.plugins]\n{module} = {module}\n")
 
     return install
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/www and counting requests."""
+    monkeypatch.setenv("no_proxy", "*")  # a proxy from the environment must not get 127.0.0.1
+    root = tmp_path / "www"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SimpleNamespace(
+            url=f"http://127.0.0.1:{httpd.server_address[1]}", root=root, hits=hits
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

@@ -65,6 +65,23 @@ def cache_of_its_own(folder: Path) -> Path:
     return folder
 
 
+def pixels(picture: Path | Image.Image) -> np.ndarray:
+    """A picture's RGB pixels, from its file or in memory: to tell whether two are the same."""
+    if isinstance(picture, Image.Image):
+        return np.asarray(picture.convert("RGB"))
+    with Image.open(picture) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def figure_size(png: Path) -> tuple[int, int]:
+    """A figure's size in pixels, once its PNG decoded whole and its PDF twin is a PDF."""
+    with Image.open(png) as image:
+        image.load()
+        size = image.size
+    assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF-"), png.with_suffix(".pdf")
+    return size
+
+
 def read_csv(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as file:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]

@@ -1,5 +1,7 @@
 """Experiment configs and sweep figures: a real tiny fig3 multirun, grids, and the script."""
 
+import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,10 +13,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from nst_tf.errors import UserError
+from nst_tf.files import md5_file
 from nst_tf.hydra_setup import register_configs
+from nst_tf.images import read_rgb, resolve_image
 from nst_tf.sweep import compact_layers, format_value, sweep_grid, write_sweep_figure
 from nst_tf.sweep_callback import SweepEnd
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, figure_size, run_script
 
 FIG3_ROWS = ["conv1_1", "conv1_1, conv2_1", "conv1_1 … conv3_1", "conv1_1 … conv4_1",
              "conv1_1 … conv5_1"]
@@ -61,9 +65,8 @@ def test_one_swept_key_gives_one_row(fig3_sweep, tmp_path):
     assert len(grid.cells) == 1
     result = run_script("make_figure.py", str(sweep), "--out", str(tmp_path / "out" / "alpha.png"))
     assert result.returncode == 0, result.stderr
-    with Image.open(tmp_path / "out" / "alpha.png") as png:
-        assert png.width > 2 * png.height
-    assert (tmp_path / "out" / "alpha.pdf").exists()
+    width, height = figure_size(tmp_path / "out" / "alpha.png")
+    assert width > 2 * height
 
 
 def test_a_config_group_axis_shows_what_each_option_sets(fig3_sweep, tmp_path, images_dir):
@@ -88,7 +91,9 @@ def test_a_config_group_axis_shows_what_each_option_sets(fig3_sweep, tmp_path, i
     styles_shown = [t for t in grid.thumbnails if t.role == "style"]
     assert [t.along for t in styles_shown] == ["columns"]
     assert [paths[0].name for paths in styles_shown[0].paths] == styles
-    assert all(path.exists() for path in write_sweep_figure(sweep))
+    assert write_sweep_figure(sweep) == [sweep / "figure.png", sweep / "figure.pdf"]
+    width, height = figure_size(sweep / "figure.png")
+    assert width > height  # one row of four
 
 
 def test_a_killed_job_leaves_a_marked_panel(fig3_sweep, tmp_path):
@@ -174,10 +179,41 @@ def test_panels_set_the_papers_ratios(experiment, group, panel, style, alpha):
             ("content", 0) if panel == "content" else ("noise", 3))
 
 
-def test_picasso_preset_downloads_the_original():
-    cfg = compose_experiment("style=picasso")
-    assert cfg.style.url.startswith("https://upload.wikimedia.org/wikipedia/en/8/8f/Pablo_Picasso")
-    assert cfg.style.md5 == "ba14b947b225d9e5c59520a814376944"
+def test_picasso_preset_is_downloaded_md5_checked_into_the_cache(server, tmp_path):
+    # The preset's download, served from here: the original is not ours to keep in the tests.
+    preset = compose_experiment("style=picasso").style
+    url = f"{server.url}/{preset.file}"
+    stand_in = _stand_in_jpeg()
+    (server.root / preset.file).write_bytes(stand_in)
+    cache, no_images = tmp_path / "cache", tmp_path / "images"
+    no_images.mkdir()
+    with pytest.raises(UserError) as refused:  # the preset's md5 is the original's, not this
+        resolve_image(compose_experiment("style=picasso", f"style.url={url}").style, "style",
+                      no_images, cache)
+    assert f"expected {preset.md5}" in str(refused.value)
+    assert not any((cache / "images").iterdir())
+    served = compose_experiment("style=picasso", f"style.url={url}",
+                                f"style.md5={hashlib.md5(stand_in).hexdigest()}").style
+    path = resolve_image(served, "style", no_images, cache)
+    assert path == cache / "images" / "picasso_femme_nue_assise.jpg"
+    assert path.read_bytes() == stand_in and server.hits == [f"/{preset.file}"] * 2
+    assert resolve_image(served, "style", no_images, cache) == path  # cached: not fetched again
+    assert len(server.hits) == 2
+
+
+@pytest.mark.network
+def test_picasso_preset_downloads_the_original(tmp_path):
+    preset = compose_experiment("style=picasso").style
+    path = resolve_image(preset, "style", None, tmp_path / "cache")  # md5-checked
+    assert md5_file(path) == preset.md5
+    width, height = read_rgb(path).size
+    assert height > width  # the painting's 92.1 x 73 cm, upright
+
+
+def _stand_in_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def test_fig3_sweeps_layer_sets_then_ratios():

@@ -1,12 +1,9 @@
 """Tests for nst_tf.images: real small files in tmp_path and a local HTTP server, no internet."""
 
 import hashlib
-import http.server
 import io
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -225,38 +222,6 @@ def test_truncated_file_really_opens_lazily(tmp_path):
 
 
 # --- resolve_image ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A local HTTP server on 127.0.0.1 serving tmp_path/www and counting requests."""
-    monkeypatch.setenv("no_proxy", "*")  # a proxy from the environment must not get 127.0.0.1
-    root = tmp_path / "www"
-    root.mkdir()
-    hits: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield SimpleNamespace(
-            url=f"http://127.0.0.1:{httpd.server_address[1]}", root=root, hits=hits
-        )
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def cache_files(cache: Path) -> list[str]:

@@ -1,14 +1,16 @@
 """The normalised VGG19: same features up to per-channel scale, mean activation 1, cached factors.
 
 Most tests calibrate on three of the paper's paintings at 64 px and check on Tübingen (not in
-the set), so they stay quick; one test fetches the default scikit-image set (pip download, a
-second or two with pip's cache) and calibrates on it at 32 and 64 px.
+the set), so they stay quick; the default scikit-image set is fetched with pip from a local wheel
+holding the pinned pictures (from PyPI only in the `network` test) and calibrated on at 32 and
+64 px.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -208,8 +210,58 @@ def test_paths_keep_entry_order_and_sort_folders(calib_dir, images_dir):
     assert paths == [single] + sorted(calib_dir / n for n in CALIBRATION)
 
 
-def test_default_skimage_set_is_fetched_pinned_and_usable(vgg_weights, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="module")
+def skimage_pictures() -> dict[str, bytes]:
+    """The pinned scikit-image pictures, by name: from the shared cache (a run or
+    NST_TF_NETWORK=1 fetched them there), never fetched here unless the network is allowed."""
+    from nst_tf.cache import default_cache_dir
+
+    folder = N.skimage_dir(default_cache_dir())
+    if os.environ.get("NST_TF_NETWORK") == "1":
+        N.fetch_skimage(default_cache_dir())
+    pictures = {name: (folder / name).read_bytes() for name in N.SKIMAGE_IMAGES
+                if (folder / name).is_file()}
+    if [hashlib.sha256(b).hexdigest() for b in pictures.values()] != list(
+            N.SKIMAGE_IMAGES.values()):
+        pytest.skip(f"the scikit-image pictures are not in {folder}; NST_TF_NETWORK=1 fetches them")
+    return pictures
+
+
+@pytest.fixture
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                skimage_pictures: dict[str, bytes]) -> Path:
+    """pip finds scikit-image's wheel only in a local folder: one holding the pictures as PyPI's
+    wheel does (skimage/data/NAME), and a dist-info for pip."""
+    links = tmp_path / "links"
+    links.mkdir()
+    info = f"scikit_image-{N.SKIMAGE_VERSION}.dist-info"
+    with zipfile.ZipFile(links / f"scikit_image-{N.SKIMAGE_VERSION}-py3-none-any.whl", "w") as zf:
+        for name, data in skimage_pictures.items():
+            zf.writestr(f"skimage/data/{name}", data)
+        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: scikit-image\n"
+                                        f"Version: {N.SKIMAGE_VERSION}\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                     "Tag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    for name, value in {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links),
+                        "PIP_NO_CACHE_DIR": "1", "PIP_CONFIG_FILE": os.devnull}.items():
+        monkeypatch.setenv(name, value)
+    return links
+
+
+def test_default_skimage_set_is_fetched_pinned_and_usable(vgg_weights, tmp_path, monkeypatch,
+                                                          local_index):
+    _check_default_set(vgg_weights, tmp_path / "cache", monkeypatch)
+
+
+@pytest.mark.network
+def test_default_skimage_set_is_fetched_from_pypi(vgg_weights, tmp_path, monkeypatch):
+    _check_default_set(vgg_weights, tmp_path / "cache", monkeypatch)
+
+
+def _check_default_set(vgg_weights: VGGWeights, cache: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fetched with pip (from wherever pip is pointed), pinned, and usable."""
     paths = N.calibration_paths(["skimage"], cache)
     assert [p.name for p in paths] == list(N.SKIMAGE_IMAGES)
     assert 15 <= len(paths) <= 20
@@ -231,10 +283,11 @@ def test_default_skimage_set_is_fetched_pinned_and_usable(vgg_weights, tmp_path,
     def no_pip(*args, **kwargs):
         raise AssertionError("pip was run although the pictures are cached")
 
-    monkeypatch.setattr(subprocess, "run", no_pip)
-    norm = N.normalized_weights(vgg_weights, "avg", ["skimage"], cache, 32)
-    assert "scikit-image 0.26.0's 19 sample pictures at 32 px, avg pooling" in norm.source
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(subprocess, "run", no_pip)
+        norm = N.normalized_weights(vgg_weights, "avg", ["skimage"], cache, 32)
+    assert (f"scikit-image {N.SKIMAGE_VERSION}'s {len(N.SKIMAGE_IMAGES)} sample pictures at 32 "
+            "px, avg pooling") in norm.source
     means = N.channel_means(norm.arrays, "avg", images)
     original = N.channel_means(vgg_weights.arrays, "avg", images)
     for name in VGG19.weight_names:
@@ -242,13 +295,29 @@ def test_default_skimage_set_is_fetched_pinned_and_usable(vgg_weights, tmp_path,
         np.testing.assert_allclose(means[name][live], 1.0, rtol=2e-3, err_msg=name)
 
 
-def test_default_set_keeps_every_channel_on_scale_for_tuebingen(vgg_weights, images_dir):
+def test_a_wheel_with_a_changed_picture_is_refused(tmp_path, local_index):
+    wheel, = local_index.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    changed = f"skimage/data/{next(iter(N.SKIMAGE_IMAGES))}"
+    members[changed] += b"\0"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(UserError) as exc:
+        N.calibration_paths(["skimage"], tmp_path / "cache")
+    _assert_user_error(exc, changed.rsplit("/", 1)[1], "unexpected")
+
+
+def test_default_set_keeps_every_channel_on_scale_for_tuebingen(vgg_weights, images_dir, tmp_path,
+                                                                skimage_pictures):
     # Regression: without colour pictures a blue-sky channel of conv2_1 never fired on the set,
     # got a factor ~1e4 and on Tübingen's sky reached a mean ~2e5, swamping conv2_1's Gram.
-    # Uses the default cache (the pictures are fetched once, then reused).
-    from nst_tf.cache import default_cache_dir
-
-    norm = N.normalized_weights(vgg_weights, "avg", ["skimage"], default_cache_dir(), 64)
+    folder = N.skimage_dir(tmp_path)
+    folder.mkdir(parents=True)
+    for name, data in skimage_pictures.items():
+        (folder / name).write_bytes(data)
+    norm = N.normalized_weights(vgg_weights, "avg", ["skimage"], tmp_path, 64)
     layers = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")
     feats = FeatureExtractor(norm.arrays, "avg", layers)(_image(images_dir / "tubingen.jpg", 64))
     for name in layers:

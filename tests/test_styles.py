@@ -2,8 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
+from nst_tf.losses import StyleLoss, Targets
+from nst_tf.model import FeatureExtractor
 from tests.helpers import run_nst
 
 
@@ -19,19 +23,28 @@ def test_two_styles_weighted_one_and_zero_equal_the_single_style(tmp_path, image
     assert [s["weight"] for s in summary["styles"]] == [1.0, 0.0]
 
 
-def test_blend_differs_from_either_style(tmp_path, images_dir):
-    finals = {}
-    for name, styles in {
-        "starry": "[{preset: starry}]",
-        "scream": "[{preset: scream}]",
-        "both": "[{preset: starry, weight: 1}, {preset: scream, weight: 1, scale: 0.5}]",
-    }.items():
-        out = tmp_path / name
-        result = run_nst("+debug=tiny", "size=48", "iterations=3", f"styles={styles}",
-                         f"hydra.run.dir={out}")
-        assert result.returncode == 0, result.stderr
-        finals[name] = json.loads((out / "summary.json").read_text())["final"]["style"]
-    assert len(set(finals.values())) == 3
+@pytest.mark.parametrize("reference", [False, True])
+def test_blended_style_target_is_the_weighted_sum_of_the_styles_grams(vgg_weights, reference):
+    layers = ["conv1_1", "conv2_1"]
+    extractor = FeatureExtractor(vgg_weights.arrays, "avg", layers)
+    rng = np.random.default_rng(0)
+    # Styles of other sizes than the run's, and than each other: each Gram is its own image's.
+    first, second = (rng.uniform(0, 255, shape).astype(np.float32)
+                     for shape in ((20, 28, 3), (24, 12, 3)))
+    term = StyleLoss(layers, reference=reference)
+    term.build(extractor, (16, 16), batch=2)
+    term.start(1, Targets(np.zeros((16, 16, 3), np.float32), [(first, 1.0), (second, 3.0)]), {})
+
+    def gram(image: np.ndarray, name: str) -> np.ndarray:
+        features = extractor(tf.constant(image[None]))[name].numpy()[0].astype(np.float64)
+        flat = features.reshape(-1, features.shape[-1])
+        return flat.T @ flat / (flat.shape[0] if reference else 1)
+
+    for name in layers:
+        want = 0.25 * gram(first, name) + 0.75 * gram(second, name)  # weights 1 and 3, summing 1
+        got = term.targets[name].numpy()
+        np.testing.assert_allclose(got[1], want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
+        assert not np.any(got[0])  # the other member of the batch is left alone
 
 
 @pytest.mark.parametrize("styles, expected", [

@@ -223,18 +223,17 @@ def test_a_term_without_statistics_is_refused_in_tiles_in_one_line(monkeypatch, 
     assert "tile=64" in summary["reason"] and "\n" not in summary["reason"]
 
 
-def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir):
+def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir, tmp_path):
     """scales=[512,4096] with 16 GiB: the small size whole, the print size in tiles, each with
     its estimate; the course's stages carry the tiles."""
     from nst_tf import memory
-    from nst_tf.cache import default_cache_dir
     from nst_tf.compose import validate
     from nst_tf.course import Course
     from nst_tf.pictures import read_pictures
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * GIB)
     settings = validate(compose_config("scales=[512,4096]", "optimizer.history_size=5"))
-    tilings = read_pictures(settings, images_dir, default_cache_dir()).check(settings)
+    tilings = read_pictures(settings, images_dir, tmp_path / "cache").check(settings)
     small, large = tilings
     assert small.tile is None and small.why == "the whole image fits"
     assert large.tile and large.estimate <= 0.8 * 16 * GIB < estimate_peak(
