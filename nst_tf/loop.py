@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +67,15 @@ def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
     step is built a stop signal raises Stopped (nothing is saved yet); from then on it is
     noted, and the walk ends at the next point where all is saved."""
     walked = Walked()
+    with ExitStack() as noting:
+        _walk_legs(runs, course, build, stop, done, say_legs, walked, noting)
+    walked.signum = stop()
+    return walked
+
+
+def _walk_legs(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
+               done: Callable[[Leg], Callable[[np.ndarray], bool] | None], say_legs: bool,
+               walked: Walked, noting: ExitStack) -> None:
     running = list(range(len(runs)))
     images: dict[int, np.ndarray] = {}
     first, seconds = course.first, course.seconds
@@ -85,28 +94,26 @@ def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
             log.info("scale %d/%d: content %dx%d; styles %s%s", leg.number, leg.count, shape[1],
                      shape[0], ", ".join(f"{w}x{h}" for w, h in scaled[running[0]].style_sizes),
                      f"; {len(running)} runs in one batch" if len(running) > 1 else "")
-        with stop.noted() if number else nullcontext():
-            step, reused = build(leg.stage, shape, len(running))
+        step, reused = build(leg.stage, shape, len(running))
+        if not number:  # the first step is built: from here on a stop is only noted, for
+            noting.enter_context(stop.noted())  # the loop to end at a point where all is saved
         step.start_batch(members)
         callbacks = [runs[i].callbacks(leg, scaled[i], member, step, reused)
                      for member, i in enumerate(running)]
-        with stop.noted():  # what is being saved is saved whole, and said truly
-            outcomes, _ = optimise_batch(step, leg.iterations, callbacks, leg.first,
-                                         leg.seconds, done=done(leg), stop=stop)
-            pause_point("save", lambda: stop() is not None)
-            for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
-                walked.outcomes[i], walked.scaled[i], walked.legs[i] = outcome, scaled[i], leg
-                walked.images[i] = step.result(member)
-                if outcome.status == "ok":
-                    images[i] = walked.images[i]
-                    runs[i].keep(leg, scaled[i], images[i], outcome)
+        outcomes, _ = optimise_batch(step, leg.iterations, callbacks, leg.first,
+                                     leg.seconds, done=done(leg), stop=stop)
+        pause_point("save", lambda: stop() is not None)
+        for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
+            walked.outcomes[i], walked.scaled[i], walked.legs[i] = outcome, scaled[i], leg
+            walked.images[i] = step.result(member)
+            if outcome.status == "ok":
+                images[i] = walked.images[i]
+                runs[i].keep(leg, scaled[i], images[i], outcome)
         running = [i for i in running if walked.outcomes[i].status == "ok"]
         if stop() is not None or not running:
             break
         last = walked.outcomes[running[0]]
         first, seconds = last.iteration, last.progress.seconds
-    walked.signum = stop()
-    return walked
 
 
 class FlatLoss:

@@ -65,7 +65,7 @@ def test_a_coarse_to_fine_run_stopped_between_scales_resumes_with_the_rest(tmp_p
     assert json.loads((again / "summary.json").read_text())["stages"][0]["size"] == 48
 
 
-def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in():
+def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in(tmp_path):
     from types import SimpleNamespace
 
     from nst_tf.course import Course, Stage
@@ -83,5 +83,9 @@ def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in():
     assert [(leg.stage, leg.iterations, leg.first) for leg in between.legs()] == [
         (Stage(48, 3), 3, 4), (Stage(64, 5), 5, 7)]
     assert resumed(12).legs() == [] and resumed(0).legs()[0].iterations == 4
+    (tmp_path / "result.png").touch()
+    (tmp_path / "summary.json").write_text('{"status": "ok"}')
     with pytest.raises(UserError, match="already ran 12 iterations; its result is in that dir"):
-        resumed(12).check_resumable("DIR")
+        resumed(12).check_resumable(tmp_path)
+    (tmp_path / "summary.json").write_text('{"status": "failed"}')  # its outputs failed:
+    resumed(12).check_resumable(tmp_path)  # resume= writes them, running nothing
