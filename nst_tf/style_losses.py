@@ -84,9 +84,12 @@ class _WholeImageTerm(LayerTerm):
             name: f[name] for name in self.layers})
         return {name: f.numpy()[0] for name, f in features.items()}
 
-    def _refuse_masks(self, targets: Targets) -> None:
+    def _unmasked_styles(self, targets: Targets) -> list[tuple[dict[str, np.ndarray], float]]:
+        """Each style's features by layer with its blend weight; masks refused: the term
+        matches whole images, not regions."""
         if targets.masks:
             raise ValueError(f"the {type(self).__name__} matches whole images, not regions")
+        return [(self.style_features(image), weight) for image, weight in blend(targets.styles)]
 
 
 class SlicedWassersteinLoss(_WholeImageTerm):
@@ -109,12 +112,10 @@ class SlicedWassersteinLoss(_WholeImageTerm):
 
     def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
         super().start(member, targets, layer_weights)
-        self._refuse_masks(targets)
-        styles = blend(targets.styles)
-        features = [self.style_features(image) for image, _ in styles]
+        styles = self._unmasked_styles(targets)
         for name in self.layers:
             self.styles[name].put(member, [f[name].reshape(-1, f[name].shape[-1])
-                                           for f in features])
+                                           for f, _ in styles])
         self.blend.put(member, [[weight] for _, weight in styles])
         self.evaluations.assign(0)  # the same directions as any run of this seed
 
@@ -162,13 +163,10 @@ class HistogramLoss(_WholeImageTerm):
 
     def start(self, member: int, targets: Targets, layer_weights: Mapping[str, float]) -> None:
         super().start(member, targets, layer_weights)
-        self._refuse_masks(targets)
-        styles = blend(targets.styles)
-        features = [self.style_features(image) for image, _ in styles]
+        styles = self._unmasked_styles(targets)
         for name in self.layers:
             m = int(self._positions(name))
-            target = sum(weight * histogram_target(f[name], m)
-                         for f, (_, weight) in zip(features, styles, strict=True))
+            target = sum(weight * histogram_target(f[name], m) for f, weight in styles)
             self.targets[name][member].assign(target)
 
     def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
