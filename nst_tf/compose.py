@@ -66,14 +66,15 @@ def composed(cfg: DictConfig, overrides: Sequence[str],
         cfg = resumed(cfg, checkpoint.run_dir if checkpoint else run_dir, overrides)
         if earlier:
             cfg.resume = None
-        try:
-            settings = validate(cfg)
-        except UserError as error:  # a value edited by hand: said as the file's
-            raise UserError(f"resume: {run_dir / SETTINGS}: {error}") from None
     if earlier or is_video(cfg):
         cfg.video.enabled = True
-    if not (earlier or checkpoint):
+    try:
         settings = validate(cfg)
+    except UserError as error:
+        if not cfg.get("resume") and earlier is None:
+            raise
+        # a resumed run's value is its settings.yaml's, perhaps edited by hand: said as such
+        raise UserError(f"resume: {(earlier or checkpoint.run_dir) / SETTINGS}: {error}") from None
     return Composed(settings, checkpoint, earlier, dict(images or {}))
 
 

@@ -13,6 +13,7 @@ from nst_tf.images import save_png
 from nst_tf.jobs import Job, Prepared, Where
 from nst_tf.loop import stop_line
 from nst_tf.report import plot_losses, read_losses
+from nst_tf.resume import snapshots_in
 from nst_tf.rundir import resume_override
 from nst_tf.transfer import Outcome, Progress
 
@@ -86,8 +87,8 @@ def _failed_line(p: Prepared, error: Exception, outcome: Outcome) -> str:
 
 def newest_snapshot(folder: Path) -> Path | None:
     """The snapshot of the most iterations in `folder`, if any."""
-    found = sorted(folder.glob("iter_*.png")) if folder.is_dir() else []
-    return found[-1] if found else None
+    found = snapshots_in(folder)
+    return found[max(found)] if found else None
 
 
 def stopped(job: Job, signum: int, progress: Progress | None) -> None:

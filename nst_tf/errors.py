@@ -87,11 +87,6 @@ class StopRequest:
     def request(self, signum: int = signal.SIGINT) -> None:
         self.signals.append(signum)
 
-    def raise_if_requested(self) -> None:
-        """Between two pieces of work: a stop asked for while nothing was running ends here."""
-        if self.signals:
-            raise Stopped(self.signals[0])
-
     @contextmanager
     def noted(self) -> Iterator[None]:
         self._noting += 1

@@ -35,11 +35,7 @@ class Checkpoint:
 def load_checkpoint(run_dir: str) -> Checkpoint:
     folder = Path(run_dir).expanduser()
     _check_run_dir(folder)
-    snapshots = {
-        int(match.group(1)): path
-        for path in (folder / "snapshots").glob("iter_*.png")
-        if (match := _SNAPSHOT.fullmatch(path.name))
-    }
+    snapshots = snapshots_in(folder / "snapshots")
     if not snapshots:
         raise UserError(
             f"resume: {folder} has no snapshot (snapshots/iter_NNNNN.png); give the run dir of "
@@ -51,6 +47,13 @@ def load_checkpoint(run_dir: str) -> Checkpoint:
     return Checkpoint(folder, snapshots[iteration], picture, iteration,
                       [row for row in rows if row["iteration"] < iteration],
                       at[-1] if at else None)
+
+
+def snapshots_in(folder: Path) -> dict[int, Path]:
+    """A run's snapshots `iter_NNNNN.png` in `folder`, by iteration (by number, not by name:
+    past 99999 iterations the names no longer sort)."""
+    return {int(match.group(1)): path for path in folder.glob("iter_*.png")
+            if (match := _SNAPSHOT.fullmatch(path.name))}
 
 
 def _check_run_dir(folder: Path) -> None:

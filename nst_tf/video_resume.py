@@ -17,6 +17,7 @@ from nst_tf.images import read_rgb, to_array
 from nst_tf.jobs import Prepared
 from nst_tf.objective import frames_back
 from nst_tf.report import read_losses
+from nst_tf.resume import snapshots_in
 from nst_tf.video_passes import Frames
 
 SNAPSHOT = "snapshots/frame_{:05d}"  # the frame in progress, as a still run's snapshots
@@ -40,12 +41,12 @@ def take_over(earlier: Path, out: Path, plan: Frames, p: Prepared
         _link(passes.source(earlier, whole, index), out / "frames" / frame_name(index))
         if index >= done - max(frames_back(p.settings.video)):
             results[index] = image_from(p, out / "frames" / frame_name(index))
-    snapshots = sorted((earlier / SNAPSHOT.format(done)).glob("iter_*.png"))
-    started = int(snapshots[-1].stem.split("_")[1]) if snapshots else 0
+    snapshots = snapshots_in(earlier / SNAPSHOT.format(done))
+    started = max(snapshots, default=0)
     if snapshots:
         target = out / SNAPSHOT.format(done)
         target.mkdir(parents=True)
-        shutil.copyfile(snapshots[-1], target / snapshots[-1].name)
+        shutil.copyfile(snapshots[started], target / snapshots[started].name)
 
     def kept(pass_no: float, frame: float, iteration: float = -1) -> bool:
         # Whole passes, and in a first pass the frames before the stop and the stopped
