@@ -32,8 +32,7 @@ def probe(size: int, tile: int | None, steps: int, history: int, precision: str
           ) -> dict[str, Any]:
     """In this process: build, step, and report peak RSS and seconds."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from bench.harness import Builder, load_images, members, settings_for
-    from bench.sections import peak_rss
+    from bench.harness import Builder, load_images, members, peak_rss, settings_for
 
     import nst_tf._tensorflow  # noqa: F401  (first: TensorFlow's start-up noise filtered)
 

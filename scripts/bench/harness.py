@@ -1,14 +1,14 @@
-"""Settings, images and compiled steps for the in-process sections, built only through
-`nst_tf.session`; timing them; and real `scripts/run.py` runs in subprocesses."""
+"""Settings, images and compiled steps for the in-process benchmarks, built only through
+`nst_tf.session`; analytic FLOPs of a step; real `scripts/run.py` runs in subprocesses."""
 
 from __future__ import annotations
 
-import gc
 import json
+import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,7 @@ from . import ROOT, RUN_SCRIPT
 
 
 def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
-    """The run settings `scripts/run.py <overrides>` would use: the presets in conf/; fp32
-    unless the overrides name a precision (each section measures the ones it compares)."""
+    """The settings `scripts/run.py <overrides>` would use; fp32 unless a precision is named."""
     from hydra import compose, initialize_config_dir
 
     from nst_tf.compose import validate
@@ -34,8 +33,8 @@ def settings_for(overrides: Sequence[str] = ()):  # -> nst_tf.config.RunConfig
 
 
 def load_images(settings, size: int, square: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Content and style arrays of the configured presets: the content's long side is `size`
-    (cropped to a size×size square first when `square`), the style's long side matches it."""
+    """The configured content (long side `size`, cropped to a square first when `square`) and
+    style (its long side the content's)."""
     from nst_tf.cache import default_cache_dir
     from nst_tf.images import fit_long_side, read_rgb, resolve_image, to_array
 
@@ -50,27 +49,19 @@ def load_images(settings, size: int, square: bool) -> tuple[np.ndarray, np.ndarr
     return to_array(content), to_array(fit_long_side(style, max(content.size)))
 
 
-def loss_weights(settings):  # -> nst_tf.transfer.Weights
-    from nst_tf.objective import loss_weights  # here, as every TensorFlow import of the benchmark
-
-    return loss_weights(settings)
-
-
-def optimizer_params(settings) -> dict[str, Any]:
-    from nst_tf.objective import optimizer_params
-
-    return optimizer_params(settings)
-
-
-def noise_init(content: np.ndarray, seed: int) -> np.ndarray:
-    """The CLI's default start (init=noise) for this content and seed."""
+def members(settings, content: np.ndarray, style: np.ndarray, count: int) -> list:
+    """`count` runs of one content and style from white noise, seeds 0..count-1."""
+    from nst_tf.objective import loss_weights
     from nst_tf.pictures import initial_image
+    from nst_tf.transfer import Member
 
-    return initial_image("noise", content, content, seed)
+    weights = loss_weights(settings)
+    return [Member(content, style, initial_image("noise", content, content, seed), weights)
+            for seed in range(count)]
 
 
 class Builder:
-    """Builds compiled steps from settings through the pipeline, on the offline weights."""
+    """Compiled steps from settings through the session, on the offline weights."""
 
     def __init__(self) -> None:
         from nst_tf.cache import default_cache_dir
@@ -84,87 +75,82 @@ class Builder:
         return SESSION.extractor(settings, self.weights)
 
     def transfer(self, settings, shape: tuple[int, int], batch: int = 1):  # -> StyleTransfer
-        """A fresh compiled step for `batch` images (its constructor traces and runs it once:
-        compile_seconds)."""
+        """A fresh compiled step (traced and run once by its constructor)."""
         from nst_tf.session import SESSION
 
         return SESSION.build(settings, self.weights, shape, batch=batch)
 
+    def started(self, overrides: Sequence[str], size: int, batch: int = 1):
+        """The settings of `overrides` and their compiled step at size×size, its members started
+        from noise."""
+        settings = settings_for(overrides)
+        content, style = load_images(settings, size, square=True)
+        transfer = self.transfer(settings, content.shape[:2], batch)
+        transfer.start_batch(members(settings, content, style, batch))
+        return settings, transfer
 
-def members(settings, content: np.ndarray, style: np.ndarray, count: int) -> list:
-    """`count` runs of one content and style for a batched step, seeds 0..count-1."""
-    from nst_tf.transfer import Member
+    def auto_precision(self) -> str:
+        """What `precision=auto` uses on this machine (probed once, cached as runs cache it)."""
+        from nst_tf.cache import default_cache_dir
+        from nst_tf.session import SESSION
 
-    weights = loss_weights(settings)
-    return [Member(content, style, noise_init(content, seed), weights) for seed in range(count)]
-
-
-def time_calls(call: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
-    """Wall seconds of each of `repeats` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
+        _, choice = SESSION.precision(settings_for(["precision=auto"]), self.weights,
+                                      default_cache_dir())
+        return choice["used"]
 
 
-class Trace:
-    """An `optimise` callback keeping (seconds, total loss) per row, as losses.csv has them,
-    and with `keep_images` each row's image (a copy, a fraction of a step's time)."""
+def vgg_flops(extractor, style_layers: Sequence[str], height: int, width: int) -> float:
+    """Analytic FLOPs of one objective and gradient: each conv up to the deepest layer used,
+    forward 2·H·W·Cin·Cout·kh·kw and the input-gradient backward the same again (the weights are
+    frozen); each style layer's Gram FᵀF, 2·M·N² forward and 4·M·N² backward. ReLU, pooling,
+    the reductions and L-BFGS's vector work (all O(H·W·C)) are not counted."""
+    import keras
 
-    def __init__(self, keep_images: bool = False) -> None:
-        self.seconds: list[float] = []
-        self.total: list[float] = []
-        self.images: list[np.ndarray] | None = [] if keep_images else None
-
-    def on_step(self, progress, transfer) -> None:
-        self.seconds.append(progress.seconds)
-        self.total.append(progress.values["total"])
-        if self.images is not None:
-            self.images.append(transfer.result())
-
-    def on_end(self, progress, transfer, status: str) -> None:
-        if status != "diverged":  # a diverged run's last row is already kept
-            self.on_step(progress, transfer)
-
-
-def run_transfer(transfer, content, style, init, weights, iterations: int,
-                 keep_images: bool = False) -> Trace:
-    from nst_tf.transfer import optimise
-
-    trace = Trace(keep_images)
-    transfer.start(content, style, init, weights)
-    optimise(transfer, iterations, [trace])
-    return trace
+    x = keras.KerasTensor((1, height, width, 3))
+    total = 0.0
+    for layer in extractor.model.layers[1:]:
+        y = layer.compute_output_spec(x)
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = y.shape
+            kh, kw = layer.kernel_size
+            total += 2 * (2 * h * w * x.shape[-1] * c_out * kh * kw)
+        x = y
+    shapes = extractor.feature_shapes(height, width)
+    for name in style_layers:
+        _, h, w, n = shapes[name]
+        total += 6 * h * w * n * n
+    return total
 
 
-def first_reaching(total: Sequence[float], target: float) -> int | None:
-    """The first row (= iterations done) whose loss is at or below `target`."""
-    return next((i for i, value in enumerate(total) if value <= target), None)
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (VmHWM)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def collect() -> None:
-    """Free dropped compiled steps now: each holds image-sized buffers (the L-BFGS history)."""
-    gc.collect()
-
-
-def run_cli(args: Sequence[str], log: Callable[[str], None]) -> float:
-    """`python scripts/run.py <args>` in a subprocess; its wall time, start to finish."""
+def run_cli(args: Sequence[str], folder: Path, sweep: bool = False) -> float:
+    """`python scripts/run.py <args>` into `folder` in a subprocess; its wall time."""
+    where = f"hydra.sweep.dir={folder}" if sweep else f"hydra.run.dir={folder}"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(RUN_SCRIPT), *args], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, str(RUN_SCRIPT), *(["-m"] if sweep else []), *args,
+                           where], cwd=ROOT, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"run.py {' '.join(args)} failed: {done.stderr[-3000:]}")
-    log(f"run.py {' '.join(a for a in args if not a.startswith('hydra.'))}: {seconds:.1f} s")
     return seconds
 
 
-def read_run(folder: Path) -> tuple[dict, dict[str, list[float]]]:
+def read_run(folder: Path) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """A run dir's summary.json and losses.csv (as columns)."""
     from nst_tf.report import read_losses
 
     return json.loads((folder / "summary.json").read_text()), read_losses(folder / "losses.csv")
+
+
+def first_reaching(total: Sequence[float], bar: float) -> int | None:
+    """The first row (= iterations done) whose loss is at or below `bar`."""
+    return next((i for i, value in enumerate(total) if value <= bar), None)
