@@ -21,13 +21,15 @@ def test_batch(benchmark, plan, builder, auto_precision: str, batch_size: int,
                members: int) -> None:
     from nst_tf.memory import available_bytes, estimate_peak
 
-    need = estimate_peak(batch_size**2, batch_size**2, "lbfgs", 50, members)
+    overrides = [f"precision={auto_precision}", "optimizer.line_search=none"]
+    optimizer = settings_for(overrides).optimizer
+    need = estimate_peak(batch_size**2, batch_size**2, optimizer.name,
+                         getattr(optimizer, "history_size", 0), members)
     if (available := available_bytes()) is not None and need > available:
         pytest.skip(f"B = {members} at {batch_size} px needs about {need / 2**30:.1f} GiB")
     benchmark.group = "batch"
     benchmark.extra_info["precision"] = auto_precision
-    timed_step(benchmark, builder, [f"precision={auto_precision}", "optimizer.line_search=none"],
-               batch_size, plan.batch_rounds, batch=members)
+    timed_step(benchmark, builder, overrides, batch_size, plan.batch_rounds, batch=members)
 
 
 def test_sweep(benchmark, plan, runs: Path, launcher: str) -> None:
