@@ -97,9 +97,11 @@ def test_the_peer_targets_are_1_5x_in_fp32_and_2x_in_bf16():
 
 
 def sweep(plain: float, batched: float, largest: int) -> list[dict]:
-    return [bench("sweep", plain, launcher="plain", command="run.py -m", largest_batch=1),
-            bench("sweep", batched, launcher="nst_batched", command="run.py -m",
-                  largest_batch=largest)]
+    """Two rounds each, the median the one given."""
+    return [bench("sweep", 2 * (plain + batched), jobs=4, largest_batch=largest,
+                  walls={"plain": [plain - 1, plain + 1], "nst_batched": [batched + 2,
+                                                                         batched - 2]},
+                  commands={"plain": "run.py -m", "nst_batched": "run.py -m nst_batched"})]
 
 
 @pytest.mark.parametrize(("batched", "largest", "bar", "passed"), [

@@ -32,21 +32,30 @@ def test_batch(benchmark, plan, builder, auto_precision: str, batch_size: int,
     timed_step(benchmark, builder, overrides, batch_size, plan.batch_rounds, batch=members)
 
 
-def test_sweep(benchmark, plan, runs: Path, launcher: str) -> None:
-    """`run.py -m seed=0,..` with `batch_size=auto` under the batching launcher, or without."""
-    args = [*plan.cli, f"size={plan.sweep_size}", f"iterations={plan.sweep_iterations}",
+def test_sweep(benchmark, plan, runs: Path) -> None:
+    """`run.py -m seed=0,..` under the plain launcher and under nst_batched (`batch_size=auto`),
+    alternately (ABAB), each round's wall time in `extra_info`."""
+    base = [*plan.cli, f"size={plan.sweep_size}", f"iterations={plan.sweep_iterations}",
             "seed=" + ",".join(str(seed) for seed in range(plan.sweep_jobs))]
-    if launcher == "nst_batched":
-        args.append("hydra/launcher=nst_batched")
-    folder = runs / f"sweep_{launcher}"
+    commands = {"plain": base, "nst_batched": [*base, "hydra/launcher=nst_batched"]}
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    batches: list[int] = []
+
+    def alternately() -> None:
+        for round_ in range(plan.sweep_rounds):
+            for name, args in commands.items():
+                folder = runs / f"sweep_{name}_{round_}"
+                walls[name].append(run_cli(args, folder, sweep=True))
+                ended = [json.loads(path.read_text())["stages"][0].get("batch", 1)
+                         for path in folder.glob("*/summary.json")]
+                assert len(ended) == plan.sweep_jobs, f"{name}: {len(ended)} jobs ended ok"
+                batches.extend(ended if name == "nst_batched" else ())
+
     benchmark.group = "sweep"
-    benchmark.extra_info.update(launcher=launcher, command="python scripts/run.py -m "
-                                + " ".join(args), jobs=plan.sweep_jobs)
-    benchmark.pedantic(run_cli, args=(args, folder, True), rounds=1)
-    batches = [json.loads(path.read_text())["stages"][0].get("batch", 1)
-               for path in folder.glob("*/summary.json")]
-    assert len(batches) == plan.sweep_jobs, f"{len(batches)} of {plan.sweep_jobs} jobs ended ok"
-    benchmark.extra_info["largest_batch"] = max(batches)
+    benchmark.pedantic(alternately, rounds=1)
+    benchmark.extra_info.update(jobs=plan.sweep_jobs, walls=walls, largest_batch=max(batches),
+                                commands={name: "python scripts/run.py -m " + " ".join(args)
+                                          for name, args in commands.items()})
 
 
 def test_picture(benchmark, plan, runs: Path, picture_size: int) -> None:

@@ -3,6 +3,7 @@ here, never timed again) and issue 33's targets, each passed or failed on its me
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,13 +112,22 @@ def peer_rows(data: Data) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep_rows(data: Data) -> list[dict[str, Any]]:
+    """Each launcher's median wall time over the rounds, and its command."""
+    return [{"launcher": name, "wall s": statistics.median(walls),
+             "rounds": len(walls), "largest batch": info["largest_batch"] if name != "plain"
+             else 1, "command": f"`{info['commands'][name]}`"}
+            for b in benchmarks(data, "sweep") for info in [b["extra_info"]]
+            for name, walls in info["walls"].items()]
+
+
 def sweep_speedup(data: Data) -> tuple[float | None, int]:
     """The plain sweep's wall time over nst_batched's; the largest batch nst_batched ran."""
-    found = {b["extra_info"]["launcher"]: b for b in benchmarks(data, "sweep")}
-    if {"plain", "nst_batched"} - set(found):
+    rows = {row["launcher"]: row for row in sweep_rows(data)}
+    if {"plain", "nst_batched"} - set(rows):
         return None, 1
-    batched = found["nst_batched"]
-    return seconds(found["plain"]) / seconds(batched), batched["extra_info"]["largest_batch"]
+    batched = rows["nst_batched"]
+    return rows["plain"]["wall s"] / batched["wall s"], batched["largest batch"]
 
 
 def checks(data: Data) -> list[Check]:

@@ -25,6 +25,7 @@ class Plan:
     sweep_jobs: int  # a sweep of seeds, the plain launcher against nst_batched
     sweep_size: int
     sweep_iterations: int
+    sweep_rounds: int  # plain and batched alternately, this many times each
     picture_sizes: tuple[int, ...]  # `run.py size=S` against today's default at S
     peer_size: int  # the PyTorch L-BFGS peer (with --peer)
     peer_iterations: int  # the peer's; its final loss is the bar
@@ -51,6 +52,7 @@ FULL = Plan(
     sweep_jobs=4,
     sweep_size=128,
     sweep_iterations=50,
+    sweep_rounds=2,
     picture_sizes=(256, 512),
     peer_size=256,
     peer_iterations=300,
@@ -72,6 +74,7 @@ QUICK = Plan(
     sweep_jobs=2,
     sweep_size=32,
     sweep_iterations=2,
+    sweep_rounds=1,
     picture_sizes=(32,),
     peer_size=32,
     peer_iterations=3,

@@ -106,10 +106,6 @@ def render(data: Data, history: Sequence[Mapping[str, Any]], figures: Sequence[s
                   for p in peer[:1]]
     peer_table += [{"run": f"ours, {p['precision']}", "to the bar s": p["reached_seconds"],
                     "iteration": p["reached_iteration"], "sooner": p["speedup"]} for p in peer]
-    sweeps = [{"launcher": b["extra_info"]["launcher"], "wall s": checks.seconds(b),
-               "largest batch": b["extra_info"]["largest_batch"],
-               "command": f"`{b['extra_info']['command']}`"}
-              for b in checks.benchmarks(data, "sweep")]
     this = checks.headline(data)
     parts = [
         "# Performance",
@@ -134,8 +130,9 @@ def render(data: Data, history: Sequence[Mapping[str, Any]], figures: Sequence[s
         "B images in one compiled step in the precision `precision=auto` uses here:",
         table(checks.batch_rows(data), ("g", "g", ".3f", "", ".2f", ".2f")),
         "A sweep of seeds under the plain launcher and under `hydra/launcher=nst_batched` "
-        "(`batch_size=auto`: batches only where its probe found that they pay):",
-        table(sweeps, ("", ".1f", "g", "")),
+        "(`batch_size=auto`: batches only where its probe found that they pay), alternately; "
+        "the median wall time of the rounds:",
+        table(checks.sweep_rows(data), ("", ".1f", "g", "g", "")),
         "## Time to the default picture",
         "`python scripts/run.py size=S` (the default now) after today's default "
         f"(`{' '.join(_baseline(data))}`), wall time start to finish; the mean absolute "
