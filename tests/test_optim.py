@@ -708,7 +708,7 @@ def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path
     of the command, planned in tiles: the memory check counts what the optimiser declares."""
     from nst_tf.memory import AUTO_TILE_HEADROOM, GIB, estimate_peak, plan_tiling, tiled_peak
     from nst_tf.plugins import load_plugins
-    from tests.helpers import FAST, read_csv, run_here
+    from tests.helpers import FAST, read_csv, run_nst
 
     install_plugin("momentum_optimizer", OPTIMIZER_PLUGIN)
     monkeypatch.setitem(OPTIMIZER_SCHEMAS, "momentum", None)  # taken out again after the test
@@ -730,9 +730,10 @@ def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path
         (4096, 3072), chosen.tile + 64, "momentum")
 
     out = tmp_path / "run"
-    done = run_here(out, "optimizer=momentum", "optimizer.learning_rate=4", "size=128", "tile=64",
-                    "iterations=4", "precision=fp32", "save_every=0", *FAST)
-    assert done["status"] == "ok", done["reason"]
+    result = run_nst("optimizer=momentum", "optimizer.learning_rate=4", "size=128", "tile=64",
+                     "iterations=4", "precision=fp32", "save_every=0", *FAST,
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["optimizer"] == {"name": "momentum", "learning_rate": 4.0,
                                               "momentum": 0.5}
