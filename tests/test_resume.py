@@ -4,23 +4,24 @@ import json
 
 import pytest
 
-from tests.helpers import FAST, read_csv, run_nst
+from tests.helpers import FAST, cli_outcome, read_csv, run_here
+
+# In this process (compose.attempt, as the app runs its job); resume= on the command line is
+# run in subprocesses by tests/test_reliability.py, test_scales.py and test_video.py.
 
 
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory, images_dir):
     out = tmp_path_factory.mktemp("resume") / "earlier"
-    result = run_nst("size=48", "iterations=20", "save_every=10", "alpha=1e-2", *FAST,
-                     f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(out, "size=48", "iterations=20", "save_every=10", "alpha=1e-2", *FAST)
+    assert summary["status"] == "ok", summary["reason"]
     return out
 
 
 def test_resume_continues_the_loss_curve(earlier, tmp_path):
     out = tmp_path / "resumed"
-    result = run_nst(f"resume={earlier}", "iterations=40", "progress=false",
-                     f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(out, f"resume={earlier}", "iterations=40", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     old, new = read_csv(earlier / "losses.csv"), read_csv(out / "losses.csv")
     assert [r["iteration"] for r in new] == list(range(41))
     assert new[:20] == old[:20]  # the earlier curve, as it was
@@ -44,7 +45,5 @@ def test_resume_continues_the_loss_curve(earlier, tmp_path):
 ])
 def test_bad_resume_gives_one_line(args, expected, earlier, tmp_path):
     args = [a.format(tmp=tmp_path, earlier=earlier) for a in args]
-    result = run_nst(*args, f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    code, line = cli_outcome(tmp_path / "out", *args)
+    assert code == 2 and "\n" not in line and expected in line, line

@@ -10,7 +10,7 @@ from PIL import Image
 
 from nst_tf.errors import UserError
 from nst_tf.images import read_rgb, to_array
-from tests.helpers import FAST, read_csv, run_nst
+from tests.helpers import FAST, read_csv, run_here, run_nst
 
 
 def small(path, size) -> np.ndarray:
@@ -19,9 +19,8 @@ def small(path, size) -> np.ndarray:
 
 def test_two_scales_end_to_end(tmp_path, images_dir):
     out = tmp_path / "c2f"
-    result = run_nst("scales=[32,64]", "scale_iterations=[10,15]", "save_every=10", *FAST,
-                     f"hydra.run.dir={out}")
-    assert result.returncode == 0, result.stderr
+    summary = run_here(out, "scales=[32,64]", "scale_iterations=[10,15]", "save_every=10", *FAST)
+    assert summary["status"] == "ok", summary["reason"]
     assert Image.open(out / "result.png").size == (64, 48)
     assert Image.open(out / "scale_00032.png").size == (32, 24)
     rows = read_csv(out / "losses.csv")
@@ -32,8 +31,7 @@ def test_two_scales_end_to_end(tmp_path, images_dir):
 
     # The fine result keeps the coarse one's layout: closer to it than a run from noise is.
     plain = tmp_path / "plain"
-    assert run_nst("size=64", "iterations=15", "seed=1", *FAST,
-                   f"hydra.run.dir={plain}").returncode == 0
+    assert run_here(plain, "size=64", "iterations=15", "seed=1", *FAST)["status"] == "ok"
     coarse = small(out / "scale_00032.png", (32, 24))
     fine = small(out / "result.png", (32, 24))
     other = small(plain / "result.png", (32, 24))

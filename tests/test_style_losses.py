@@ -19,7 +19,7 @@ from nst_tf.style_losses import (
     sliced_wasserstein,
 )
 from nst_tf.transfer import Member, StyleTransfer, Weights
-from tests.helpers import read_csv, run_nst
+from tests.helpers import read_csv, run_here
 
 RNG = np.random.default_rng(0)
 ADAM = {"learning_rate": 10.0, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
@@ -266,9 +266,9 @@ def test_sliced_wasserstein_redraws_its_directions_from_the_seed(setup):
 
 def test_a_run_with_sliced_wasserstein(tmp_path):
     out = tmp_path / "run"
-    done = run_nst("style_loss=sliced_wasserstein", "size=32", "iterations=3", "save_every=0",
-                   f"hydra.run.dir={out}")
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_here(out, "style_loss=sliced_wasserstein", "size=32", "iterations=3",
+                    "save_every=0")
+    assert done["status"] == "ok", done["reason"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["style_loss"]["name"] == "sliced_wasserstein"
     assert summary["config"]["style_loss"]["layers"][-1] == "conv4_4"  # Heitz et al.'s last

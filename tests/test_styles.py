@@ -8,16 +8,16 @@ import tensorflow as tf
 
 from nst_tf.losses import StyleLoss, Targets
 from nst_tf.model import FeatureExtractor
-from tests.helpers import run_nst
+from tests.helpers import cli_outcome, run_here
 
 
 def test_two_styles_weighted_one_and_zero_equal_the_single_style(tmp_path, images_dir):
     single, blended = tmp_path / "single", tmp_path / "blended"
     common = ["+debug=tiny", "size=48", "iterations=8"]
-    assert run_nst(*common, f"hydra.run.dir={single}").returncode == 0
-    result = run_nst(*common, "styles=[{preset: starry, weight: 1}, {preset: scream, weight: 0}]",
-                     f"hydra.run.dir={blended}")
-    assert result.returncode == 0, result.stderr
+    assert run_here(single, *common)["status"] == "ok"
+    summary = run_here(blended, *common,
+                       "styles=[{preset: starry, weight: 1}, {preset: scream, weight: 0}]")
+    assert summary["status"] == "ok", summary["reason"]
     assert (blended / "result.png").read_bytes() == (single / "result.png").read_bytes()
     summary = json.loads((blended / "summary.json").read_text())
     assert [s["weight"] for s in summary["styles"]] == [1.0, 0.0]
@@ -54,8 +54,5 @@ def test_blended_style_target_is_the_weighted_sum_of_the_styles_grams(vgg_weight
     ("[{weight: 1}]", "exactly one of preset or path"),
 ])
 def test_bad_blends_give_one_line(styles, expected, tmp_path):
-    result = run_nst("+debug=tiny", "iterations=1", f"styles={styles}",
-                     f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    code, line = cli_outcome(tmp_path / "out", "+debug=tiny", "iterations=1", f"styles={styles}")
+    assert code == 2 and "\n" not in line and expected in line, line

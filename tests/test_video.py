@@ -4,18 +4,15 @@ from the Tübingen photo (tests/clips.py), real weights."""
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from nst_tf.clips import open_clip, write_video
-from nst_tf.errors import UserError
+from nst_tf.errors import StopRequest, UserError
 from tests.clips import make_clip, write_frames
-from tests.helpers import ROOT, read_csv, run_nst
+from tests.helpers import cli_outcome, read_csv, run_here, run_nst
 
 TINY = ["+debug=tiny", "size=40", "precision=fp32"]
 
@@ -55,68 +52,85 @@ def test_a_clip_gives_its_frames_an_mp4_at_its_rate_and_losses_per_frame(clip_fi
     assert (out / "frame_losses.png").is_file() and not (out / "snapshots").exists()
 
 
-def test_stopped_mid_clip_resumes_at_that_frame_and_redoes_none(clip, tmp_path):
+@pytest.fixture
+def stop_in_leg(monkeypatch):
+    """`stop_in_leg(leg, steps)`: the StopRequest to run with, which notes SIGTERM (as a signal
+    would) after `steps` steps of the loop's `leg`-th call in this process (each frame's scale,
+    each pass's frame is one), at exactly that step, without polling."""
+    from nst_tf import loop
+
+    def arm(leg: int, steps: int) -> StopRequest:
+        request, legs, optimise_batch = StopRequest(), [], loop.optimise_batch
+
+        def counted(*args, stop, **kwargs):
+            legs.append(leg)
+            checks = []
+
+            def stop_after_steps():
+                checks.append(1)
+                if len(legs) == leg and len(checks) == steps:
+                    request.request(signal.SIGTERM)
+                return stop()
+
+            return optimise_batch(*args, stop=stop_after_steps, **kwargs)
+
+        monkeypatch.setattr(loop, "optimise_batch", counted)
+        return request
+
+    return arm
+
+
+def _stopped(out, stop: StopRequest, *overrides: str) -> str:
+    """A run of `overrides` into `out` that `stop` ends: what the app says, checked as it is
+    on the command line (test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished)."""
+    summary = run_here(out, *overrides, stop=stop)
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 143, summary
+    assert "\n" not in summary["reason"] and f"resume={out}" in summary["reason"], summary
+    return summary["reason"]
+
+
+def test_stopped_mid_clip_resumes_at_that_frame_and_redoes_none(clip, tmp_path, stop_in_leg):
     frames = tmp_path / "frames"
     write_frames(clip, frames)
     out, again = tmp_path / "run", tmp_path / "again"
-    process = subprocess.Popen(
-        [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
-         "video.fps=10", "video.frames=4", "video.iterations_first=10", "video.iterations=100",
-         "video.tolerance=0", *TINY, f"hydra.run.dir={out}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not _rows_of(out, frame=2) and time.monotonic() < deadline:  # into the third frame
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr[-3000:]
-    said = [line for line in stderr.splitlines() if line.startswith("nst-tf: ")]
-    assert len(said) == 1 and "at frame 3" in said[0] and f"resume={out}" in said[0], stderr
-    assert "Traceback" not in stderr
+    said = _stopped(out, stop_in_leg(3, 5), f"content.path={frames}", "video.enabled=true",
+                    "video.fps=10", "video.frames=4", "video.iterations_first=10",
+                    "video.iterations=20", "video.tolerance=0", *TINY)  # stopped in frame 2
+    assert "at frame 3" in said, said
     (snapshot,) = (out / "snapshots" / "frame_00002").glob("iter_*.png")
-    stopped_at = int(snapshot.stem.split("_")[1])
-    assert 0 < stopped_at < 100
+    assert int(snapshot.stem.split("_")[1]) == 5
     before = {p.name: p.read_bytes() for p in (out / "frames").iterdir()}
     assert sorted(before) == ["00000.png", "00001.png"]
 
-    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary = run_here(again, f"resume={out}", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     assert {p.name: p.read_bytes() for p in (again / "frames").iterdir()
             if p.name in before} == before  # finished frames are never made again
     assert open_clip(again / "result.mp4").info.frames == 4
     # the earlier run's rows up to the stop, then this run's from there: no gap, no repeat
-    assert _rows_of(again, frame=2) == list(range(0, 101))
+    assert _rows_of(again, frame=2) == list(range(0, 21))
     summary = json.loads((again / "summary.json").read_text())
     assert summary["video"]["first"] == 2 and summary["resumed_from"] == str(out)
     assert [f["frame"] for f in summary["frames"]] == [0, 1, 2, 3]
     assert not (out / "result.mp4").exists()  # a partial clip is not passed off as the result
 
 
-def test_stopped_in_a_later_pass_keeps_the_whole_pass_and_begins_it_again(clip, tmp_path):
+def test_stopped_in_a_later_pass_keeps_the_whole_pass_and_begins_it_again(clip, tmp_path,
+                                                                          stop_in_leg):
     frames = tmp_path / "frames"
     write_frames(clip, frames)
     out, again = tmp_path / "run", tmp_path / "again"
-    process = subprocess.Popen(
-        [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
-         "video.frames=3", "video.iterations_first=4", "video.iterations=4", "video.passes=3",
-         "video.pass_iterations=60", "video.tolerance=0", *TINY, f"hydra.run.dir={out}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not _rows_of(out, frame=1, pass_no=2) and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr[-3000:]
-    said = [line for line in stderr.splitlines() if line.startswith("nst-tf: ")]
-    assert len(said) == 1 and "of pass 2" in said[0] and f"resume={out}" in said[0], stderr
+    # legs: pass 1 frames 0, 1, 2; pass 2 frames 2, 1 (the 5th: stopped there), 0
+    said = _stopped(out, stop_in_leg(5, 3), f"content.path={frames}", "video.enabled=true",
+                    "video.frames=3", "video.iterations_first=4", "video.iterations=4",
+                    "video.passes=3", "video.pass_iterations=10", "video.tolerance=0", *TINY)
+    assert "of pass 2" in said, said
     first_pass = {p.name: p.read_bytes() for p in (out / "frames").iterdir()}
     assert sorted(first_pass) == ["00000.png", "00001.png", "00002.png"]
     assert not (out / "passes.json").exists()  # pass 2 did not end
 
-    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary = run_here(again, f"resume={out}", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     assert {p.name: p.read_bytes() for p in (out / "frames").iterdir()} == first_pass
     summary = json.loads((again / "summary.json").read_text())
     assert [r["pass"] for r in summary["passes"]] == [1, 2, 3]
@@ -124,7 +138,7 @@ def test_stopped_in_a_later_pass_keeps_the_whole_pass_and_begins_it_again(clip, 
         (1, 0), (1, 1), (1, 2), (2, 2), (2, 1), (2, 0), (3, 0), (3, 1), (3, 2)]
     # pass 1's rows taken over, pass 2's begun again: none twice
     assert _rows_of(again, frame=1, pass_no=1) == list(range(5))
-    assert _rows_of(again, frame=1, pass_no=2) == list(range(61))
+    assert _rows_of(again, frame=1, pass_no=2) == list(range(11))
     assert open_clip(again / "result.mp4").info.frames == 3
 
 
@@ -283,30 +297,20 @@ def test_scales_take_a_frame_from_init_coarse_to_fine_and_the_rest_at_the_last(c
     assert [len(f["coarse"]) for f in each.summary["frames"]] == [1, 1, 1]
 
 
-def test_stopped_at_a_coarse_scale_makes_that_frame_again(clip, tmp_path):
+def test_stopped_at_a_coarse_scale_makes_that_frame_again(clip, tmp_path, stop_in_leg):
     frames = tmp_path / "frames"
     write_frames(clip, frames)
-    out, again, said = tmp_path / "run", tmp_path / "again", tmp_path / "stderr"
-    with said.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "scripts/run.py", f"content.path={frames}", "video.enabled=true",
-             "video.frames=2", "video.start=init", "video.tolerance=0", "scales=[32,40]",
-             "scale_iterations=[100,4]", *TINY, "progress=true", f"hydra.run.dir={out}"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        deadline = time.monotonic() + 240
-        while "frame 2 at 32 px" not in said.read_text() and time.monotonic() < deadline:
-            assert process.poll() is None, said.read_text()[-3000:]
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-    assert process.returncode == 143, said.read_text()[-3000:]
-    lines = [line for line in said.read_text().splitlines() if line.startswith("nst-tf: ")]
-    assert len(lines) == 1 and "at frame 2" in lines[0], lines
-    assert "saved 1 finished frames in" in lines[0] and not _rows_of(out, frame=1)
+    out, again = tmp_path / "run", tmp_path / "again"
+    # legs: frame 0 at 32 and 40 px, frame 1 at 32 px (the 3rd: stopped there)
+    said = _stopped(out, stop_in_leg(3, 3), f"content.path={frames}", "video.enabled=true",
+                    "video.frames=2", "video.start=init", "video.tolerance=0", "scales=[32,40]",
+                    "scale_iterations=[20,4]", *TINY)
+    assert "at frame 2" in said and "saved 1 finished frames in" in said, said
+    assert not _rows_of(out, frame=1)
     assert not list(out.glob("snapshots/frame_00001/*.png"))
 
-    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary = run_here(again, f"resume={out}", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     summary = json.loads((again / "summary.json").read_text())
     assert [(f["frame"], "coarse" in f) for f in summary["frames"]] == [(0, True), (1, True)]
     assert _rows_of(again, frame=1) == list(range(3))  # half the last scale's 4 iterations
@@ -346,19 +350,17 @@ def test_a_bad_frame_is_one_line_naming_it(clip, tmp_path):
     ("video.flow=raft", "video.flow"),
 ])
 def test_bad_video_settings_are_one_line(clip_file, tmp_path, override, words):
-    result = run_nst(f"content.path={clip_file}", override, *TINY,
-                     f"hydra.run.dir={tmp_path / 'run'}")
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+    code, line = cli_outcome(tmp_path / "run", f"content.path={clip_file}", override, *TINY)
+    assert code == 2 and "\n" not in line and words in line, line
 
 
 def test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished(clip_file, tmp_path):
     """SIGTERM while frame 1's result is being written (the pause point `save`): it is saved
     whole, and the line counts it (issue 32, case 7: it said one fewer, and a frame in
-    progress that was not there)."""
+    progress that was not there); resume= on the command line makes the rest, and not it."""
     from tests.test_faults import _finish, _start_paused
 
-    out = tmp_path / "run"
+    out, again = tmp_path / "run", tmp_path / "again"
     process, said = _start_paused("save", f"content.path={clip_file}", "iterations=3",
                                   *TINY, f"hydra.run.dir={out}")
     process.send_signal(signal.SIGTERM)
@@ -368,3 +370,10 @@ def test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished(clip_file, 
                                f"finished frames in {out}; continue with: python scripts/run.py "
                                f"resume={out}"), ours
     assert sorted(p.name for p in (out / "frames").iterdir()) == ["00000.png"]
+    finished = (out / "frames" / "00000.png").read_bytes()
+
+    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (again / "frames" / "00000.png").read_bytes() == finished
+    assert open_clip(again / "result.mp4").info.frames == 5
+    assert json.loads((again / "summary.json").read_text())["video"]["first"] == 1
