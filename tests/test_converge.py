@@ -2,6 +2,7 @@
 converges alone, the record, the paper's experiments kept at fixed iterations, resume."""
 
 import logging
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -165,3 +166,15 @@ def test_a_bad_converge_setting_is_one_line(key, value):
 
     with pytest.raises(UserError, match=f"converge.{key}={value}"):
         validate(compose_config(f"converge.{key}={value}"))
+
+
+def test_a_run_from_before_the_stop_rule_resumes_with_it_off(tmp_path, images_dir, capsys):
+    """Its settings.yaml has no converge: it took every iteration, and goes on doing so."""
+    summary = run(tmp_path, "older", *TINY, "iterations=2")
+    assert summary["config"]["converge"]["tolerance"] == 0.01  # today's default, recorded
+    settings = tmp_path / "older" / "settings.yaml"
+    settings.write_text(re.sub(r"converge:\n(  .*\n)+", "", settings.read_text()))
+    summary = run(tmp_path, "on", f"resume={tmp_path / 'older'}", "iterations=3")
+    assert summary["status"] == "ok", summary["reason"]
+    assert summary["config"]["converge"] == {"tolerance": 0.0, "change": 0.0, "window": 50}
+    assert "has no converge.tolerance (written before it existed)" in capsys.readouterr().err
