@@ -178,3 +178,15 @@ def test_a_run_from_before_the_stop_rule_resumes_with_it_off(tmp_path, images_di
     assert summary["status"] == "ok", summary["reason"]
     assert summary["config"]["converge"] == {"tolerance": 0.0, "change": 0.0, "window": 50}
     assert "has no converge.tolerance (written before it existed)" in capsys.readouterr().err
+
+
+def test_each_scale_of_a_coarse_to_fine_run_may_converge(tmp_path, images_dir):
+    summary = run(tmp_path, "c2f", "+debug=tiny", "scales=[32,48]", "scale_iterations=[8,8]",
+                  *LOSS_ONLY, "converge.window=3")
+    assert summary["status"] == "ok", summary["reason"]
+    assert [s["ended"] for s in summary["stages"]] == ["converged at iteration 4",
+                                                       "converged at iteration 8"]
+    assert summary["ended"] == "converged at iteration 8"
+    rows = read_csv(tmp_path / "c2f" / "losses.csv")
+    assert [(r["iteration"], r["size"]) for r in rows] == [
+        *((i, 32) for i in range(5)), *((i, 48) for i in range(4, 9))]
