@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nst_tf import pipeline
+from nst_tf import compose, pipeline
 from nst_tf.compose import attempt, validate
 from nst_tf.course import Course, Stage
 from nst_tf.images import fit_long_side, read_rgb, to_array
@@ -190,3 +190,19 @@ def test_each_scale_of_a_coarse_to_fine_run_may_converge(tmp_path, images_dir):
     rows = read_csv(tmp_path / "c2f" / "losses.csv")
     assert [(r["iteration"], r["size"]) for r in rows] == [
         *((i, 32) for i in range(5)), *((i, 48) for i in range(4, 9))]
+
+
+def test_runs_of_a_batch_converge_apart_at_every_scale(tmp_path, images_dir):
+    """One batch of two coarse-to-fine runs: the one that converges counts on from where it
+    ended, its mate from where it did."""
+    common = ["+debug=tiny", "scales=[32,48]", "scale_iterations=[8,8]"]
+    jobs = [compose.job(compose_config(*common, *rule), pipeline.Where(
+        tmp_path / name, "hydra.run.dir", "nst-tf"), [*common, *rule])
+        for name, rule in (("quick", [*LOSS_ONLY, "converge.window=3"]), ("full", OFF))]
+    quick, full = pipeline.attempt_jobs(jobs, 2)
+    assert [s["batch"] for s in quick["stages"]] == [2, 2]
+    assert quick["ended"] == "converged at iteration 8" and full["ended"] == "reached iterations"
+    sizes = {name: [(r["iteration"], r["size"]) for r in read_csv(tmp_path / name / "losses.csv")]
+             for name in ("quick", "full")}
+    assert sizes["quick"] == [*((i, 32) for i in range(5)), *((i, 48) for i in range(4, 9))]
+    assert sizes["full"] == [*((i, 32) for i in range(9)), *((i, 48) for i in range(8, 17))]
