@@ -89,8 +89,10 @@ class TimeEstimate:
     CHANGE = 1.25  # a pace this much faster or slower is said again
     WORTH_SAYING = 30.0  # s: a shorter run needs no estimate
 
-    def __init__(self, iterations: int) -> None:
+    def __init__(self, iterations: int, at_most: bool = False) -> None:
+        """`at_most`: the run may end sooner (it stops once converged)."""
         self.iterations, self.seen, self.before = iterations, 0, 0.0
+        self.bound = "at most" if at_most else "about"
         self.steps: deque[float] = deque(maxlen=self.RECENT)
         self.said: float | None = None  # the pace last said, s/it
 
@@ -109,11 +111,11 @@ class TimeEstimate:
                 self.said and 1 / self.CHANGE < rate / self.said < self.CHANGE):
             return
         if self.said is None:
-            log.info("about %s to go at %.3g s/it on this machine (%d iterations)",
-                     _duration(left), rate, self.iterations)
+            log.info("%s %s to go at %.3g s/it on this machine (%d iterations)",
+                     self.bound, _duration(left), rate, self.iterations)
         else:
-            log.info("now about %s to go at %.3g s/it (iteration %d of %d)",
-                     _duration(left), rate, self.seen, self.iterations)
+            log.info("now %s %s to go at %.3g s/it (iteration %d of %d)",
+                     self.bound, _duration(left), rate, self.seen, self.iterations)
         self.said = rate
 
     def on_end(self, progress: Progress, run: View, status: str) -> None:

@@ -22,9 +22,13 @@ from nst_tf.rundir import SETTINGS
 
 # Keys a later version added, with the value that runs recorded before it behaved as: a run dir
 # written without one is continued with that value, and told so.
-ADDED_LATER: dict[str, Any] = {"video.allow_short": False}
-# What may change when resuming; everything else is the earlier run's, so the curve continues.
-CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
+# (runs from before converge.* took every iteration)
+ADDED_LATER: dict[str, Any] = {"video.allow_short": False, "converge.tolerance": 0.0,
+                               "converge.change": 0.0, "converge.window": 50}
+# What may change when resuming; everything else is the earlier run's, so the curve continues
+# (the stop rule only says where it ends).
+CHANGEABLE = ("iterations", "converge.tolerance", "converge.change", "converge.window",
+              "save_every", "progress", "tensorboard", "precision", "jit_compile",
               "paths.images", "paths.cache", "objective")
 
 

@@ -98,6 +98,21 @@ class VideoConfig:
 
 
 @dataclass
+class ConvergeConfig:
+    """A still (each of a batch alone, each scale of a multi-scale run) ends before `iterations`
+    once it has converged: over the last `window` iterations its total loss fell by at most
+    `tolerance` (a share) and its image changed by at most `change` (the mean absolute change
+    of a pixel's channels, 0-255). 0 turns a criterion off; both 0: every run takes all its
+    iterations, as the paper's experiments do. docs/CONVERGENCE.md measures the choice."""
+
+    # Measured (docs/CONVERGENCE.md): the image's change levels off at 4-5 per 50 iterations
+    # while the loss still falls, so it says little of when a picture is done; off by default.
+    tolerance: float = 0.01
+    change: float = 0.0
+    window: int = 50
+
+
+@dataclass
 class ImageConfig:
     """A preset (name, file, url, md5 and credits) or a user's file (`path`)."""
 
@@ -188,7 +203,8 @@ class RunConfig:
     # image would not fit; the memory check picks the tile), none (never), or N (N-px tiles).
     tile: str = "auto"
     style_scale: float = 1.0
-    iterations: int = 500
+    iterations: int = 500  # the most a run (each scale) takes: it ends once converged
+    converge: ConvergeConfig = field(default_factory=ConvergeConfig)
     init: Init = Init.noise
     seed: int = 0
     precision: Precision = Precision.auto
@@ -267,6 +283,12 @@ def check(run: RunConfig) -> None:
         if longest * scale > MAX_SIZE:
             raise UserError(f"{key}={scale} makes the style {longest * scale:.0f} px at size "
                             f"{longest}; keep size x {key} <= {MAX_SIZE}")
+    for key, value, least in (("tolerance", run.converge.tolerance, 0.0),
+                              ("change", run.converge.change, 0.0),
+                              ("window", run.converge.window, 1)):
+        if value < least:
+            raise UserError(f"converge.{key}={value} must be >= {least}"
+                            + (" (0 turns it off)" if key != "window" else ""))
     if run.save_every < 0:
         raise UserError(f"save_every={run.save_every} must be >= 0 (0 turns snapshots off)")
     _validate_styles(run.styles)

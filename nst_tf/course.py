@@ -5,7 +5,6 @@ it: a still's course is its stages, a clip's is one such course per frame."""
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
 
 from nst_tf.config import RunConfig
@@ -40,11 +39,13 @@ class Leg:
 class Course:
     """The stages in order; updates are counted across them. A resumed run picks up after
     update `first` (`seconds` of wall time), in the stage that update falls in, or at the start
-    of the next one when it ended a stage."""
+    of the next one when it ended a stage. A stage may end before its iterations once it has
+    converged: `starts` are the updates the later stages the earlier run reached began at."""
 
     stages: tuple[Stage, ...]
     first: int = 0
     seconds: float = 0.0
+    starts: tuple[int, ...] = ()
     # A clip's frame counts each stage from 0 (its coarse scales only warm up its start), and
     # a resumed frame picks up in its one stage.
     each_from_zero: bool = False
@@ -59,7 +60,8 @@ class Course:
         stages = tuple(map(Stage, sizes, iterations, tiles))
         if checkpoint is None:
             return cls(stages)
-        return cls(stages, checkpoint.iteration, checkpoint.seconds)
+        rows = [*checkpoint.rows, *([checkpoint.last] if checkpoint.last else [])]
+        return cls(stages, checkpoint.iteration, checkpoint.seconds, _starts(stages, rows))
 
     @property
     def coarse_to_fine(self) -> bool:
@@ -67,28 +69,41 @@ class Course:
 
     @property
     def total(self) -> int:
-        return sum(stage.iterations for stage in self.stages)
+        return self._ends()[-1]
+
+    def _ends(self) -> list[int]:
+        """The update each stage ends at: where the next one began, or where its iterations
+        run out."""
+        starts, ends = [0, *self.starts], []
+        for number, stage in enumerate(self.stages):
+            begin = starts[number] if number < len(starts) else ends[-1]
+            ends.append(starts[number + 1] if number + 1 < len(starts) else
+                        begin + stage.iterations)
+        return ends
 
     @property
     def begin(self) -> int:
         """The stage the walk starts in: the one update `first` falls in."""
         if self.each_from_zero:
             return 0
-        ends = list(accumulate(stage.iterations for stage in self.stages))
+        ends = self._ends()
         return next((i for i, end in enumerate(ends) if self.first < end), len(self.stages))
+
+    def _start_of(self, stage: int) -> int:
+        return self._ends()[stage - 1] if stage else 0
 
     @property
     def resumed_size(self) -> int:
         """The size a resumed run's snapshot was made at: its stage's, or the stage before's
         when it ended that one."""
-        before = sum(stage.iterations for stage in self.stages[:self.begin])
+        before = self._start_of(self.begin)
         at = self.begin - 1 if self.first == before and self.begin else self.begin
         return self.stages[min(at, len(self.stages) - 1)].size
 
     def legs(self) -> list[Leg]:
         """The stretches left to walk, the first shortened by what a resumed run did."""
         legs, first, seconds = [], self.first, self.seconds
-        done = sum(stage.iterations for stage in self.stages[:self.begin])
+        done = self._start_of(self.begin)
         for number, stage in enumerate(self.stages[self.begin:], start=self.begin + 1):
             left = done + stage.iterations - first
             legs.append(Leg(stage, left, first, seconds, number, len(self.stages)))
@@ -98,10 +113,15 @@ class Course:
                 done, first = done + stage.iterations, first + left
         return legs
 
-    def check_resumable(self, run_dir: Path) -> None:
+    def check_resumable(self, run_dir: Path, converging: bool) -> None:
         """Refuse a resumed course with nothing left to walk, unless the run it continues lost
-        its last outputs (a full disk): then they are written again, and nothing is walked."""
-        whole = (run_dir / "result.png").is_file() and _ended_ok(run_dir / "summary.json")
+        its last outputs (a full disk): then they are written again, and nothing is walked.
+        A run that converged is done while its stop rule is on (`converging`)."""
+        record = _record(run_dir / "summary.json")
+        whole = (run_dir / "result.png").is_file() and record.get("status") == "ok"
+        if whole and converging and str(record.get("ended")).startswith("converged"):
+            raise UserError(f"resume: {run_dir} {record['ended']}, so it is done; its result is "
+                            "in that dir (to run on, add converge.tolerance=0 converge.change=0)")
         if self.first >= self.total and whole:
             more = ("ask for more with iterations=N (N > "
                     f"{self.first})" if not self.coarse_to_fine else
@@ -109,9 +129,21 @@ class Course:
             raise UserError(f"resume: {run_dir} already ran {self.first} iterations; {more}")
 
 
-def _ended_ok(summary: Path) -> bool:
-    """Whether a run's record says it ended ok (its outputs all written)."""
+def _record(summary: Path) -> dict:
+    """A run's record (summary.json); none readable: empty."""
     try:
-        return json.loads(summary.read_text()).get("status") == "ok"
-    except (OSError, ValueError, AttributeError):
-        return False
+        record = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _starts(stages: Sequence[Stage], rows: Sequence[dict[str, float]]) -> tuple[int, ...]:
+    """The update each stage after the first began at, of those the loss rows reach (each row
+    says the size it was made at)."""
+    starts, number = [], 0
+    for row in rows:
+        while number + 1 < len(stages) and row.get("size") == stages[number + 1].size:
+            number += 1
+            starts.append(int(row["iteration"]))
+    return tuple(starts)

@@ -41,7 +41,7 @@ def end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | N
     summary["compile_seconds"] = sum(s["compile_seconds"] for s in summary["stages"])
     summary["reused_compiled_step"] = all(s["reused_compiled_step"] for s in summary["stages"])
     if status == "ok":
-        summary.update(reason=None, exit_code=0)
+        summary.update(reason=None, exit_code=0, ended=ended(outcome))
     elif status == "interrupted":
         stopped(p.job, signum or signal.SIGTERM, progress)
     elif status == "diverged":
@@ -53,6 +53,12 @@ def end(p: Prepared, image: np.ndarray | None, outcome: Outcome, signum: int | N
             "optimizer.learning_rate or the loss weights"))
     else:
         summary.update(exit_code=2, reason=_failed_line(p, failed, outcome))
+
+
+def ended(outcome: Outcome) -> str:
+    """Why a leg (a run) that ended ok ended: its stop rule, or its iterations ran out."""
+    return f"converged at iteration {outcome.iteration}" if outcome.converged else \
+        "reached iterations"
 
 
 def _written(write: Callable[[], None], failed: Exception | None) -> Exception | None:

@@ -7,6 +7,7 @@ the line that says so."""
 import dataclasses
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ import tensorflow as tf
 from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest, pause_point
 from nst_tf.pictures import Scaled
-from nst_tf.transfer import Member, Outcome, StyleTransfer, optimise_batch
+from nst_tf.transfer import Member, Outcome, Rule, StyleTransfer, View, optimise_batch
 
 log = logging.getLogger("nst_tf")
 
 # A leg's compiled step for (stage, content shape, batch), and whether it was reused.
 Build = Callable[[Stage, tuple[int, int], int], tuple[StyleTransfer, bool]]
+# Run i's stop rule on a leg (none: it runs the leg's every iteration), made anew per leg.
+Done = Callable[[int, Leg], Rule | None]
 
 
 class Run(Protocol):
@@ -59,11 +62,11 @@ class Walked:
 
 
 def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
-         done: Callable[[Leg], Callable[[np.ndarray], bool] | None] = lambda leg: None,
-         say_legs: bool = True) -> Walked:
+         done: Done = lambda run, leg: None, say_legs: bool = True) -> Walked:
     """Walk `course` for `runs` as one batch (one compiled step per leg). A run whose leg does
     not end "ok" ends there; the others go on. A stop signal lets every running run save, and
-    the walk ends. `done(leg)` makes a leg's stop rule (see optimise_batch). Until the first leg's
+    the walk ends. `done(i, leg)` makes run i's stop rule on a leg (see optimise_batch): a run
+    whose leg converged goes on to its next leg with its batch mates. Until the first leg's
     step is built a stop signal raises Stopped (nothing is saved yet); from then on it is
     noted, and the walk ends at the next point where all is saved."""
     walked = Walked()
@@ -74,11 +77,11 @@ def walk(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
 
 
 def _walk_legs(runs: Sequence[Run], course: Course, build: Build, stop: StopRequest,
-               done: Callable[[Leg], Callable[[np.ndarray], bool] | None], say_legs: bool,
-               walked: Walked, noting: ExitStack) -> None:
+               done: Done, say_legs: bool, walked: Walked, noting: ExitStack) -> None:
     running = list(range(len(runs)))
     images: dict[int, np.ndarray] = {}
     first, seconds = course.first, course.seconds
+    firsts = dict.fromkeys(running, first)  # each run's count: runs of a batch converge apart
     for number, planned in enumerate(course.legs()):
         leg = planned if course.each_from_zero else dataclasses.replace(
             planned, first=first, seconds=seconds)
@@ -100,8 +103,10 @@ def _walk_legs(runs: Sequence[Run], course: Course, build: Build, stop: StopRequ
         step.start_batch(members)
         callbacks = [runs[i].callbacks(leg, scaled[i], member, step, reused)
                      for member, i in enumerate(running)]
-        outcomes, _ = optimise_batch(step, leg.iterations, callbacks, leg.first,
-                                     leg.seconds, done=done(leg), stop=stop)
+        outcomes, _ = optimise_batch(
+            step, leg.iterations, callbacks, leg.first if course.each_from_zero else
+            [firsts[i] for i in running], leg.seconds, done=[done(i, leg) for i in running],
+            stop=stop)
         pause_point("save", lambda: stop() is not None)
         for member, (i, outcome) in enumerate(zip(running, outcomes, strict=True)):
             walked.outcomes[i], walked.scaled[i], walked.legs[i] = outcome, scaled[i], leg
@@ -112,23 +117,48 @@ def _walk_legs(runs: Sequence[Run], course: Course, build: Build, stop: StopRequ
         running = [i for i in running if walked.outcomes[i].status == "ok"]
         if stop() is not None or not running:
             break
-        last = walked.outcomes[running[0]]
-        first, seconds = last.iteration, last.progress.seconds
+        firsts = {i: walked.outcomes[i].iteration for i in running}
+        first = min(firsts.values())
+        seconds = max(walked.outcomes[i].progress.seconds for i in running)
 
 
-class FlatLoss:
-    """Ends a frame once its total fell by less than `tolerance` (a share) over `window`
-    iterations: Ruder et al.'s stopping rule."""
+class Converged:
+    """A run's stop rule (transfer.Rule): it has converged once, over the last `window`
+    iterations, its total loss fell by at most `tolerance` (a share of it; Ruder et al.'s rule
+    for video frames) and its image changed by at most `change` (the mean absolute change of a
+    pixel's channels, 0-255). A criterion at 0 is off; `rule` makes none when both are."""
 
-    def __init__(self, tolerance: float, window: int) -> None:
-        self.tolerance, self.window, self.totals = tolerance, window, []
+    PARTS = 5  # the image is looked at every window/PARTS iterations, kept PARTS + 1 times
 
-    def __call__(self, rows: np.ndarray) -> bool:
-        self.totals.append(float(rows[0, 0]))
-        if not self.tolerance or len(self.totals) <= self.window:
+    def __init__(self, tolerance: float, window: int, change: float = 0.0) -> None:
+        self.tolerance, self.window, self.change = tolerance, window, change
+        self.totals: deque[float] = deque(maxlen=window + 1)
+        self.every = max(1, window // self.PARTS)
+        self.images: deque[np.ndarray] = deque(maxlen=window // self.every + 1)
+        self.steps = 0
+
+    @classmethod
+    def rule(cls, tolerance: float, window: int, change: float = 0.0) -> "Converged | None":
+        return cls(tolerance, window, change) if tolerance or change else None
+
+    def __call__(self, values: np.ndarray, run: View) -> bool:
+        self.steps += 1
+        self.totals.append(float(values[0]))
+        flat = not self.tolerance or self._fell_by() <= self.tolerance
+        if not self.change:
+            return self.tolerance > 0 and flat and self.steps > self.window
+        if self.steps % self.every:
             return False
-        before, now = self.totals[-1 - self.window], self.totals[-1]
-        return (before - now) <= self.tolerance * abs(before)
+        self.images.append(np.clip(run.result(), 0, 255))
+        return flat and len(self.images) == self.images.maxlen and float(
+            np.abs(self.images[-1] - self.images[0]).mean()) <= self.change
+
+    def _fell_by(self) -> float:
+        """The total's fall over the window, a share of it then (inf: no window yet)."""
+        if len(self.totals) <= self.window:
+            return float("inf")
+        before, now = self.totals[0], self.totals[-1]
+        return (before - now) / abs(before) if before else 0.0
 
 
 def _start(run: Run, scaled: Scaled, previous: np.ndarray | None, shape: tuple[int, int]

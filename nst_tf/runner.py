@@ -20,11 +20,11 @@ from nst_tf.cache import check_cache_dir, default_cache_dir
 from nst_tf.callbacks import LossLog, ProgressBar, Snapshots, TensorBoardLog, TimeEstimate
 from nst_tf.config import RunConfig, record
 from nst_tf.course import Course, Leg, Stage
-from nst_tf.ending import end
+from nst_tf.ending import end, ended
 from nst_tf.errors import StopRequest, UserError
 from nst_tf.images import save_png, to_array
 from nst_tf.jobs import Composed, Job, Prepared
-from nst_tf.loop import upsampled, walk
+from nst_tf.loop import Converged, upsampled, walk
 from nst_tf.objective import loss_terms, loss_weights
 from nst_tf.pictures import (
     Scaled,
@@ -81,7 +81,7 @@ def prepare(job: Job, composed: Composed, session: Session = SESSION,
                         f"smaller size, or {drop}")
     course = Course.of(settings, checkpoint, [tiling.tile for tiling in tilings])
     if checkpoint:
-        course.check_resumable(checkpoint.run_dir)
+        course.check_resumable(checkpoint.run_dir, _rule(settings) is not None)
         check_resume(checkpoint, pictures.plan(course.resumed_size)[0])
     vgg = session.weights(settings, cache_dir)
     log.info("weights: %s (sha256 %s)", vgg.source, vgg.digest[:12])
@@ -150,6 +150,7 @@ class _Still:
                           step.value_names, member)
 
     def keep(self, leg: Leg, scaled: Scaled, image: np.ndarray, outcome: Outcome) -> None:
+        self.p.job.summary["stages"][-1]["ended"] = ended(outcome)
         if self.p.course.coarse_to_fine and self.p.out:
             save_png(self.p.out / f"scale_{leg.stage.size:05d}.png",
                      self.p.show(image, scaled.content_rgb))
@@ -178,7 +179,7 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
             _outputs_again(p)
         return
     runs = [_Still(p, step_settings, logs, i) for i, p in enumerate(group)]
-    walked = walk(runs, lead.course, build, stop)
+    walked = walk(runs, lead.course, build, stop, done=lambda i, leg: _rule(group[i].settings))
     with stop.noted():  # the results are saved whole, and said truly
         for i, p in enumerate(group):
             outcome, leg = walked.outcomes[i], walked.legs[i]
@@ -190,10 +191,17 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
             end(p, shown, outcome, walked.signum)
             if finished:
                 values = outcome.progress.values
-                log.info("%d iterations in %.1f s: total %.4g, content %.4g, style %.4g%s",
-                         outcome.iteration, outcome.progress.seconds, values["total"],
+                log.info("%d iterations in %.1f s (%s): total %.4g, content %.4g, style %.4g%s",
+                         outcome.iteration, outcome.progress.seconds, ended(outcome),
+                         values["total"],
                          values["content"], values["style"],
                          f"; wrote {p.out / 'result.png'}" if p.out else "")
+
+
+def _rule(settings: RunConfig) -> Converged | None:
+    """A still's stop rule on each of its legs (none: it runs every iteration)."""
+    converge = settings.converge
+    return Converged.rule(converge.tolerance, converge.window, converge.change)
 
 
 def _outputs_again(p: Prepared) -> None:
@@ -263,5 +271,5 @@ def _callbacks(p: Prepared, pictures: Scaled, iterations: int, logs: dict[int, L
     if p.settings.progress:
         callbacks.append(ProgressBar(iterations, description=p.job.label, position=member))
     if member == 0:
-        callbacks.append(TimeEstimate(iterations))
+        callbacks.append(TimeEstimate(iterations, at_most=_rule(p.settings) is not None))
     return callbacks

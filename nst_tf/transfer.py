@@ -176,10 +176,12 @@ class StyleTransfer:
         """A member's current image, float32 (H, W, 3) in pixel units (not yet clipped)."""
         return self.image[member].numpy()
 
-    def end(self, member: int) -> None:
-        """Stop optimising `member` and put back its newest image with finite losses."""
+    def end(self, member: int, keep: bool = False) -> None:
+        """Stop optimising `member` and put back its newest image with finite losses (`keep`:
+        keep its current image, as a converged member does)."""
         self.active[member].assign(False)
-        self.image[member].assign(self.last_finite[member])
+        if not keep:
+            self.image[member].assign(self.last_finite[member])
 
     def _named(self, values: np.ndarray) -> dict[str, float]:
         return dict(zip(self.value_names, values.tolist(), strict=True))
@@ -226,6 +228,12 @@ class Outcome:
     iteration: int
     progress: Progress | None
     error: Exception | None = None  # "failed": a callback could not write
+    converged: bool = False  # "ok" before its iterations ran out: its stop rule said so
+
+
+# A member's stop rule: given its values at a step (total first) and its view (the image after
+# the step), whether it has converged.
+Rule = Callable[[np.ndarray, View], bool]
 
 
 class Diverged(Exception):
@@ -241,9 +249,9 @@ def optimise_batch(
     transfer: StyleTransfer,
     iterations: int,
     callbacks: Sequence[Sequence[Callback]],
-    first: int = 0,
+    first: int | Sequence[int] = 0,
     seconds: float = 0.0,
-    done: Callable[[np.ndarray], bool] | None = None,
+    done: Sequence[Rule | None] = (),
     stop: Callable[[], int | None] | None = None,
 ) -> tuple[list[Outcome], int | None]:
     """Run `iterations` steps of every member; return how each ended and the stop signal that
@@ -252,13 +260,16 @@ def optimise_batch(
     `callbacks[b]` are member b's. A member whose loss becomes non-finite gets its newest finite
     image back, its callbacks save it, and it ends "diverged" while the others go on. A stop
     signal lets every running member's callbacks save what there is ("interrupted"). A resumed
-    run counts on from iteration `first` and `seconds` of earlier wall time. `done`, given each
-    step's (B, values), may end the loop early as converged ("ok"). `stop`, asked between
+    run counts on from iteration `first` (or `first[b]` each) and `seconds` of earlier wall time.
+    `done[b]`, member b's
+    stop rule (none: it runs every iteration), asked after each of its steps, ends that member
+    alone as converged ("ok", at its image then) while the others go on. `stop`, asked between
     steps, returns the stop signal once one was requested (the loop installs no handlers:
     whoever runs it decides what stops it; an exception raised inside TensorFlow's Python layers
     could leave it unable to evaluate the image to save).
     """
     started = time.perf_counter() - seconds
+    firsts = [first] * transfer.batch if isinstance(first, int) else list(first)
     views = [View(transfer, member) for member in range(transfer.batch)]
     outcomes: list[Outcome | None] = [None] * transfer.batch
     last: list[Progress | None] = [None] * transfer.batch  # each member's newest finite row
@@ -284,10 +295,13 @@ def optimise_batch(
             return
         outcomes[member] = Outcome("diverged", iteration, last[member])
 
-    def visit(rows: np.ndarray, iteration: int, status: str | None) -> None:
-        """Each running member's values at `iteration`: a step's (`status` None) or the end's."""
+    def visit(rows: np.ndarray, updates: int, status: str | None,
+              members: Sequence[int] = range(transfer.batch), converged: bool = False) -> None:
+        """Each running member's values after `updates` of this loop: a step's (`status` None)
+        or the end's (of `members`, which `converged`, or not)."""
         now = time.perf_counter() - started
-        for member, values in enumerate(rows):
+        for member in members:
+            values, iteration = rows[member], firsts[member] + updates
             if outcomes[member] is not None:
                 continue
             if not np.isfinite(values).all():
@@ -298,18 +312,25 @@ def optimise_batch(
                 last[member] = progress
                 call(member, iteration, progress, None)
             elif call(member, iteration, progress, status):
-                outcomes[member] = Outcome(status, iteration, progress)
+                outcomes[member] = Outcome(status, iteration, progress, converged=converged)
 
     signum = None
-    for iteration in range(first, first + iterations):
+    rules = list(done) or [None] * transfer.batch
+    for updates in range(iterations):
         rows = transfer.step_values()
-        visit(rows, iteration, None)
+        visit(rows, updates, None)
+        converged = [member for member, rule in enumerate(rules) if outcomes[member] is None
+                     and rule is not None and rule(rows[member], views[member])]
+        if converged:  # each ends alone at its image now, one update on from its row
+            visit(transfer.evaluate_values(), updates + 1, "ok", converged, converged=True)
+            for member in converged:
+                transfer.end(member, keep=True)
         signum = stop() if stop is not None else None
-        if signum is not None or all(outcomes) or (done is not None and done(rows)):
+        if signum is not None or all(outcomes):
             break
-    # A step cut short by a signal still completes, so count updates rather than rows.
-    visit(transfer.evaluate_values(), first + int(transfer.updates.numpy()),
-          "interrupted" if signum is not None else "ok")
+    if not all(outcomes):  # a step cut short by a signal still completes: count updates
+        visit(transfer.evaluate_values(), int(transfer.updates.numpy()),
+              "interrupted" if signum is not None else "ok")
     return [outcome for outcome in outcomes if outcome], signum
 
 

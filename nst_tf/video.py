@@ -27,7 +27,7 @@ from nst_tf.course import Course, Leg, Stage
 from nst_tf.errors import StopRequest
 from nst_tf.images import save_png
 from nst_tf.jobs import Composed, Job, Prepared
-from nst_tf.loop import FlatLoss, walk
+from nst_tf.loop import Converged, walk
 from nst_tf.objective import loss_weights
 from nst_tf.pictures import Scaled, initial_image
 from nst_tf.rundir import write_settings
@@ -254,7 +254,7 @@ def _make_frame(c: ClipRun, index: int, frame: Scaled, previous: list, pass_no: 
     else:
         video = p.settings.video
         walked = walk([one], Course(stages, first, each_from_zero=True), c.build, c.stop,
-                      done=lambda leg: FlatLoss(video.tolerance, video.window)
+                      done=lambda run, leg: Converged.rule(video.tolerance, video.window)
                       if leg.number == leg.count else None, say_legs=False)
         outcome, leg, image = walked.outcomes[0], walked.legs[0], walked.images[0]
         if leg.number < leg.count and outcome.status in ("ok", "interrupted"):

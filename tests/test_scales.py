@@ -72,7 +72,8 @@ def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in(tmp_path):
                                iterations=500)
 
     def resumed(iteration: int) -> Course:
-        return Course.of(settings, SimpleNamespace(iteration=iteration, seconds=1.5))
+        return Course.of(settings, SimpleNamespace(iteration=iteration, seconds=1.5, rows=[],
+                                                   last=None))
 
     inside, between = resumed(6), resumed(4)
     assert [(leg.stage.size, leg.iterations, leg.first) for leg in inside.legs()] == [
@@ -84,6 +85,6 @@ def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in(tmp_path):
     (tmp_path / "result.png").touch()
     (tmp_path / "summary.json").write_text('{"status": "ok"}')
     with pytest.raises(UserError, match="already ran 12 iterations; its result is in that dir"):
-        resumed(12).check_resumable(tmp_path)
+        resumed(12).check_resumable(tmp_path, False)
     (tmp_path / "summary.json").write_text('{"status": "failed"}')  # its outputs failed:
-    resumed(12).check_resumable(tmp_path)  # resume= writes them, running nothing
+    resumed(12).check_resumable(tmp_path, False)  # resume= writes them, running nothing
