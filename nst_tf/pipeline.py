@@ -144,21 +144,23 @@ def _batch_size(members: Sequence[Prepared], batch_size: int | str) -> int:
     largest = max(lead.course.stages, key=lambda stage: stage.size).size
     content, styles = lead.pictures.plan(largest)
     history = getattr(settings.optimizer, "history_size", 0)
-    fits = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
-                         settings.optimizer.name, history, wanted,
+    # One more than asked: auto's probe holds one image's step beside a batch's.
+    room = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
+                         settings.optimizer.name, history, wanted + 1,
                          backbone=settings.model.backbone)
     if batch_size != "auto":
+        fits = min(room, wanted)
         if fits < wanted:
             say(f"batch_size={batch_size}: only {fits} runs at {largest} px fit in memory at "
                 f"once; running {fits} at a time")
         return fits
-    if fits < 2 or any(stage.tile for stage in lead.course.stages):
+    if room - 1 < 2 or any(stage.tile for stage in lead.course.stages):
         return 1  # nothing to share, or tiles: one image already fills the memory
     pixels = content[0] * content[1]
     steps = jobs * sum(leg.iterations * _pixels(lead, leg.stage.size) / pixels
                        for leg in lead.course.legs())
     return SESSION.batch_size(union_of_layers(members), lead.weights, (content[1], content[0]),
-                              fits, steps, Path(lead.job.summary["cache"])).batch
+                              room - 1, steps, Path(lead.job.summary["cache"])).batch
 
 
 def _pixels(p: Prepared, size: int) -> int:

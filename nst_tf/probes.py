@@ -83,20 +83,22 @@ def remembered(cache_dir: Path, kind: str, facts: Mapping[str, Any], fields: Seq
     return Found(answer, "probed", path)
 
 
-def step_seconds(transfer: StyleTransfer, weights: Weights) -> float:
-    """The median time of PROBE_STEPS steps of a built transfer, every member started on
-    noise."""
-    height, width = transfer.shape
+def step_seconds(transfers: Sequence[StyleTransfer], weights: Weights) -> list[float]:
+    """Each built transfer's median time of PROBE_STEPS steps, every member started on noise;
+    the transfers step in turn, so a machine's changing load falls on each alike."""
     rng = np.random.default_rng(0)
 
-    def noise() -> np.ndarray:
-        return rng.uniform(0, 255, (height, width, 3)).astype(np.float32)
+    def noise(shape: tuple[int, int]) -> np.ndarray:
+        return rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
 
-    transfer.start_batch([Member(noise(), noise(), noise(), weights)
-                          for _ in range(transfer.batch)])
-    times = []
+    for transfer in transfers:
+        transfer.start_batch([Member(noise(transfer.shape), noise(transfer.shape),
+                                     noise(transfer.shape), weights)
+                              for _ in range(transfer.batch)])
+    times: list[list[float]] = [[] for _ in transfers]
     for _ in range(PROBE_STEPS):
-        started = time.perf_counter()
-        transfer.step_values()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for transfer, taken in zip(transfers, times, strict=True):
+            started = time.perf_counter()
+            transfer.step_values()
+            taken.append(time.perf_counter() - started)
+    return [statistics.median(taken) for taken in times]

@@ -54,8 +54,9 @@ class Session:
         def probe(precision: str) -> float:
             trial = dataclasses.replace(settings, precision=Precision(precision))
             size = precision_probe.PROBE_SIZE
-            return probes.step_seconds(self.build(trial, weights, (size, size)),
-                                       loss_weights(settings))
+            [seconds] = probes.step_seconds([self.build(trial, weights, (size, size))],
+                                            loss_weights(settings))
+            return seconds
 
         choice = precision_probe.choose(probe, cache_dir)
         used = choice.used if requested == "auto" else requested
@@ -73,12 +74,17 @@ class Session:
     def batch_size(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
                    cap: int, steps: float, cache_dir: Path) -> batching.BatchChoice:
         """batch_size=auto for jobs that share the step of `settings` at `shape`: at most
-        `cap` at once, `steps` their steps at one image per step. The probe builds the steps
-        the jobs would run (without masks), so the one chosen last is reused."""
+        `cap` at once (besides one more for the probe), `steps` their steps at one image per
+        step. The probe builds the steps the jobs would run (without masks); the one-image step
+        is kept, for the jobs if no batch pays."""
         def measure(batch: int) -> batching.Timing:
-            transfer, _ = self.transfer(settings, weights, shape, batch=batch)
-            return batching.Timing(probes.step_seconds(transfer, loss_weights(settings)),
-                                   transfer.compile_seconds)
+            one, _ = self.transfer(settings, weights, shape)  # kept: the jobs' if none pays
+            if batch == 1:
+                [seconds] = probes.step_seconds([one], loss_weights(settings))
+                return batching.Timing(seconds, one.compile_seconds, seconds)
+            many = self.build(settings, weights, shape, batch=batch)  # beside it, not kept
+            alone, seconds = probes.step_seconds([one, many], loss_weights(settings))
+            return batching.Timing(seconds, many.compile_seconds, alone)
 
         model = settings.model
         facts = {"shape": list(shape), "precision": settings.precision.value,

@@ -23,7 +23,7 @@ class Steps:
 
     def __call__(self, batch: int) -> batching.Timing:
         self.calls.append(batch)
-        return batching.Timing(self.seconds[batch], self.build)
+        return batching.Timing(self.seconds[batch], self.build, self.seconds[1])
 
 
 @pytest.mark.parametrize("seconds, cap, chosen, measured", [
@@ -38,7 +38,7 @@ def test_a_batch_runs_where_it_beats_one_image_per_step_by_the_margin(
     steps = Steps(seconds)
     choice = batching.choose(steps, cap, 10_000, tmp_path, FACTS)
     assert (choice.batch, choice.source, steps.calls) == (chosen, "probed", measured)
-    assert choice.rates == {b: b / seconds[b] for b in measured}
+    assert choice.speedups == pytest.approx({b: b * seconds[1] / seconds[b] for b in measured})
 
 
 def test_the_probe_is_kept_and_asked_once(tmp_path):
@@ -46,10 +46,10 @@ def test_the_probe_is_kept_and_asked_once(tmp_path):
     never = Steps({})  # any call would fail: no size is timed again
     again = batching.choose(never, 4, 10_000, tmp_path, FACTS)
     assert never.calls == [] and (again.batch, again.source) == (4, "cached")
-    assert again.rates == first.rates and again.path == first.path
+    assert again.speedups == first.speedups and again.path == first.path
     (entry,) = (tmp_path / "batch").iterdir()
     assert entry == first.path and json.loads(entry.read_text())["facts"] == FACTS
-    # Fewer jobs later: the kept rates decide among the sizes they allow.
+    # Fewer jobs later: what was kept decides among the sizes they allow.
     assert batching.choose(never, 2, 10_000, tmp_path, FACTS).batch == 2
     # Another step (another size or precision) is probed on its own.
     other = Steps({1: 1.0, 2: 2.0})
@@ -58,23 +58,24 @@ def test_the_probe_is_kept_and_asked_once(tmp_path):
 
 
 def test_no_probe_that_costs_more_than_a_share_of_the_jobs(tmp_path):
-    # 20 steps of 1 s: probing 2 images (a build of 1 s, 3 steps of 2 s, a build again) would
-    # cost 8 s, over 10% of them. One image per step; nothing kept, so a longer sweep probes.
+    # 20 steps of 1 s: probing 2 images (a build of 1 s, 3 steps of 2 s and of 1 s, a build
+    # again) would cost 11 s, over 10% of them. One image per step; nothing kept, so a longer
+    # sweep probes.
     steps = Steps({1: 1.0, 2: 1.0})
     choice = batching.choose(steps, 4, 20, tmp_path, FACTS)
     assert (choice.batch, choice.source, steps.calls) == (1, "not probed", [1])
     assert not (tmp_path / "batch").exists()
     # Enough for 2 but not for 4 more: decided on what was measured, and kept.
     steps = Steps({1: 1.0, 2: 1.0, 4: 2.0})
-    choice = batching.choose(steps, 4, 120, tmp_path, FACTS)
+    choice = batching.choose(steps, 4, 150, tmp_path, FACTS)
     assert (choice.batch, steps.calls) == (2, [1, 2])
 
 
 def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
     choice = SESSION.batch_size(settings("precision=fp32"), vgg_weights, (24, 32), 2, 1e6,
                                 tmp_path)
-    assert choice.source == "probed" and set(choice.rates) == {1, 2}
-    assert all(rate > 0 for rate in choice.rates.values()) and choice.batch in (1, 2)
+    assert choice.source == "probed" and set(choice.speedups) == {1, 2}
+    assert choice.speedups[2] > 0 and choice.batch in (1, 2)
     assert choice.path.parent == tmp_path / "batch"
 
 
