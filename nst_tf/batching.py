@@ -5,8 +5,8 @@ CPU 4 images per step made 1.60x as many images per second as one in bf16 at 256
 in fp32 at 512 px; docs/BATCHING.md), so nothing is assumed of a device: a short probe of the
 real compiled step times one image per step against 2, 4, ... images (in turn with one image
 per step, so a machine's changing load falls on both; as many as the jobs and the memory check
-allow), once per machine and step (shape, precision, backbone, optimiser, style
-loss), kept in the cache (nst_tf.probes). A batch runs only where it beat one image per step by
+allow), once per machine and step (shape, precision, backbone, optimiser, style loss), kept
+in the cache (nst_tf.probes). A batch runs only where it beat one image per step by
 MARGIN, and the probe runs only where it costs a small share of the jobs' time.
 """
 
@@ -19,9 +19,10 @@ from nst_tf.probes import PROBE_STEPS, remembered
 
 # A batch must make this many times the images per second of one image per step: the issue's
 # target for a batched sweep (1.25x sooner), and room for what the probe cannot see. On a
-# loaded machine the median of three steps moved by up to 25% between two probes of the same
-# step (docs/BATCHING.md); a batch also costs what is not timed (another compiled step where
-# the jobs do not divide evenly). A smaller gain is not worth the risk of a slower sweep.
+# loaded machine the median of five steps of one step moved by 25% between two builds, and
+# sizes timed one after another (not in turn) found 1.27x where the sweep ran 0.98x
+# (docs/BATCHING.md); a batch also costs what is not timed (another compiled step where the
+# jobs do not divide evenly). A smaller gain is not worth the risk of a slower sweep.
 MARGIN = 1.25
 # The probe of larger batches runs only if it would cost at most this share of the jobs' time
 # at one image per step: half of what a batch at the issue's 1.25x target would save.
