@@ -70,7 +70,8 @@ def stylize_batch(items: Sequence[Mapping[str, Any]], batch_size: int | str = "a
     """Many runs, each item the keyword arguments `stylize` takes (`content`, `style`,
     `output_dir` and settings); items that can share a compiled step (same shapes, layers,
     backbone, precision, optimiser settings and iterations) run together, `batch_size` at a
-    time ("auto": as many as fit in memory, at most 16).
+    time ("auto": as many as a probe of the step found fastest here and fit in memory, at
+    most 16; docs/BATCHING.md).
 
     Returns one Result per item, in order; a failed item's has no image and says why in
     `summary["reason"]`. Raises KeyboardInterrupt if stopped (every running item saved).

@@ -24,7 +24,8 @@ from nst_tf.memory import largest_batch
 from nst_tf.optimizer_config import LineSearch
 from nst_tf.report import write_summary
 from nst_tf.rundir import check_run_dir, claim_dir, release
-from nst_tf.runner import group_key, prepare, run_group
+from nst_tf.runner import group_key, prepare, run_group, union_of_layers
+from nst_tf.session import SESSION
 from nst_tf.video import run_video
 
 log = logging.getLogger("nst_tf")
@@ -32,20 +33,21 @@ log = logging.getLogger("nst_tf")
 __all__ = ["Where", "attempt_jobs", "write_record"]
 
 _ONE_AT_A_TIME = threading.RLock()  # the session's compiled step serves one batch at a time
-AUTO_BATCH_CAP = 16  # batch_size=auto: at most this many, as the memory check allows
+AUTO_BATCH_CAP = 16  # batch_size=auto: at most this many, as the memory check and probe allow
 OUT_OF_MEMORY = ("ran out of memory; use a smaller size, a smaller optimizer.history_size, "
                  "fewer runs per batch, or scales=[...]")
 
 
 def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: bool = False,
                  stop: StopRequest | None = None) -> list[dict[str, Any]]:
-    """Run `jobs`, as batches of up to `batch_size` (or "auto": as many as fit in memory, at
-    most AUTO_BATCH_CAP) where they can share a compiled step, and return each one's summary,
-    also written as its summary.json. A job whose content.path is a folder or glob runs once
-    per image, one after another. A job's own mistake fails it alone. A stop signal before
-    the loop stops at once; in the loop every running job saves; jobs after it are skipped.
-    With `keep_going` (a sweep), a bug in one batch fails its jobs and the rest go on. `stop`:
-    the request a driver's signal handlers feed (none: nothing stops the jobs but an error)."""
+    """Run `jobs`, as batches of up to `batch_size` (or "auto": as many as a probe found
+    fastest here and fit in memory, at most AUTO_BATCH_CAP) where they can share a compiled
+    step, and return each one's summary, also written as its summary.json. A job whose
+    content.path is a folder or glob runs once per image, one after another. A job's own
+    mistake fails it alone. A stop signal before the loop stops at once; in the loop every
+    running job saves; jobs after it are skipped. With `keep_going` (a sweep), a bug in one
+    batch fails its jobs and the rest go on. `stop`: the request a driver's signal handlers
+    feed (none: nothing stops the jobs but an error)."""
     stop = stop or StopRequest()
     claims: list[Path | None] = []
     with _ONE_AT_A_TIME, _releasing(claims):
@@ -72,21 +74,16 @@ def attempt_jobs(jobs: Sequence[Job], batch_size: int | str = 1, keep_going: boo
                 stop.request(stopped_here.signum)
             except Exception as error:  # noqa: BLE001  (worded by _fail; bugs re-raised there)
                 _fail([job], error, keep_going)
-        for group in _groups(ready, batch_size):
+        groups: list[list[Prepared]] = []
+        with _ending(ready, keep_going, stop):
+            groups = _groups(ready, batch_size)  # batch_size=auto may probe the step here
+        for group in groups:
             if stop() is not None:
                 for p in group:
                     _skip(p.job, stop())
                 continue
-            try:
+            with _ending(group, keep_going, stop):
                 run_group(group, stop)
-            except Stopped as stopped_here:  # before the loop: nothing of these jobs was saved
-                for p in group:
-                    if "exit_code" not in p.job.summary:
-                        stopped(p.job, stopped_here.signum, None)
-                stop.request(stopped_here.signum)
-            except Exception as error:  # noqa: BLE001
-                _fail([p.job for p in group if "exit_code" not in p.job.summary], error,
-                      keep_going)
     for job in jobs:
         _write(job)
     return [job.summary for job in jobs]
@@ -101,6 +98,21 @@ def _releasing(claims: list[Path | None]) -> Iterator[None]:
             release(claim)
 
 
+@contextmanager
+def _ending(group: Sequence[Prepared], keep_going: bool, stop: StopRequest) -> Iterator[None]:
+    """What ends the jobs of `group` that have not ended yet, before their loop saved anything:
+    a stop signal, or an error (worded by _fail; bugs re-raised there unless `keep_going`)."""
+    try:
+        yield
+    except Stopped as stopped_here:
+        for p in group:
+            if "exit_code" not in p.job.summary:
+                stopped(p.job, stopped_here.signum, None)
+        stop.request(stopped_here.signum)
+    except Exception as error:  # noqa: BLE001
+        _fail([p.job for p in group if "exit_code" not in p.job.summary], error, keep_going)
+
+
 def _groups(ready: Sequence[Prepared], batch_size: int | str) -> list[list[Prepared]]:
     """Jobs that can share a compiled step, in the order they came, in batches of at most
     `batch_size`."""
@@ -111,39 +123,49 @@ def _groups(ready: Sequence[Prepared], batch_size: int | str) -> list[list[Prepa
     for members in by_key.values():
         # As few batches as the size allows, of equal sizes where they can be: batches of one
         # size share one compiled step (20 jobs at most 16 at once: 10 + 10, one compile).
-        count = -(-len(members) // _batch_size(members[0], batch_size, len(members)))
+        count = -(-len(members) // _batch_size(members, batch_size))
         bounds = [round(i * len(members) / count) for i in range(count + 1)]
         groups += [members[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     return groups
 
 
-def _batch_size(lead: Prepared, batch_size: int | str, jobs: int) -> int:
-    """How many of these `jobs` run at once: 1 with a line search; `batch_size`, or ("auto") 1
-    on a CPU and on a GPU at most AUTO_BATCH_CAP, never more than the memory check says fit."""
+def _batch_size(members: Sequence[Prepared], batch_size: int | str) -> int:
+    """How many of these jobs run at once: 1 with a line search; `batch_size`, or ("auto") the
+    most images per second the probe found here (nst_tf.batching), never more than the memory
+    check says fit."""
+    lead, jobs = members[0], len(members)
     settings = lead.settings
     if getattr(settings.optimizer, "line_search", None) == LineSearch.strong_wolfe:
         if jobs > 1 and batch_size != 1:
             say("optimizer.line_search=strong_wolfe runs one image at a time (each image's "
                 "trial steps differ); these jobs run one after another")
         return 1
-    if batch_size == "auto" and not tf.config.list_physical_devices("GPU"):
-        # Measured on CPUs: one image already fills the cores, and a batch only adds cache
-        # pressure (docs/BATCHING.md); batch_size=N still batches there.
-        if jobs > 1:
-            log.info("batch_size=auto: one image per step on a CPU (batching measured no faster "
-                     "there, docs/BATCHING.md); hydra.launcher.batch_size=N batches anyway")
-        return 1
     wanted = min(AUTO_BATCH_CAP if batch_size == "auto" else int(batch_size), jobs)
     largest = max(lead.course.stages, key=lambda stage: stage.size).size
     content, styles = lead.pictures.plan(largest)
     history = getattr(settings.optimizer, "history_size", 0)
-    fits = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
-                         settings.optimizer.name, history, wanted,
+    # One more than asked: auto's probe holds one image's step beside a batch's.
+    room = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
+                         settings.optimizer.name, history, wanted + 1,
                          backbone=settings.model.backbone)
-    if fits < wanted and batch_size != "auto":
-        say(f"batch_size={batch_size}: only {fits} runs at {largest} px fit in memory at "
-            f"once; running {fits} at a time")
-    return fits
+    if batch_size != "auto":
+        fits = min(room, wanted)
+        if fits < wanted:
+            say(f"batch_size={batch_size}: only {fits} runs at {largest} px fit in memory at "
+                f"once; running {fits} at a time")
+        return fits
+    if room - 1 < 2 or any(stage.tile for stage in lead.course.stages):
+        return 1  # nothing to share, or tiles: one image already fills the memory
+    pixels = content[0] * content[1]
+    steps = jobs * sum(leg.iterations * _pixels(lead, leg.stage.size) / pixels
+                       for leg in lead.course.legs())
+    return SESSION.batch_size(union_of_layers(members), lead.weights, (content[1], content[0]),
+                              room - 1, steps, Path(lead.job.summary["cache"])).batch
+
+
+def _pixels(p: Prepared, size: int) -> int:
+    width, height = p.pictures.plan(size)[0]
+    return width * height
 
 
 def _fail(jobs: Sequence[Job], error: Exception, keep_going: bool) -> None:

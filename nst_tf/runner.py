@@ -161,7 +161,7 @@ def run_group(group: Sequence[Prepared], stop: StopRequest, session: Session = S
     """Optimise `group` (equal group_key) as one batch along its course; each job's summary
     says how it ended and holds its outputs. Raises what no single job caused (out of memory)
     with every job's record untouched, and Stopped for a stop before anything was saved."""
-    step_settings = _union_of_layers(group)
+    step_settings = union_of_layers(group)
     lead, logs = group[0], {}
 
     def build(stage: Stage, shape: tuple[int, int], batch: int) -> tuple[StyleTransfer, bool]:
@@ -222,7 +222,7 @@ def _outputs_again(p: Prepared) -> None:
              checkpoint.iteration)
 
 
-def _union_of_layers(group: Sequence[Prepared]) -> RunConfig:
+def union_of_layers(group: Sequence[Prepared]) -> RunConfig:
     """The settings the batch's step is built with: the first run's, reading every layer any
     run of the batch reads, in the backbone's order."""
     lead = group[0].settings

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nst_tf import batching, probes
 from nst_tf import precision as precision_probe
 from nst_tf.config import Precision, RunConfig, StyleLossKind, record
 from nst_tf.errors import pause_point, warn
@@ -53,8 +54,9 @@ class Session:
         def probe(precision: str) -> float:
             trial = dataclasses.replace(settings, precision=Precision(precision))
             size = precision_probe.PROBE_SIZE
-            return precision_probe.step_seconds(self.build(trial, weights, (size, size)),
-                                                loss_weights(settings))
+            [seconds] = probes.step_seconds([self.build(trial, weights, (size, size))],
+                                            loss_weights(settings))
+            return seconds
 
         choice = precision_probe.choose(probe, cache_dir)
         used = choice.used if requested == "auto" else requested
@@ -68,6 +70,31 @@ class Session:
         return dataclasses.replace(settings, precision=Precision(used)), {
             "requested": requested, "used": used, "bf16_speedup": speedup,
             "device": choice.device, "decided": choice.source}
+
+    def batch_size(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
+                   cap: int, steps: float, cache_dir: Path) -> batching.BatchChoice:
+        """batch_size=auto for jobs that share the step of `settings` at `shape`: at most
+        `cap` at once (besides one more for the probe), `steps` their steps at one image per
+        step. The probe builds the steps the jobs would run (without masks); the one-image step
+        is kept, for the jobs if no batch pays."""
+        def measure(batch: int) -> batching.Timing:
+            one, _ = self.transfer(settings, weights, shape)  # kept: the jobs' if none pays
+            if batch == 1:
+                [seconds] = probes.step_seconds([one], loss_weights(settings))
+                return batching.Timing(seconds, one.compile_seconds, seconds)
+            many = self.build(settings, weights, shape, batch=batch)  # beside it, not kept
+            alone, seconds = probes.step_seconds([one, many], loss_weights(settings))
+            return batching.Timing(seconds, many.compile_seconds, alone)
+
+        model = settings.model
+        facts = {"shape": list(shape), "precision": settings.precision.value,
+                 "backbone": model.backbone, "pooling": model.pooling.value,
+                 "optimizer": settings.optimizer.name,
+                 "style_loss": settings.style_loss.name.value, "terms": sorted(settings.terms),
+                 "jit_compile": settings.jit_compile}
+        choice = batching.choose(measure, cap, steps, cache_dir, facts)
+        log.info(choice.line())
+        return choice
 
     def extractor(self, settings: RunConfig, weights: VGGWeights) -> FeatureExtractor:
         """The backbone with the configured pooling and precision, cut after the deepest layer

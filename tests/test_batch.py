@@ -17,7 +17,15 @@ from nst_tf.optim import LBFGS
 from nst_tf.optimizer_config import LbfgsConfig
 from nst_tf.pictures import initial_image
 from nst_tf.transfer import Member, StyleTransfer, Weights, optimise_batch
-from tests.helpers import FAST, pixels, read_csv, run_nst, start_nst, wait_for_rows
+from tests.helpers import (
+    FAST,
+    cache_of_its_own,
+    pixels,
+    read_csv,
+    run_nst,
+    start_nst,
+    wait_for_rows,
+)
 
 CONTENT = ["conv4_2"]
 STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
@@ -176,7 +184,7 @@ def test_stylize_batch_returns_each_item_in_order(tmp_path, images_dir):
         {"content": "tubingen", "style": "shipwreck", "output_dir": tmp_path / "kept", **common},
         {"content": "tubingen", "style": "starry", "foo": 1, **common},  # does not compose
     ]
-    results = nst_tf.stylize_batch(items, batch_size=16)  # auto: one at a time on a CPU
+    results = nst_tf.stylize_batch(items, batch_size=16)
     assert [r.summary["status"] for r in results] == ["ok", "ok", "ok", "failed", "ok", "failed"]
     assert [r.summary["stages"][0]["batch"] for i, r in enumerate(results) if i in (0, 1, 2, 4)
             ] == [3, 3, 1, 3]
@@ -257,15 +265,18 @@ def _sweep_csv(sweep) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def test_auto_batch_size_on_a_cpu_is_one_image_per_step(tmp_path):
-    if tf.config.list_physical_devices("GPU"):
-        pytest.skip("a GPU: batch_size=auto batches there")
-    sweep = tmp_path / "sweep"
+def test_auto_batch_size_runs_every_job_and_probes_no_short_sweep(tmp_path):
+    # Two jobs of two iterations: a probe would cost more than they could save, on any device.
+    sweep, cache = tmp_path / "sweep", cache_of_its_own(tmp_path / "cache")
     result = run_nst("-m", "hydra/launcher=nst_batched", "size=32", "iterations=2",
-                     "alpha=1e-3,1e-2", *FAST, f"hydra.sweep.dir={sweep}")
+                     "alpha=1e-3,1e-2", f"paths.cache={cache}", *FAST,
+                     f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
-    assert [json.loads((sweep / job / "summary.json").read_text())["stages"][0]["batch"]
-            for job in ("0", "1")] == [1, 1]
+    for job in ("0", "1"):
+        assert RUN_FILES <= {p.name for p in (sweep / job).iterdir()}
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["stages"][0]["batch"] == 1 and summary["final"]["iteration"] == 2
+    assert not (cache / "batch").exists()
 
 
 def test_auto_batch_size_is_what_the_memory_check_lets_fit():

@@ -61,9 +61,9 @@ def _logging_to(files: Sequence[str]) -> Iterator[None]:
 
 
 class BatchedLauncher(Launcher):
-    """Runs a sweep's jobs in this process, up to `batch_size` at once ("auto": as many as the
-    memory check allows, at most 16) where they share shapes, layers, backbone, precision,
-    optimiser settings and iterations."""
+    """Runs a sweep's jobs in this process, up to `batch_size` at once ("auto": as many as a
+    probe of the step found fastest here and the memory check allows, at most 16) where they
+    share shapes, layers, backbone, precision, optimiser settings and iterations."""
 
     def __init__(self, batch_size: int | str = "auto") -> None:
         if batch_size != "auto" and (not str(batch_size).isdigit() or int(batch_size) < 1):

