@@ -25,6 +25,7 @@ from nst_tf.rundir import SETTINGS
 ADDED_LATER: dict[str, Any] = {"video.allow_short": False}
 # What may change when resuming; everything else is the earlier run's, so the curve continues.
 CHANGEABLE = ("iterations", "save_every", "progress", "tensorboard", "precision", "jit_compile",
+              "model.winograd",
               "paths.images", "paths.cache", "objective")
 
 
