@@ -6,6 +6,7 @@
     python scripts/step_profile.py env TF_ENABLE_ONEDNN_OPTS=0 --size 256
     python scripts/step_profile.py env NST_THREADS=1,1 --size 256
     python scripts/step_profile.py convs --size 512
+    python scripts/step_profile.py peak --size 512
 
 `ab` builds the default step and the step with one override, in one process, and times their
 steps alternately (ABAB...); `env` does the same across fresh processes, for what TensorFlow
@@ -59,19 +60,20 @@ def pieces(size: int, rounds: int) -> None:
     probe = tf.random.stateless_normal(image.shape, seed=[0, 1])
     extractor = transfer.extractor
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward() -> tf.Tensor:
         return tf.add_n([tf.reduce_sum(f) for f in extractor(image).values()])
 
-    @tf.function
+    @tf.function(autograph=False)
     def backbone() -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(probe)
             total = tf.add_n([tf.reduce_sum(f) for f in extractor(image + probe).values()])
         return tape.gradient(total, probe)
 
-    objective = tf.function(lambda: transfer._values_and_grad(image.read_value())[1])
-    trip = tf.function(lambda: transfer.updates.read_value())
+    objective = tf.function(autograph=False,
+                            func=lambda: transfer._values_and_grad(image.read_value())[1])
+    trip = tf.function(autograph=False, func=lambda: transfer.updates.read_value())
     times = alternate({
         "forward": lambda: forward().numpy(),
         "forward+backward": lambda: backbone().numpy(),
@@ -154,7 +156,7 @@ def convs(size: int, rounds: int) -> None:
 def _forward_backward(conv: Callable, x):  # -> a call returning the input's gradient
     import tensorflow as tf
 
-    @tf.function
+    @tf.function(autograph=False)
     def run() -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -162,6 +164,29 @@ def _forward_backward(conv: Callable, x):  # -> a call returning the input's gra
         return tape.gradient(total, x)
 
     return lambda: run().numpy()
+
+
+def peak(size: int, rounds: int) -> None:
+    """The step's GFLOP/s against TensorFlow's and NumPy's fp32 GEMM peaks, all measured now
+    (scripts/bench/roofline.py), with and without model.winograd (counting the direct
+    convolutions' FLOPs: Winograd's speed as the rate it stands in for)."""
+    from bench import roofline
+
+    sizes = (1024, 2048)
+    tf_peak = roofline.matmul_peak("fp32", sizes, rounds)
+    numpy_peak = roofline.numpy_peak(sizes, rounds)
+    transfers = {name: build(overrides, size) for name, overrides in
+                 (("direct", []), ("winograd", ["model.winograd=true"]))}
+    flops = roofline.vgg_flops(transfers["direct"].extractor,
+                               harness.settings_for([]).style_layers, size, size)["total_flops"]
+    times = alternate({name: t.step_values for name, t in transfers.items()}, rounds)
+    print(f"GEMM peaks, GFLOP/s: TensorFlow {tf_peak['gflops']:.0f} ({tf_peak['best_form']}), "
+          f"NumPy {numpy_peak['gflops']:.0f} ({roofline.blas_label(numpy_peak)})")
+    for name, seconds in times.items():
+        rate = flops / statistics.median(seconds) / 1e9
+        print(f"step {size} px, {name}: {rate:.0f} GFLOP/s, {rate / tf_peak['gflops']:.0%} of "
+              f"TensorFlow's peak, {rate / numpy_peak['gflops']:.0%} of NumPy's "
+              f"(load {os.getloadavg()[0]:.1f})")
 
 
 def report(label: str, times: dict[str, list[float]]) -> None:
@@ -174,7 +199,7 @@ def report(label: str, times: dict[str, list[float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/step_profile.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("pieces", "ab", "env", "child", "convs"))
+    parser.add_argument("mode", choices=("pieces", "ab", "env", "child", "convs", "peak"))
     parser.add_argument("change", nargs="?", help="ab: a config override; env: NAME=VALUE")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
@@ -183,7 +208,7 @@ def main() -> None:
         parser.error(f"{args.mode} needs what to change, e.g. model.winograd=true")
     import nst_tf._tensorflow  # noqa: F401  (TensorFlow's start-up noise filtered)
 
-    if args.mode in ("pieces", "convs"):
+    if args.mode in ("pieces", "convs", "peak"):
         globals()[args.mode](args.size, args.rounds)
     elif args.mode == "child":
         child(args.size)
