@@ -29,6 +29,7 @@ ADDED_LATER: dict[str, Any] = {"video.allow_short": False, "converge.tolerance":
 # (the stop rule only says where it ends).
 CHANGEABLE = ("iterations", "converge.tolerance", "converge.change", "converge.window",
               "save_every", "progress", "tensorboard", "precision", "jit_compile",
+              "model.winograd",
               "paths.images", "paths.cache", "objective")
 
 

@@ -163,6 +163,9 @@ class ModelConfig:
     # Images to measure those means on: "skimage" (scikit-image's bundled pictures), folders
     # or image files.
     calibration: list[str] = field(default_factory=lambda: ["skimage"])
+    # fp32 only: the widest 3×3 convs (512 filters) by Winograd F(4×4, 3×3), exact to ~1e-5
+    # relative; faster where TensorFlow's direct convolution is weak (docs/STEP.md).
+    winograd: bool = False
 
 
 @dataclass

@@ -31,10 +31,11 @@ class FeatureExtractor:
     """RGB images in 0..255 -> float32 responses at the named layers."""
 
     def __init__(self, arrays: WeightArrays, pooling: str, layers: Sequence[str],
-                 precision: str = "fp32", backbone: str = DEFAULT_BACKBONE) -> None:
+                 precision: str = "fp32", backbone: str = DEFAULT_BACKBONE,
+                 winograd: bool = False) -> None:
         self.backbone = get_backbone(backbone)
         self.layers = tuple(dict.fromkeys(layers))
-        self.model = self.backbone.build(arrays, pooling, self.layers, precision)
+        self.model = self.backbone.build(arrays, pooling, self.layers, precision, winograd)
         # One trace for images of every size (targets, style images, tiles).
         self._forward = tf.function(
             self.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])

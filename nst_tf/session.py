@@ -103,11 +103,11 @@ class Session:
             raise ValueError("precision=auto is a choice to make first: see Session.precision")
         layers = tuple(dict.fromkeys(name for term in loss_terms(settings) for name in term.layers))
         key = (weights.backbone, weights.digest, settings.model.pooling.value,
-               settings.precision.value, layers)
+               settings.precision.value, layers, settings.model.winograd)
         if key not in self._extractors:
             self._extractors[key] = FeatureExtractor(
                 weights.arrays, settings.model.pooling.value, layers, settings.precision.value,
-                weights.backbone)
+                weights.backbone, settings.model.winograd)
         return self._extractors[key]
 
     def build(self, settings: RunConfig, weights: VGGWeights, shape: tuple[int, int],
@@ -124,7 +124,8 @@ class Session:
         """What runs must share to share a compiled step, besides the image shape, the batch
         and the layers (a batch's step reads the union of its runs' layers)."""
         return (weights.backbone, weights.digest, settings.model.pooling.value,
-                settings.precision.value, tuple(settings.terms), settings.loss_scale,
+                settings.model.winograd, settings.precision.value, tuple(settings.terms),
+                settings.loss_scale,
                 settings.optimizer.name, tuple(sorted(optimizer_params(settings).items())),
                 settings.jit_compile, regions,
                 settings.video.enabled, settings.video.long_term,  # the temporal term, its frames

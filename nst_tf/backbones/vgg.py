@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 WeightArrays = dict[str, tuple[np.ndarray, np.ndarray]]
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications"
+# model.winograd: F(4×4, 3×3) for the convs with this many filters or more (blocks 4 and 5).
+# Its transforms cost a pass over memory per layer whatever the channels, its savings grow with
+# them: on an AVX2 Zen 3 it won from 512 channels and lost at 256 (docs/STEP.md).
+WINOGRAD_MIN_FILTERS = 512
+WINOGRAD_TILE = 4
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,10 @@ class Backbone(Protocol):
         ...
 
     def build(self, arrays: WeightArrays, pooling: str, outputs: Sequence[str],
-              precision: str) -> "keras.Model":
+              precision: str, winograd: bool = False) -> "keras.Model":
         """A model from preprocessed images to a dict of `outputs`' responses, cut after the
-        deepest of them; `pooling` is avg or max."""
+        deepest of them; `pooling` is avg or max; `winograd`: the widest 3×3 convs by
+        Winograd's algorithm in fp32 (frozen weights; ignored in bf16)."""
         ...
 
     def preprocess(self, image: "tf.Tensor") -> "tf.Tensor":
@@ -143,7 +149,7 @@ class VGG:
             include_top=False, weights=None, input_shape=(None, None, 3))
 
     def build(self, arrays: WeightArrays, pooling: str, outputs: Sequence[str],
-              precision: str) -> "keras.Model":
+              precision: str, winograd: bool = False) -> "keras.Model":
         import keras
 
         base = self.keras_model()
@@ -154,13 +160,21 @@ class VGG:
         x, features = inputs, {}
         for layer in base.layers[1:]:
             config = {**layer.get_config(), "dtype": policy}
+            fast = (winograd and precision == "fp32" and isinstance(layer, keras.layers.Conv2D)
+                    and layer.filters >= WINOGRAD_MIN_FILTERS)
             if isinstance(layer, keras.layers.MaxPooling2D) and pooling == "avg":
                 rebuilt = keras.layers.AveragePooling2D.from_config(config)
+            elif fast:
+                from nst_tf.backbones.winograd import WinogradConv2D
+
+                rebuilt = WinogradConv2D(WINOGRAD_TILE, **config)
             else:
                 rebuilt = type(layer).from_config(config)
             x = rebuilt(x)
             if isinstance(layer, keras.layers.Conv2D):
                 rebuilt.set_weights(list(arrays[layer.name]))
+            if fast:
+                rebuilt.freeze()
             if layer.name in wanted:
                 features[wanted[layer.name]] = x
             if layer.name == last:
