@@ -111,6 +111,30 @@ def figure_size(png: Path) -> tuple[int, int]:
     return size
 
 
+def two_from_noise(vgg_weights, images_dir: Path):  # -> StyleTransfer
+    """A 32 px step of two members (the paper's terms, Tübingen after Starry Night) started from
+    noise, seeds 0 and 1: the core's batch at its smallest."""
+    from nst_tf.images import fit_long_side, read_rgb, to_array
+    from nst_tf.losses import paper_terms, weights_by_layer
+    from nst_tf.model import FeatureExtractor
+    from nst_tf.optimizer_config import LbfgsConfig
+    from nst_tf.pictures import initial_image
+    from nst_tf.transfer import Member, StyleTransfer, Weights
+
+    content_layers, style_layers = ["conv4_2"], ["conv1_1", "conv2_1", "conv3_1", "conv4_1",
+                                                 "conv5_1"]
+    content = to_array(fit_long_side(read_rgb(images_dir / "tubingen.jpg"), 32))
+    style = to_array(fit_long_side(read_rgb(images_dir / "starry_night.jpg"), 32))
+    extractor = FeatureExtractor(vgg_weights.arrays, "avg", content_layers + style_layers, "fp32")
+    transfer = StyleTransfer(extractor, paper_terms(content_layers, style_layers),
+                             content.shape[:2], "lbfgs", LbfgsConfig().params(), batch=2)
+    weights = Weights.paper(1e-3, 1.0, 0.0, weights_by_layer(content_layers),
+                            weights_by_layer(style_layers))
+    transfer.start_batch([Member(content, style, initial_image("noise", content, content, seed),
+                                 weights) for seed in (0, 1)])
+    return transfer
+
+
 def read_csv(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as file:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]

@@ -24,6 +24,7 @@ from tests.helpers import (
     read_csv,
     run_nst,
     start_nst,
+    two_from_noise,
     wait_for_rows,
 )
 
@@ -81,14 +82,7 @@ def test_a_member_never_depends_on_its_batch_mates(four):
 
 
 def test_a_member_that_cannot_write_ends_alone(vgg_weights, images_dir):
-    content = to_array(fit_long_side(read_rgb(images_dir / "tubingen.jpg"), 32))
-    style = to_array(fit_long_side(read_rgb(images_dir / "starry_night.jpg"), 32))
-    extractor = FeatureExtractor(vgg_weights.arrays, "avg", CONTENT + STYLE, "fp32")
-    transfer = StyleTransfer(extractor, paper_terms(CONTENT, STYLE), content.shape[:2], "lbfgs",
-                             LbfgsConfig().params(), batch=2)
-    weights = Weights.paper(1e-3, 1.0, 0.0, weights_by_layer(CONTENT), weights_by_layer(STYLE))
-    transfer.start_batch([Member(content, style, initial_image("noise", content, content, seed),
-                                 weights) for seed in (0, 1)])
+    transfer = two_from_noise(vgg_weights, images_dir)
 
     class FullDisk:
         def on_step(self, progress, run):

@@ -11,17 +11,10 @@ import pytest
 from nst_tf import compose, pipeline
 from nst_tf.compose import attempt, validate
 from nst_tf.course import Course, Stage
-from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.loop import Converged
-from nst_tf.losses import paper_terms, weights_by_layer
-from nst_tf.model import FeatureExtractor
-from nst_tf.optimizer_config import LbfgsConfig
-from nst_tf.pictures import initial_image
-from nst_tf.transfer import Member, StyleTransfer, Weights, optimise_batch
-from tests.helpers import compose_config, read_csv
+from nst_tf.transfer import optimise_batch
+from tests.helpers import compose_config, read_csv, two_from_noise
 
-CONTENT = ["conv4_2"]
-STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 TINY = ["+debug=tiny", "iterations=12"]
 LOSS_ONLY = ["converge.tolerance=1", "converge.change=0"]  # converges once its window is full
 OFF = ["converge.tolerance=0", "converge.change=0"]
@@ -75,14 +68,7 @@ def test_both_rules_on_need_both(tmp_path):
 
 
 def test_a_converged_member_ends_alone_while_its_batch_mate_goes_on(vgg_weights, images_dir):
-    content = to_array(fit_long_side(read_rgb(images_dir / "tubingen.jpg"), 32))
-    style = to_array(fit_long_side(read_rgb(images_dir / "starry_night.jpg"), 32))
-    extractor = FeatureExtractor(vgg_weights.arrays, "avg", CONTENT + STYLE, "fp32")
-    transfer = StyleTransfer(extractor, paper_terms(CONTENT, STYLE), content.shape[:2], "lbfgs",
-                             LbfgsConfig().params(), batch=2)
-    weights = Weights.paper(1e-3, 1.0, 0.0, weights_by_layer(CONTENT), weights_by_layer(STYLE))
-    transfer.start_batch([Member(content, style, initial_image("noise", content, content, seed),
-                                 weights) for seed in (0, 1)])
+    transfer = two_from_noise(vgg_weights, images_dir)
 
     class Seen:
         def __init__(self) -> None:
