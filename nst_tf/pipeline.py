@@ -139,7 +139,8 @@ def _batch_size(lead: Prepared, batch_size: int | str, jobs: int) -> int:
     history = getattr(settings.optimizer, "history_size", 0)
     fits = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
                          settings.optimizer.name, history, wanted,
-                         backbone=settings.model.backbone)
+                         backbone=settings.model.backbone,
+                         term_bytes=lead.pictures.term_bytes(settings, largest))
     if fits < wanted and batch_size != "auto":
         say(f"batch_size={batch_size}: only {fits} runs at {largest} px fit in memory at "
             f"once; running {fits} at a time")
