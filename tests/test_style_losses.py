@@ -408,3 +408,51 @@ def test_the_memory_plan_counts_the_terms_state():
             plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, **plan)
     whole = plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, available=available)
     assert whole.tile is None and whole.estimate == gram
+
+
+# --- with the rest: bf16, a clip ---------------------------------------------------------------
+
+LATER_TERMS = "style_loss=mrf,histogram,sliced_wasserstein"
+
+
+def finished_jobs(sweep):
+    """Each job's style loss name, status and losses rows, from a multirun's dirs."""
+    jobs = []
+    for summary in sorted(sweep.glob("*/summary.json")):
+        record = json.loads(summary.read_text())
+        jobs.append((record["config"]["style_loss"]["name"], record["status"],
+                     read_csv(summary.parent / "losses.csv")))
+    return jobs
+
+
+def test_each_later_term_runs_in_bf16(tmp_path):
+    done = run_nst("-m", LATER_TERMS, "+debug=tiny", "iterations=3", "precision=bf16",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = finished_jobs(tmp_path)
+    assert [(name, status) for name, status, _ in jobs] == [
+        ("mrf", "ok"), ("histogram", "ok"), ("sliced_wasserstein", "ok")]
+    for name, _, rows in jobs:
+        assert all(np.isfinite(row["total"]) for row in rows), name
+        assert rows[-1]["total"] < rows[0]["total"], name
+    summary = json.loads(next(tmp_path.glob("0/summary.json")).read_text())
+    assert summary["precision"]["used"] == "bf16"
+
+
+def test_each_later_term_stylises_a_two_frame_clip(images_dir, tmp_path):
+    from nst_tf.clips import write_video
+    from tests.clips import make_clip
+
+    clip = tmp_path / "pan.mp4"
+    write_video(list(make_clip(images_dir / "tubingen.jpg", frames=2, size=(64, 48)).frames),
+                clip, 12.5)
+    sweep = tmp_path / "sweep"
+    done = run_nst("-m", LATER_TERMS, f"content.path={clip}", "+debug=tiny", "size=40",
+                   "iterations=4", "precision=fp32", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = finished_jobs(sweep)
+    assert [status for _, status, _ in jobs] == ["ok"] * 3
+    for name, _, rows in jobs:
+        second = [row for row in rows if row["frame"] == 1]
+        assert second and second[-1]["temporal"] > 0, name  # tied to the first frame
+        assert all(np.isfinite(row["style"]) for row in rows), name
