@@ -252,6 +252,8 @@ def test_compact_layers_only_shortens_consecutive_runs():
     assert compact_layers(["conv2_1", "conv3_1", "conv4_1"]) == "conv2_1 … conv4_1"
     assert compact_layers(["conv4_1", "conv4_2", "conv4_3"]) == "conv4_1 … conv4_3"
     assert compact_layers(["conv1_1", "conv3_1", "conv4_1"]) == "conv1_1, conv3_1, conv4_1"
+    assert compact_layers(["conv1_2", "conv2_1", "conv2_2"]) == "conv1_2 … conv2_2"
+    assert compact_layers(["conv1_1", "pool1", "pool2"]) == "conv1_1 … pool2"
 
 
 def test_summary_config_wins_over_hydra_files(fig3_sweep):

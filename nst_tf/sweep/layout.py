@@ -242,6 +242,9 @@ _CHAINS = (
     *((backbone.layers[0], *(n for n in backbone.layers if n.startswith("pool")))
       for backbone in BACKBONES.values()),
     *(backbone.layers for backbone in BACKBONES.values()),
+    # the convolutions alone (conv1_1 … conv4_4 names no pooling)
+    *(tuple(n for n in backbone.layers if not n.startswith("pool"))
+      for backbone in BACKBONES.values()),
     tuple(dict.fromkeys(name for backbone in BACKBONES.values() for name in backbone.layers)),
 )
 
