@@ -303,7 +303,9 @@ def _axis(
     if key in flat[0] or not all(isinstance(v, str) for v in values):
         return Axis(key, _display_name(key, flat), [format_value(v) for v in values])
     # A config group (e.g. panel/fig2=B): its option, plus the settings it bundles.
-    bundled = [k for k in _bundled(flat, position) if not _is_image_detail(k)]
+    # not the group's own keys (style_loss.layers for style_loss=mrf): its option names them
+    bundled = [k for k in _bundled(flat, position)
+               if not _is_image_detail(k) and not k.startswith(f"{key.lstrip('+')}.")]
     labels = []
     for index, option in enumerate(values):
         settings = flat[position.index(index)]
