@@ -2,8 +2,7 @@
 
 Features are float32 tensors of shape (B, H, W, N): B images (a batch of runs), N filters,
 M = H·W positions. Every loss is per image, shape (B,): members of a batch never mix. Each term
-of the objective is a LossTerm: adding one is a subclass and its weight in the config
-(docs/ARCHITECTURE.md).
+is a LossTerm: adding one is a subclass and its weight in the config (docs/ARCHITECTURE.md).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 if TYPE_CHECKING:
+    from nst_tf.backbones import Backbone
     from nst_tf.model import FeatureExtractor, Region
 
 _EACH = [1, 2, 3]  # every axis but the batch's
@@ -43,9 +43,8 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
     return gram_loss(gram_matrix(features), target_gram, _positions(features))
 
 
-# The first author's reference code (leongatys/PytorchNeuralStyleTransfer), in whose scaling the
-# printed α/β give the printed balance on the normalised net: Grams divided by M, mean squared
-# errors, each style layer weighted 1/N² (its 1e3/N² against content weight 1 is α/β = 1e-3).
+# The first author's code (leongatys/PytorchNeuralStyleTransfer), where the printed α/β balance
+# on the normalised net: Grams over M, mean squared errors, style layers 1/N² (1e3/N²: 1e-3).
 
 
 def reference_gram_loss(gram: tf.Tensor, target_gram: tf.Tensor, positions: tf.Tensor | float
@@ -137,9 +136,8 @@ class LossTerm:
     each member's value, shape (B,).
 
     A term that reads features states its value as `combine` of sums over positions
-    (`statistics`, e.g. Gram matrices): sums add up over the parts of an image, so the term is
-    exact when a large image is computed tile by tile (nst_tf.tiling). A term that overrides
-    `value` instead runs on whole images only, unless it reads no features."""
+    (`statistics`, e.g. Gram matrices), which add up over the parts of an image: exact in tiles
+    (nst_tf.tiling). One that overrides `value` runs on whole images only, unless it reads none."""
 
     name: str = ""
 
@@ -162,6 +160,12 @@ class LossTerm:
     def combine(self, statistics: Mapping[str, Any], image: tf.Tensor) -> tf.Tensor:
         """The value from the whole image's statistics (and the image itself)."""
         raise NotImplementedError
+
+    def state_bytes(self, backbone: "Backbone", content: tuple[int, int],
+                    styles: Sequence[tuple[int, int]]) -> float:
+        """Bytes per member beyond the backbone's `Footprint` (its targets, its step's tensors)
+        for a content and styles of (width, height) px, before anything is built."""
+        return 0.0
 
 
 class LayerTerm(LossTerm):
@@ -307,10 +311,8 @@ class GuidedStyleLoss(StyleLoss):
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         super().build(extractor, shape, batch)
-        self.masks = {
-            name: self._variable([batch, self.regions, *self.shapes[name][1:3]], f"mask_{name}")
-            for name in self.layers
-        }
+        self.masks = {name: self._variable([batch, self.regions, *self.shapes[name][1:3]],
+                                           f"mask_{name}") for name in self.layers}
         self.region_weights = self._variable([batch, self.regions], "region_weights")
 
     def _target_shape(self, name: str) -> list[int]:
@@ -348,10 +350,9 @@ class TotalVariation(LossTerm):
 
 class TemporalLoss(LossTerm):
     """Ruder, Dosovitskiy & Brox (2016): Σ_j 1/D Σ c_j (x − ω_j)², the image against each
-    earlier stylised frame ω_j warped into this one, where its weight c_j says the flow is
-    reliable; D = H·W·3. With `like_content` (the paper's scaling) it is multiplied by ½·N·M
-    of that content layer, so that its weight relates to α as Ruder's γ to his α, whose content
-    loss is a mean."""
+    earlier stylised frame ω_j warped into this one, weighted by the flow's reliability c_j;
+    D = H·W·3. With `like_content` (the paper's scaling) times ½·N·M of that content layer, so
+    that its weight relates to α as Ruder's γ to his α, whose content loss is a mean."""
 
     name = "temporal"
 
@@ -383,8 +384,7 @@ class TemporalLoss(LossTerm):
         return self.scale * tf.reduce_sum(tf.reduce_mean(error, axis=[2, 3, 4]), axis=1)
 
 
-# Terms beyond the paper's, by name: how to build each one from the run's settings (a RunConfig).
-# A run uses those named in its `terms` config, weighted by it.
+# Terms beyond the paper's, by name, built from a run's settings (a RunConfig); `terms` weighs them.
 EXTRA_TERMS: dict[str, Callable[[Any], LossTerm]] = {}
 
 

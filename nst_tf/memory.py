@@ -1,5 +1,6 @@
 """A memory check before anything is built: the run's peak, estimated from its pixel counts
-and what its parts declare (the backbone's `Footprint`, the optimiser's `image_buffers`)."""
+and what its parts declare (the backbone's `Footprint`, the optimiser's `image_buffers`, the
+loss terms' `state_bytes`: `term_bytes` below, per image, 0 for the paper's terms)."""
 
 import math
 import os
@@ -51,29 +52,34 @@ def _state_per_pixel(optimizer: str, history: int) -> float:
 
 
 def estimate_peak(pixels: int, style_pixels: int, optimizer: str, history: int = 0,
-                  batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> float:
-    """Bytes at the peak: the optimiser's buffers, and the step or a style's forward pass, for
-    `batch` images optimised at once (styles are read one at a time)."""
+                  batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
+                  term_bytes: float = 0.0) -> float:
+    """Bytes at the peak: the optimiser's buffers, the terms' state and the step or a style's
+    forward pass, for `batch` images optimised at once (styles are read one at a time)."""
     base, footprint = _footprint(backbone)
-    return base + batch * member_bytes(pixels, optimizer, history, backbone=backbone) + max(
+    return base + batch * member_bytes(pixels, optimizer, history, backbone=backbone,
+                                       term_bytes=term_bytes) + max(
         0, style_pixels - batch * pixels) * footprint.step_bytes_per_pixel
 
 
 def member_bytes(pixels: int, optimizer: str, history: int = 0, *,
-                 backbone: str = DEFAULT_BACKBONE) -> float:
-    """What each image of a batch adds: its optimiser buffers and its share of the step."""
-    return pixels * (_state_per_pixel(optimizer, history)
-                     + get_backbone(backbone).footprint.step_bytes_per_pixel)
+                 backbone: str = DEFAULT_BACKBONE, term_bytes: float = 0.0) -> float:
+    """What each image of a batch adds: its optimiser buffers, its terms' state and its share
+    of the step."""
+    return term_bytes + pixels * (_state_per_pixel(optimizer, history)
+                                  + get_backbone(backbone).footprint.step_bytes_per_pixel)
 
 
 def largest_batch(pixels: int, style_pixels: int, optimizer: str, history: int, cap: int,
-                  available: float | None = None, *, backbone: str = DEFAULT_BACKBONE) -> int:
+                  available: float | None = None, *, backbone: str = DEFAULT_BACKBONE,
+                  term_bytes: float = 0.0) -> int:
     """The most images (1..cap) whose estimated peak fits in what is available."""
     available = available_bytes() if available is None else available
     if available is None:
         return cap
     fits = [b for b in range(1, cap + 1) if estimate_peak(
-        pixels, style_pixels, optimizer, history, b, backbone=backbone) <= available]
+        pixels, style_pixels, optimizer, history, b, backbone=backbone,
+        term_bytes=term_bytes) <= available]
     return max(fits, default=1)
 
 
@@ -92,7 +98,8 @@ def available_bytes() -> float | None:
 
 
 def tiled_peak(content: tuple[int, int], tile: int, optimizer: str, history: int = 0,
-               batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> float:
+               batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
+               term_bytes: float = 0.0) -> float:
     """Bytes at the peak of a run computed in tiles of `tile` px (styles are read in tiles too,
     so their size no longer counts)."""
     base, footprint = _footprint(backbone)
@@ -101,16 +108,18 @@ def tiled_peak(content: tuple[int, int], tile: int, optimizer: str, history: int
     crop = min(width, side) * min(height, side)
     return base + batch * (width * height * (
         _state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL)
-        + crop * footprint.step_bytes_per_pixel)
+        + crop * footprint.step_bytes_per_pixel + term_bytes)
 
 
 def plan_tiling(setting: str, key: str, size: int, content: tuple[int, int], style_pixels: int,
                 optimizer: str, history: int, available: float | None = None,
-                batch: int = 1, *, backbone: str = DEFAULT_BACKBONE) -> Tiling:
+                batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
+                term_bytes: float = 0.0) -> Tiling:
     """How to compute `key`=`size` (a `content` of (width, height) px) as `setting` (auto,
     none or a tile size in px) asks: whole where it fits or as asked, else in the largest tiles
     that fit. Refuses, in one line with the fix, what does not fit either way."""
-    parts = {"optimizer": optimizer, "history": history, "batch": batch, "backbone": backbone}
+    parts = {"optimizer": optimizer, "history": history, "batch": batch, "backbone": backbone,
+             "term_bytes": term_bytes}
     whole = estimate_peak(content[0] * content[1], style_pixels, **parts)
     available = available_bytes() if available is None else available
     if setting == "none" or setting == "auto" and (available is None or whole <= available):
@@ -141,30 +150,35 @@ def plan_tiling(setting: str, key: str, size: int, content: tuple[int, int], sty
 def check_memory(key: str, size: int, content: tuple[int, int], style_pixels: int,
                  optimizer: str, history: int, available: float | None = None,
                  batch: int = 1, tiles: bool = False, *,
-                 backbone: str = DEFAULT_BACKBONE) -> float:
+                 backbone: str = DEFAULT_BACKBONE, term_bytes: float = 0.0) -> float:
     """Refuse, in one line with the fix, a run whose estimated peak exceeds what is available
     (`tiles`: tiling is not the fix, it was tried).
 
     `key`=`size` gives a `content` of (width, height) px. Returns the estimate in bytes.
     """
     pixels = content[0] * content[1]
-    need = estimate_peak(pixels, style_pixels, optimizer, history, batch, backbone=backbone)
+    need = estimate_peak(pixels, style_pixels, optimizer, history, batch, backbone=backbone,
+                         term_bytes=term_bytes)
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return need
     base, footprint = _footprint(backbone)
-    per_pixel = footprint.step_bytes_per_pixel + _state_per_pixel(optimizer, history)
+    # the terms' state taken as growing with the pixels, as most of it does
+    per_pixel = (footprint.step_bytes_per_pixel + _state_per_pixel(optimizer, history)
+                 + term_bytes / pixels)
     shrink = math.sqrt(max(available - base, 0) / per_pixel / max(pixels, style_pixels))
     raise _refusal(key, size, content, need, available, history,
                    [] if tiles else ["tile=auto (computed in tiles)"], math.floor(size * shrink))
 
 
 def _largest_tiled(size: int, content: tuple[int, int], tile: int, available: float, *,
-                   optimizer: str, history: int, batch: int, backbone: str) -> int:
+                   optimizer: str, history: int, batch: int, backbone: str,
+                   term_bytes: float) -> int:
     """The largest size whose image fits in tiles of `tile` px."""
     base, footprint = _footprint(backbone)
     crop = (tile + footprint.tile_margin) ** 2 * footprint.step_bytes_per_pixel
-    per_pixel = _state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL
+    per_pixel = (_state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL
+                 + term_bytes / (content[0] * content[1]))
     room = max(available - base - batch * crop, 0) / batch
     return math.floor(size * math.sqrt(room / per_pixel / (content[0] * content[1])))
 

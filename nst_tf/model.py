@@ -87,4 +87,4 @@ class FeatureExtractor:
 
     @property
     def _outputs(self) -> dict[str, str]:
-        return {self.backbone.weight_name(name): name for name in self.layers}
+        return {self.backbone.keras_name(name): name for name in self.layers}

@@ -187,7 +187,8 @@ def channel_means(arrays: WeightArrays, pooling: str, images: Sequence[np.ndarra
     if not images:
         raise ValueError("channel_means needs at least one image")
     network = get_backbone(backbone)
-    layers = network.layers
+    # The layers that carry weights (not the poolings), as weight files and the model name them
+    layers = [name for name in network.layers if network.keras_name(name) in network.weight_names]
     extractor = FeatureExtractor(arrays, pooling, layers, precision="fp32", backbone=backbone)
     sums = {name: np.zeros(arrays[network.weight_name(name)][1].shape, np.float64)
             for name in layers}

@@ -15,6 +15,7 @@ from nst_tf.errors import UserError
 from nst_tf.files import read_yaml
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
 from nst_tf.memory import Tiling, plan_tiling
+from nst_tf.objective import loss_terms
 from nst_tf.resume import Checkpoint
 
 
@@ -55,8 +56,16 @@ class Pictures:
             content, styles = self.plan(size)
             tilings.append(plan_tiling(settings.tile, key, size, content,
                                        max(w * h for w, h in styles), settings.optimizer.name,
-                                       history, batch=batch, backbone=settings.model.backbone))
+                                       history, batch=batch, backbone=settings.model.backbone,
+                                       term_bytes=self.term_bytes(settings, size)))
         return tilings
+
+    def term_bytes(self, settings: RunConfig, size: int) -> float:
+        """What the run's loss terms hold per image at `size` beyond the backbone's footprint
+        (the later style terms' style features, patches or sorted targets)."""
+        content, styles = self.plan(size)
+        backbone = get_backbone(settings.model.backbone)
+        return sum(term.state_bytes(backbone, content, styles) for term in loss_terms(settings))
 
     def at_size(self, size: int, colors: str) -> "Scaled":
         """Everything one scale optimises against, `size` px on the content's long side."""

@@ -147,7 +147,8 @@ def _batch_size(members: Sequence[Prepared], batch_size: int | str) -> int:
     # One more than asked: auto's probe holds one image's step beside a batch's.
     room = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
                          settings.optimizer.name, history, wanted + 1,
-                         backbone=settings.model.backbone)
+                         backbone=settings.model.backbone,
+                         term_bytes=lead.pictures.term_bytes(settings, largest))
     if batch_size != "auto":
         fits = min(room, wanted)
         if fits < wanted:

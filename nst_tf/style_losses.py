@@ -15,6 +15,7 @@ exact 1-D Wasserstein barycentre of their distributions per direction (per chann
 each style's energy, weighted.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,10 @@ import tensorflow as tf
 from nst_tf.losses import LayerTerm, Targets
 
 if TYPE_CHECKING:
+    from nst_tf.backbones import Backbone
     from nst_tf.model import FeatureExtractor
+
+FLOAT_BYTES = 4  # the terms' state and tensors are float32, in bf16 runs too
 
 
 def nearest_rank(sorted_values: tf.Tensor, counts: tf.Tensor, m: int) -> tf.Tensor:
@@ -33,6 +37,19 @@ def nearest_rank(sorted_values: tf.Tensor, counts: tf.Tensor, m: int) -> tf.Tens
     i = tf.range(m, dtype=tf.int64)
     index = (i * tf.cast(counts, tf.int64)[..., None]) // m
     return tf.gather(sorted_values, index, batch_dims=len(counts.shape), axis=len(counts.shape))
+
+
+def grid(backbone: "Backbone", layer: str, size: tuple[int, int]) -> tuple[int, int, int]:
+    """(rows, columns, channels) of a layer's responses to an image of (width, height) px,
+    from the backbone's declaration (nothing built)."""
+    stride, channels = backbone.geometry(layer)
+    return size[1] // stride, size[0] // stride, channels
+
+
+def positions(backbone: "Backbone", layer: str, size: tuple[int, int]) -> int:
+    """M of a layer for an image of (width, height) px."""
+    rows, columns, _ = grid(backbone, layer, size)
+    return rows * columns
 
 
 def blend(styles: Sequence[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
@@ -119,6 +136,17 @@ class SlicedWassersteinLoss(_WholeImageTerm):
         self.blend.put(member, [[weight] for _, weight in styles])
         self.evaluations.assign(0)  # the same directions as any run of this seed
 
+    def state_bytes(self, backbone: "Backbone", content: tuple[int, int],
+                    styles: Sequence[tuple[int, int]]) -> float:
+        count = 0
+        for name in self.layers:
+            m, n = positions(backbone, name, content), backbone.geometry(name)[1]
+            p = max(positions(backbone, name, style) for style in styles)
+            # the styles' features (kept); in the step their projections, padded and sorted,
+            # the targets at M ranks, the result's projections sorted with their gradients, V
+            count += len(styles) * (4 * p * n + m * n) + 4 * m * n + n * n
+        return FLOAT_BYTES * count
+
     def value(self, features: Mapping[str, tf.Tensor], image: tf.Tensor) -> tf.Tensor:
         self._evaluation = self.evaluations.assign_add(1)  # for layer_value, in this trace
         return super().value(features, image)
@@ -168,6 +196,12 @@ class HistogramLoss(_WholeImageTerm):
             m = int(self._positions(name))
             target = sum(weight * histogram_target(f[name], m) for f, weight in styles)
             self.targets[name][member].assign(target)
+
+    def state_bytes(self, backbone: "Backbone", content: tuple[int, int],
+                    styles: Sequence[tuple[int, int]]) -> float:
+        # the targets at M ranks (kept); in the step the sorted features and their gradient
+        return FLOAT_BYTES * sum(3 * positions(backbone, name, content) * backbone.geometry(
+            name)[1] for name in self.layers)
 
     def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
         flat = tf.reshape(statistic, [tf.shape(statistic)[0], -1, statistic.shape[-1]])
@@ -222,6 +256,27 @@ class MrfLoss(_WholeImageTerm):
 
     def layer_value(self, statistic: tf.Tensor, name: str) -> tf.Tensor:
         return mrf_energy(statistic, self.patches[name], self.patch_weights[name].values, self.k)
+
+    def state_bytes(self, backbone: "Backbone", content: tuple[int, int],
+                    styles: Sequence[tuple[int, int]]) -> float:
+        count = 0
+        for name in self.layers:
+            q, d = self._patches(backbone, name, content, 1), self.k**2 * backbone.geometry(
+                name)[1]
+            kp = len(styles) * max(self._patches(backbone, name, style, self.stride)
+                                   for style in styles)
+            # the styles' patches and each one's weight at the result's (kept); in the step
+            # the normalised patches, the scores of every pair, the matches and the result's
+            # patches with their gradients
+            count += 2 * kp * d + len(styles) * q + q * kp + 2 * len(styles) * q * d + 2 * q * d
+        return FLOAT_BYTES * count
+
+    def _patches(self, backbone: "Backbone", name: str, size: tuple[int, int],
+                 stride: int) -> int:
+        """How many k×k patches, every `stride` positions, a layer has for an image."""
+        rows, columns, _ = grid(backbone, name, size)
+        return math.ceil(max(rows - self.k + 1, 0) / stride) * math.ceil(
+            max(columns - self.k + 1, 0) / stride)
 
 
 def patches(features: tf.Tensor, k: int, stride: int = 1) -> tf.Tensor:

@@ -55,7 +55,7 @@ def test_vgg16_layer_names_are_checked():
     with pytest.raises(UserError) as caught:
         validate(compose_config("model.backbone=vgg16", "style_layers=[conv1_1,conv5_4]"))
     assert str(caught.value).startswith("style_layers: no VGG16 layer 'conv5_4'; use one of "
-                                        "conv1_1, conv1_2, conv2_1")
+                                        "conv1_1, conv1_2, pool1, conv2_1")
     assert "conv5_3" in str(caught.value) and "conv3_4" not in str(caught.value)
     with pytest.raises(UserError, match="model.backbone=resnet is unknown; use one of vgg19"):
         validate(compose_config("model.backbone=resnet"))

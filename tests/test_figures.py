@@ -223,6 +223,23 @@ def test_fig3_sweeps_layer_sets_then_ratios():
     assert " ".join(params.style_layers.split()).count("],") == 4
 
 
+def test_texture_adds_the_poolings_from_noise_without_content():
+    params = compose_experiment("+experiment=texture").hydra.sweeper.params
+    assert params["+panel/texture"] == "conv1_1,pool1,pool2,pool3,pool4"
+    layers = []
+    for panel in params["+panel/texture"].split(","):
+        cfg = compose_experiment("+experiment=texture", f"+panel/texture={panel}",
+                                 "style=composition_vii")
+        layers.append(panel)
+        assert list(cfg.style_layers) == layers and list(cfg.content_layers) == []
+        assert (cfg.init.name, cfg.optimizer.name) == ("noise", "lbfgs")
+        assert cfg.content.file == cfg.style.file == "composition_vii.jpg"  # its shape
+    assert compact_layers(layers) == "conv1_1 … pool4"
+    params = compose_experiment("+experiment=style_losses_texture").hydra.sweeper.params
+    assert params.style_loss == "gram,mrf,histogram,sliced_wasserstein"
+    assert params["+panel/texture"] == "pool4"
+
+
 @pytest.mark.parametrize(("value", "text"), [
     (1e-3, "1e-3"), (8e-4, "8e-4"), (0.01, "1e-2"), (0.5, "0.5"), (1.0, "1"), (12345.0, "1.23e4"),
     (True, "true"), (None, "null"), (3, "3"), (["conv1_1", "conv3_1"], "conv1_1, conv3_1"),
@@ -235,6 +252,8 @@ def test_compact_layers_only_shortens_consecutive_runs():
     assert compact_layers(["conv2_1", "conv3_1", "conv4_1"]) == "conv2_1 … conv4_1"
     assert compact_layers(["conv4_1", "conv4_2", "conv4_3"]) == "conv4_1 … conv4_3"
     assert compact_layers(["conv1_1", "conv3_1", "conv4_1"]) == "conv1_1, conv3_1, conv4_1"
+    assert compact_layers(["conv1_2", "conv2_1", "conv2_2"]) == "conv1_2 … conv2_2"
+    assert compact_layers(["conv1_1", "pool1", "pool2"]) == "conv1_1 … pool2"
 
 
 def test_summary_config_wins_over_hydra_files(fig3_sweep):

@@ -8,16 +8,21 @@ import tensorflow as tf
 
 from nst_tf.backbones import BACKBONES, get_backbone
 from nst_tf.backbones.vgg import VGG16, VGG19
-from nst_tf.model import FeatureExtractor
+from nst_tf.model import FeatureExtractor, Reach
 
 
 @pytest.mark.parametrize("backbone, convs", [(VGG19, 16), (VGG16, 13)])
 def test_layer_names_map_to_keras(backbone, convs):
-    assert len(backbone.layers) == convs and backbone.weight_name("conv4_2") == "block4_conv2"
-    keras_convs = [layer.name for layer in backbone.keras_model().layers
-                   if isinstance(layer, keras.layers.Conv2D)]
-    assert list(backbone.weight_names) == keras_convs
-    assert [backbone.weight_name(n) for n in backbone.layers] == keras_convs
+    assert backbone.weight_name("conv4_2") == "block4_conv2"
+    keras_layers = [layer.name for layer in backbone.keras_model().layers[1:]]
+    keras_convs = [name for name in keras_layers if "conv" in name]
+    assert len(keras_convs) == convs and list(backbone.weight_names) == keras_convs
+    # Every conv and the poolings between blocks (the texture model's pool1 ... pool4), in order
+    assert [backbone.keras_name(n) for n in backbone.layers] == keras_layers[:-1]
+    assert [n for n in backbone.layers if n.startswith("pool")] == ["pool1", "pool2", "pool3",
+                                                                     "pool4"]
+    with pytest.raises(KeyError, match="pool1 carries no weights"):
+        backbone.weight_name("pool1")
     assert backbone.block_starts == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
@@ -44,6 +49,17 @@ def test_pooling_swap_keeps_every_conv_weight(vgg_weights, pooling, kept, gone):
         kernel, bias = vgg_weights.arrays[conv.name]
         np.testing.assert_array_equal(conv.get_weights()[0], kernel)
         np.testing.assert_array_equal(conv.get_weights()[1], bias)
+
+
+@pytest.mark.parametrize("pooling, pool", [("avg", tf.nn.avg_pool2d), ("max", tf.nn.max_pool2d)])
+def test_pooling_layers_are_the_pooled_convs(vgg_weights, pooling, pool):
+    extractor = FeatureExtractor(vgg_weights.arrays, pooling, ["conv2_2", "pool2", "pool1"])
+    features = extractor(tf.random.uniform([1, 36, 44, 3], 0, 255, seed=1))
+    assert extractor.model.layers[-1].name == "block2_pool"
+    np.testing.assert_allclose(features["pool2"], pool(features["conv2_2"], 2, 2, "VALID"),
+                               rtol=1e-6)
+    assert extractor.feature_shapes(36, 44)["pool1"] == [1, 18, 22, 64]
+    assert extractor.reaches()["pool2"] == Reach(stride=4, reach=6)  # conv2_2's reach
 
 
 def test_model_is_cut_after_deepest_layer(vgg_weights):

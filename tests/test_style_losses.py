@@ -339,3 +339,109 @@ def test_gram_reads_style_layers_only():
     with pytest.raises(UserError, match="style_loss=gram reads style_layers"):
         check(settings(layers=["conv1_1"]))
 
+
+
+# --- memory: what the terms keep, counted before anything is built ---------------------------
+
+
+def kept_bytes(term):
+    """Bytes of every variable the term built, its targets and style state."""
+    found, seen = 0, set()
+
+    def walk(node):
+        nonlocal found
+        if isinstance(node, tf.Variable) and id(node) not in seen:
+            seen.add(id(node))
+            found += int(tf.size(node)) * 4
+        elif isinstance(node, dict):
+            for item in node.values():
+                walk(item)
+        elif isinstance(node, Padded):
+            walk(vars(node))
+
+    walk(vars(term))
+    return found
+
+
+@pytest.mark.parametrize("kind", list(TERMS))
+def test_state_bytes_count_what_each_term_keeps(setup, kind):
+    from nst_tf.backbones.vgg import VGG19
+
+    extractor, style, other = setup
+    image = np.ascontiguousarray(other[:28, :28]).astype(np.float32)
+    term = TERMS[kind]()
+    values(extractor, term, image[None], [[(style, 1.0)]])
+    kept = kept_bytes(term)
+    style_size = (style.shape[1], style.shape[0])
+    estimate = term.state_bytes(VGG19, (28, 28), [style_size])
+    # its variables, and the step's own tensors on top (a few times the state, not more)
+    assert kept < estimate < 20 * kept
+    larger_style = term.state_bytes(VGG19, (28, 28), [(2 * style_size[0], 2 * style_size[1])])
+    larger_image = term.state_bytes(VGG19, (56, 56), [style_size])
+    assert larger_image > estimate and (larger_style > estimate) == (kind != "histogram")
+
+
+def test_the_memory_plan_counts_the_terms_state():
+    """At 1024 px, where the Gram run fits whole in what is available, the sliced Wasserstein
+    and MRF runs' state does not: refused in one line with a size that fits, whole or tiled."""
+    from nst_tf.backbones.vgg import VGG19
+    from nst_tf.errors import UserError
+    from nst_tf.memory import estimate_peak, plan_tiling
+    from nst_tf.objective import loss_terms
+
+    content = (1024, 768)
+    pixels = content[0] * content[1]
+    extra = {kind: sum(term.state_bytes(VGG19, content, [content]) for term in loss_terms(
+        settings(name=kind, layers=layers) if layers else settings())) for kind, layers in [
+        ("gram", None), ("sliced_wasserstein", ["conv1_1", "conv2_1", "conv3_1", "conv4_1"]),
+        ("mrf", ["conv3_1", "conv4_1"])]}
+    assert extra["gram"] == 0 and extra["sliced_wasserstein"] > 0 and extra["mrf"] > 0
+    gram = estimate_peak(pixels, pixels, "lbfgs", 50)
+    available = gram + 1e6
+    for kind in ("sliced_wasserstein", "mrf"):
+        assert estimate_peak(pixels, pixels, "lbfgs", 50, term_bytes=extra[kind]) > available
+        plan = {"available": available, "term_bytes": extra[kind]}
+        with pytest.raises(UserError, match=r"^size=1024 \(1024x768 px\) needs about .* GiB"):
+            plan_tiling("none", "size", 1024, content, pixels, "lbfgs", 50, **plan)
+        # in tiles too: the term keeps the whole image's state (and is not tiled)
+        with pytest.raises(UserError, match=r"; use size=[1-9]\d\d or less"):
+            plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, **plan)
+    whole = plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, available=available)
+    assert whole.tile is None and whole.estimate == gram
+
+
+# --- with the rest: bf16, a clip ---------------------------------------------------------------
+
+LATER_TERMS = ("mrf", "histogram", "sliced_wasserstein")
+
+
+def each_later_term(folder, *overrides):
+    """Each later term's run of `scripts/run.py OVERRIDES` (in this process): its name, summary
+    and losses rows."""
+    for name in LATER_TERMS:
+        summary = run_here(folder / name, f"style_loss={name}", *overrides)
+        yield name, summary, read_csv(folder / name / "losses.csv")
+
+
+def test_each_later_term_runs_in_bf16(tmp_path):
+    for name, summary, rows in each_later_term(tmp_path, "+debug=tiny", "iterations=3",
+                                               "precision=bf16"):
+        assert summary["status"] == "ok", (name, summary.get("reason"))
+        assert summary["precision"]["used"] == "bf16", name
+        assert all(np.isfinite(row["total"]) for row in rows), name
+        assert rows[-1]["total"] < rows[0]["total"], name
+
+
+def test_each_later_term_stylises_a_two_frame_clip(images_dir, tmp_path):
+    from nst_tf.clips import write_video
+    from tests.clips import make_clip
+
+    clip = tmp_path / "pan.mp4"
+    write_video(list(make_clip(images_dir / "tubingen.jpg", frames=2, size=(64, 48)).frames),
+                clip, 12.5)
+    for name, summary, rows in each_later_term(tmp_path, f"content.path={clip}", "+debug=tiny",
+                                               "size=40", "iterations=4", "precision=fp32"):
+        assert summary["status"] == "ok", (name, summary.get("reason"))
+        second = [row for row in rows if row["frame"] == 1]
+        assert second and second[-1]["temporal"] > 0, name  # tied to the first frame
+        assert all(np.isfinite(row["style"]) for row in rows), name

@@ -60,7 +60,8 @@ class Backbone(Protocol):
 
     @property
     def layers(self) -> tuple[str, ...]:
-        """The layers losses may use, in order, by the names configs use (e.g. conv4_2)."""
+        """The layers losses may use, in network order, by the names configs use (e.g. conv4_2,
+        pool1)."""
         ...
 
     @property
@@ -90,7 +91,16 @@ class Backbone(Protocol):
         ...
 
     def weight_name(self, layer: str) -> str:
-        """The weight files' name of one of `layers`."""
+        """The weight files' name of one of `layers` that carries weights."""
+        ...
+
+    def keras_name(self, layer: str) -> str:
+        """The name of one of `layers` in the model `build` makes."""
+        ...
+
+    def geometry(self, layer: str) -> tuple[int, int]:
+        """One of `layers`' stride (px of the image per position) and channels, known before
+        anything is built: what the memory check counts of loss terms that keep features."""
         ...
 
     def keras_model(self) -> "keras.Model":
@@ -109,6 +119,7 @@ class VGG:
     footprint: Footprint
     # keras.applications.vgg*.preprocess_input ("caffe" mode) subtracts this from BGR pixels.
     mean_bgr: tuple[float, float, float] = (103.939, 116.779, 123.68)
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)  # each block's channels
 
     @cached_property
     def _blocks(self) -> tuple[tuple[int, int], ...]:
@@ -117,8 +128,20 @@ class VGG:
 
     @property
     def layers(self) -> tuple[str, ...]:
-        # The paper's names: the I-th conv of block B (post-ReLU) is convB_I.
-        return tuple(f"conv{block}_{conv}" for block, conv in self._blocks)
+        # The paper's names: the I-th conv of block B (post-ReLU) is convB_I, the pooling after
+        # it poolB (Gatys et al.'s texture model reads pool1 ... pool4). The last block's
+        # pooling is not one: it feeds only the classifier, and its stride would double
+        # `min_size`.
+        return tuple(self._keras_name)
+
+    @cached_property
+    def _keras_name(self) -> Mapping[str, str]:
+        names = {}
+        for block, conv in self._blocks:
+            names[f"conv{block}_{conv}"] = f"block{block}_conv{conv}"
+            if conv == self.convs_per_block[block - 1] and block < len(self.convs_per_block):
+                names[f"pool{block}"] = f"block{block}_pool"
+        return names
 
     @property
     def weight_names(self) -> tuple[str, ...]:
@@ -134,9 +157,6 @@ class VGG:
         # the last.
         return 2 ** (len(self.convs_per_block) - 1)
 
-    @cached_property
-    def _weight_name(self) -> Mapping[str, str]:
-        return dict(zip(self.layers, self.weight_names, strict=True))
 
     @property
     def mean_rgb(self) -> np.ndarray:
@@ -154,8 +174,8 @@ class VGG:
 
         base = self.keras_model()
         policy = _POLICIES[precision]
-        wanted = {self._weight_name[name]: name for name in outputs}
-        last = self.weight_names[max(self.layers.index(name) for name in outputs)]
+        wanted = {self.keras_name(name): name for name in outputs}
+        last = self.keras_name(max(outputs, key=self.layers.index))
         inputs = keras.Input(shape=(None, None, 3), name="image_bgr")
         x, features = inputs, {}
         for layer in base.layers[1:]:
@@ -187,8 +207,19 @@ class VGG:
         return tf.reverse(image, axis=[-1]) - np.array(self.mean_bgr, np.float32)
 
     def weight_name(self, layer: str) -> str:
-        """The weight file's name of a layer in `layers` (conv4_2 -> block4_conv2)."""
-        return self._weight_name[layer]
+        """The weight file's name of a conv in `layers` (conv4_2 -> block4_conv2)."""
+        if not layer.startswith("conv"):
+            raise KeyError(f"{layer} carries no weights")
+        return self._keras_name[layer]
+
+    def keras_name(self, layer: str) -> str:
+        """The built model's name of a layer in `layers` (pool1 -> block1_pool)."""
+        return self._keras_name[layer]
+
+    def geometry(self, layer: str) -> tuple[int, int]:
+        block = int(self._keras_name[layer].split("_")[0].removeprefix("block"))
+        pooled = block if layer.startswith("pool") else block - 1  # poolings before it
+        return 2**pooled, self.widths[block - 1]
 
 
 # Measured in fp32 (scripts/bench.py's memory section, docs/PERFORMANCE.md; bf16's slope is a
@@ -196,8 +227,10 @@ class VGG:
 # shares these as bounds.
 _VGG19_FOOTPRINT = Footprint(
     weight_bytes=80_097_536,  # 20,024,384 float32 parameters
-    step_bytes_per_pixel=2300,  # through conv5_1
-    tile_margin=160,  # conv5_1's reach, 70 px, on its 16 px grid: 80 px each side
+    # Through conv5_1; pool1 ... pool4 sit before it, so it bounds them too.
+    step_bytes_per_pixel=2300,
+    # conv5_1's reach, 70 px, on its 16 px grid: 80 px each side (pool4's: 54 px, 64 each side)
+    tile_margin=160,
 )
 
 VGG19 = VGG(

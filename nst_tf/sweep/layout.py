@@ -117,6 +117,8 @@ def sweep_grid(sweep_dir: Path, jobs: Sequence[SweepJob] | None = None) -> Sweep
         t for role in ("content", "style")
         if (t := _thumbnails(role, jobs, row_of, column_of, n_rows, n_cols))
     ]
+    if len(thumbnails) == 2 and thumbnails[0].paths == thumbnails[1].paths:
+        thumbnails = thumbnails[1:]  # the style as content too (a texture): shown once
     experiment = jobs[0].overrides.get("experiment")
     title = str(experiment) if experiment else sweep_dir.resolve().name
     return SweepGrid(
@@ -236,7 +238,13 @@ def compact_layers(layers: list[str] | tuple[str, ...]) -> str:
 # each one's layers in order, and last every known layer name.
 _CHAINS = (
     *(backbone.block_starts for backbone in BACKBONES.values()),
+    # Gatys et al.'s texture model: conv1_1, then the poolings
+    *((backbone.layers[0], *(n for n in backbone.layers if n.startswith("pool")))
+      for backbone in BACKBONES.values()),
     *(backbone.layers for backbone in BACKBONES.values()),
+    # the convolutions alone (conv1_1 … conv4_4 names no pooling)
+    *(tuple(n for n in backbone.layers if not n.startswith("pool"))
+      for backbone in BACKBONES.values()),
     tuple(dict.fromkeys(name for backbone in BACKBONES.values() for name in backbone.layers)),
 )
 
@@ -295,7 +303,9 @@ def _axis(
     if key in flat[0] or not all(isinstance(v, str) for v in values):
         return Axis(key, _display_name(key, flat), [format_value(v) for v in values])
     # A config group (e.g. panel/fig2=B): its option, plus the settings it bundles.
-    bundled = [k for k in _bundled(flat, position) if not _is_image_detail(k)]
+    # not the group's own keys (style_loss.layers for style_loss=mrf): its option names them
+    bundled = [k for k in _bundled(flat, position)
+               if not _is_image_detail(k) and not k.startswith(f"{key.lstrip('+')}.")]
     labels = []
     for index, option in enumerate(values):
         settings = flat[position.index(index)]
@@ -303,7 +313,7 @@ def _axis(
         said = []
         for k in bundled:
             text, leaf = format_value(settings.get(k)), k.rsplit(".", 1)[-1]
-            if text not in tokens and f"{leaf}{text}" not in tokens:  # the name says it already
+            if text not in (*tokens, option) and f"{leaf}{text}" not in tokens:  # said already
                 said.append(text if leaf == "name" else f"{_display_name(k, flat)} {text}")
         labels.append(f"{option}\n{', '.join(said)}" if said else option)
     return Axis(key, "", labels)
