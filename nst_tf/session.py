@@ -91,7 +91,7 @@ class Session:
                  "backbone": model.backbone, "pooling": model.pooling.value,
                  "optimizer": settings.optimizer.name,
                  "style_loss": settings.style_loss.name.value, "terms": sorted(settings.terms),
-                 "jit_compile": settings.jit_compile}
+                 "jit_compile": settings.jit_compile, "winograd": model.winograd}
         choice = batching.choose(measure, cap, steps, cache_dir, facts)
         log.info(choice.line())
         return choice
