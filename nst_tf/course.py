@@ -4,7 +4,7 @@ it: a still's course is its stages, a clip's is one such course per frame."""
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_tf.config import RunConfig
@@ -49,6 +49,16 @@ class Course:
     # A clip's frame counts each stage from 0 (its coarse scales only warm up its start), and
     # a resumed frame picks up in its one stage.
     each_from_zero: bool = False
+    # The update each stage ends at: where the next one began, or where its iterations run out.
+    _ends: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        starts, ends = [0, *self.starts], []
+        for number, stage in enumerate(self.stages):
+            begin = starts[number] if number < len(starts) else ends[-1]
+            ends.append(starts[number + 1] if number + 1 < len(starts) else
+                        begin + stage.iterations)
+        object.__setattr__(self, "_ends", tuple(ends))  # once: the course does not change
 
     @classmethod
     def of(cls, settings: RunConfig, checkpoint: Checkpoint | None = None,
@@ -69,28 +79,18 @@ class Course:
 
     @property
     def total(self) -> int:
-        return self._ends()[-1]
-
-    def _ends(self) -> list[int]:
-        """The update each stage ends at: where the next one began, or where its iterations
-        run out."""
-        starts, ends = [0, *self.starts], []
-        for number, stage in enumerate(self.stages):
-            begin = starts[number] if number < len(starts) else ends[-1]
-            ends.append(starts[number + 1] if number + 1 < len(starts) else
-                        begin + stage.iterations)
-        return ends
+        return self._ends[-1]
 
     @property
     def begin(self) -> int:
         """The stage the walk starts in: the one update `first` falls in."""
         if self.each_from_zero:
             return 0
-        ends = self._ends()
-        return next((i for i, end in enumerate(ends) if self.first < end), len(self.stages))
+        return next((i for i, end in enumerate(self._ends) if self.first < end),
+                    len(self.stages))
 
     def _start_of(self, stage: int) -> int:
-        return self._ends()[stage - 1] if stage else 0
+        return self._ends[stage - 1] if stage else 0
 
     @property
     def resumed_size(self) -> int:

@@ -1,5 +1,5 @@
 """A memory check before anything is built: the run's peak, estimated from its pixel counts
-and what its parts declare (the backbone's `Footprint`, the optimiser's `image_buffers`, the
+and what its `Parts` declare (the backbone's `Footprint`, the optimiser's `image_buffers`, the
 loss terms' `state_bytes`: `term_bytes` below, per image, 0 for the paper's terms)."""
 
 import math
@@ -31,6 +31,36 @@ AUTO_TILE_HEADROOM = 0.8
 
 
 @dataclass(frozen=True)
+class Parts:
+    """What a run is built of, as the memory check counts it, asked of each part once: the
+    backbone's `Footprint`, the optimiser's image-sized buffers per image at `history` (its
+    optimizer.history_size, or 0) and the loss terms' state in bytes per image (`term_bytes`,
+    0 for the paper's terms)."""
+
+    footprint: Footprint
+    buffers: int
+    history: int
+    term_bytes: float = 0.0
+
+    @classmethod
+    def of(cls, optimizer: str, history: int = 0, backbone: str = DEFAULT_BACKBONE,
+           term_bytes: float = 0.0) -> "Parts":
+        """The parts by their names (the optimiser's and the backbone's)."""
+        return cls(get_backbone(backbone).footprint, OPTIMIZERS[optimizer].image_buffers(history),
+                   history, term_bytes)
+
+    @property
+    def base(self) -> float:
+        """The bytes before any image: the runtime and the backbone's weights."""
+        return RUNTIME_BYTES + self.footprint.weight_bytes
+
+    @property
+    def state_per_pixel(self) -> float:
+        """The optimiser's buffers' bytes per pixel."""
+        return self.buffers * PIXEL_BYTES
+
+
+@dataclass(frozen=True)
 class Tiling:
     """How a size is computed: whole (`tile` None) or in tiles of `tile` px, the estimated peak
     in bytes, and why."""
@@ -40,46 +70,28 @@ class Tiling:
     why: str
 
 
-def _footprint(backbone: str) -> tuple[float, Footprint]:
-    """The backbone's footprint, and the bytes before any image: the runtime and its weights."""
-    footprint = get_backbone(backbone).footprint
-    return RUNTIME_BYTES + footprint.weight_bytes, footprint
-
-
-def _state_per_pixel(optimizer: str, history: int) -> float:
-    """The optimiser's buffers' bytes per pixel (`history`: its optimizer.history_size, or 0)."""
-    return OPTIMIZERS[optimizer].image_buffers(history) * PIXEL_BYTES
-
-
-def estimate_peak(pixels: int, style_pixels: int, optimizer: str, history: int = 0,
-                  batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
-                  term_bytes: float = 0.0) -> float:
+def estimate_peak(pixels: int, style_pixels: int, parts: Parts, batch: int = 1) -> float:
     """Bytes at the peak: the optimiser's buffers, the terms' state and the step or a style's
     forward pass, for `batch` images optimised at once (styles are read one at a time)."""
-    base, footprint = _footprint(backbone)
-    return base + batch * member_bytes(pixels, optimizer, history, backbone=backbone,
-                                       term_bytes=term_bytes) + max(
-        0, style_pixels - batch * pixels) * footprint.step_bytes_per_pixel
+    return parts.base + batch * member_bytes(pixels, parts) + max(
+        0, style_pixels - batch * pixels) * parts.footprint.step_bytes_per_pixel
 
 
-def member_bytes(pixels: int, optimizer: str, history: int = 0, *,
-                 backbone: str = DEFAULT_BACKBONE, term_bytes: float = 0.0) -> float:
+def member_bytes(pixels: int, parts: Parts) -> float:
     """What each image of a batch adds: its optimiser buffers, its terms' state and its share
     of the step."""
-    return term_bytes + pixels * (_state_per_pixel(optimizer, history)
-                                  + get_backbone(backbone).footprint.step_bytes_per_pixel)
+    return parts.term_bytes + pixels * (parts.state_per_pixel
+                                        + parts.footprint.step_bytes_per_pixel)
 
 
-def largest_batch(pixels: int, style_pixels: int, optimizer: str, history: int, cap: int,
-                  available: float | None = None, *, backbone: str = DEFAULT_BACKBONE,
-                  term_bytes: float = 0.0) -> int:
+def largest_batch(pixels: int, style_pixels: int, parts: Parts, cap: int,
+                  available: float | None = None) -> int:
     """The most images (1..cap) whose estimated peak fits in what is available."""
     available = available_bytes() if available is None else available
     if available is None:
         return cap
-    fits = [b for b in range(1, cap + 1) if estimate_peak(
-        pixels, style_pixels, optimizer, history, b, backbone=backbone,
-        term_bytes=term_bytes) <= available]
+    fits = [b for b in range(1, cap + 1)
+            if estimate_peak(pixels, style_pixels, parts, b) <= available]
     return max(fits, default=1)
 
 
@@ -97,89 +109,79 @@ def available_bytes() -> float | None:
     return min(limits) + held if limits else None
 
 
-def tiled_peak(content: tuple[int, int], tile: int, optimizer: str, history: int = 0,
-               batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
-               term_bytes: float = 0.0) -> float:
+def tiled_peak(content: tuple[int, int], tile: int, parts: Parts, batch: int = 1) -> float:
     """Bytes at the peak of a run computed in tiles of `tile` px (styles are read in tiles too,
     so their size no longer counts)."""
-    base, footprint = _footprint(backbone)
+    footprint = parts.footprint
     width, height = content
     side = tile + footprint.tile_margin
     crop = min(width, side) * min(height, side)
-    return base + batch * (width * height * (
-        _state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL)
-        + crop * footprint.step_bytes_per_pixel + term_bytes)
+    return parts.base + batch * (width * height * (
+        parts.state_per_pixel + TILED_BYTES_PER_PIXEL)
+        + crop * footprint.step_bytes_per_pixel + parts.term_bytes)
 
 
 def plan_tiling(setting: str, key: str, size: int, content: tuple[int, int], style_pixels: int,
-                optimizer: str, history: int, available: float | None = None,
-                batch: int = 1, *, backbone: str = DEFAULT_BACKBONE,
-                term_bytes: float = 0.0) -> Tiling:
+                parts: Parts, available: float | None = None, batch: int = 1) -> Tiling:
     """How to compute `key`=`size` (a `content` of (width, height) px) as `setting` (auto,
     none or a tile size in px) asks: whole where it fits or as asked, else in the largest tiles
     that fit. Refuses, in one line with the fix, what does not fit either way."""
-    parts = {"optimizer": optimizer, "history": history, "batch": batch, "backbone": backbone,
-             "term_bytes": term_bytes}
-    whole = estimate_peak(content[0] * content[1], style_pixels, **parts)
+    whole = estimate_peak(content[0] * content[1], style_pixels, parts, batch)
     available = available_bytes() if available is None else available
     if setting == "none" or setting == "auto" and (available is None or whole <= available):
-        check_memory(key, size, content, style_pixels, available=available,
-                     tiles=setting == "auto", **parts)
+        check_memory(key, size, content, style_pixels, parts, available, batch,
+                     tiles=setting == "auto")
         return Tiling(None, whole, "the whole image fits" if setting == "auto" else "tile=none")
     if setting != "auto":
         tile = int(setting)
-        need = tiled_peak(content, tile, **parts)
+        need = tiled_peak(content, tile, parts, batch)
         if available is not None and need > available:
-            fits = _largest_tiled(size, content, tile, available, **parts)
-            raise _refusal(key, size, content, need, available, history,
+            fits = _largest_tiled(size, content, tile, available, parts, batch)
+            raise _refusal(key, size, content, need, available, parts.history,
                            [f"a smaller tile than {tile}"], fits)
         return Tiling(tile, need, f"tile={tile}")
     budget = AUTO_TILE_HEADROOM * available
     longest = max(content) - 1
     for tile in range(longest - longest % TILE_STEP, SMALLEST_AUTO_TILE - 1, -TILE_STEP):
-        need = tiled_peak(content, tile, **parts)
+        need = tiled_peak(content, tile, parts, batch)
         if need <= budget:
             return Tiling(tile, need, f"the whole image needs about {whole / GIB:.1f} GiB, "
                                       f"{available / GIB:.1f} GiB is available")
-    smallest = tiled_peak(content, SMALLEST_AUTO_TILE, **parts)
-    raise _refusal(key, size, content, smallest, budget, history, [], _largest_tiled(
-        size, content, SMALLEST_AUTO_TILE, budget, **parts),
+    smallest = tiled_peak(content, SMALLEST_AUTO_TILE, parts, batch)
+    raise _refusal(key, size, content, smallest, budget, parts.history, [], _largest_tiled(
+        size, content, SMALLEST_AUTO_TILE, budget, parts, batch),
         f" to plan tiles with ({AUTO_TILE_HEADROOM:.0%} of the {available / GIB:.1f} GiB free)")
 
 
 def check_memory(key: str, size: int, content: tuple[int, int], style_pixels: int,
-                 optimizer: str, history: int, available: float | None = None,
-                 batch: int = 1, tiles: bool = False, *,
-                 backbone: str = DEFAULT_BACKBONE, term_bytes: float = 0.0) -> float:
+                 parts: Parts, available: float | None = None, batch: int = 1,
+                 tiles: bool = False) -> float:
     """Refuse, in one line with the fix, a run whose estimated peak exceeds what is available
     (`tiles`: tiling is not the fix, it was tried).
 
     `key`=`size` gives a `content` of (width, height) px. Returns the estimate in bytes.
     """
     pixels = content[0] * content[1]
-    need = estimate_peak(pixels, style_pixels, optimizer, history, batch, backbone=backbone,
-                         term_bytes=term_bytes)
+    need = estimate_peak(pixels, style_pixels, parts, batch)
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return need
-    base, footprint = _footprint(backbone)
     # the terms' state taken as growing with the pixels, as most of it does
-    per_pixel = (footprint.step_bytes_per_pixel + _state_per_pixel(optimizer, history)
-                 + term_bytes / pixels)
-    shrink = math.sqrt(max(available - base, 0) / per_pixel / max(pixels, style_pixels))
-    raise _refusal(key, size, content, need, available, history,
+    per_pixel = (parts.footprint.step_bytes_per_pixel + parts.state_per_pixel
+                 + parts.term_bytes / pixels)
+    shrink = math.sqrt(max(available - parts.base, 0) / per_pixel / max(pixels, style_pixels))
+    raise _refusal(key, size, content, need, available, parts.history,
                    [] if tiles else ["tile=auto (computed in tiles)"], math.floor(size * shrink))
 
 
-def _largest_tiled(size: int, content: tuple[int, int], tile: int, available: float, *,
-                   optimizer: str, history: int, batch: int, backbone: str,
-                   term_bytes: float) -> int:
+def _largest_tiled(size: int, content: tuple[int, int], tile: int, available: float,
+                   parts: Parts, batch: int) -> int:
     """The largest size whose image fits in tiles of `tile` px."""
-    base, footprint = _footprint(backbone)
+    footprint = parts.footprint
     crop = (tile + footprint.tile_margin) ** 2 * footprint.step_bytes_per_pixel
-    per_pixel = (_state_per_pixel(optimizer, history) + TILED_BYTES_PER_PIXEL
-                 + term_bytes / (content[0] * content[1]))
-    room = max(available - base - batch * crop, 0) / batch
+    per_pixel = (parts.state_per_pixel + TILED_BYTES_PER_PIXEL
+                 + parts.term_bytes / (content[0] * content[1]))
+    room = max(available - parts.base - batch * crop, 0) / batch
     return math.floor(size * math.sqrt(room / per_pixel / (content[0] * content[1])))
 
 

@@ -14,7 +14,7 @@ from nst_tf.config import CONF_DIR, MAX_SIZE, ImageConfig, RunConfig
 from nst_tf.errors import UserError
 from nst_tf.files import read_yaml
 from nst_tf.images import fitted_size, read_mask, read_rgb, resolve_image, to_array
-from nst_tf.memory import Tiling, plan_tiling
+from nst_tf.memory import Parts, Tiling, plan_tiling
 from nst_tf.objective import loss_terms
 from nst_tf.resume import Checkpoint
 
@@ -50,22 +50,24 @@ class Pictures:
                          f"{key}={size}", size, least)
             for path, style, planned in zip(self.style_paths, self.styles, styles, strict=True):
                 _check_sides("style", path, style.size, planned, f"{key}={size}", size, least)
-        history = getattr(settings.optimizer, "history_size", 0)
         tilings = []
         for size in settings.scales or [settings.size]:
             content, styles = self.plan(size)
             tilings.append(plan_tiling(settings.tile, key, size, content,
-                                       max(w * h for w, h in styles), settings.optimizer.name,
-                                       history, batch=batch, backbone=settings.model.backbone,
-                                       term_bytes=self.term_bytes(settings, size)))
+                                       max(w * h for w, h in styles), self.parts(settings, size),
+                                       batch=batch))
         return tilings
 
-    def term_bytes(self, settings: RunConfig, size: int) -> float:
-        """What the run's loss terms hold per image at `size` beyond the backbone's footprint
-        (the later style terms' style features, patches or sorted targets)."""
+    def parts(self, settings: RunConfig, size: int) -> Parts:
+        """What the run is built of, as the memory check counts it at `size`: its backbone, its
+        optimiser and what its loss terms hold per image beyond the backbone's footprint (the
+        later style terms' style features, patches or sorted targets)."""
         content, styles = self.plan(size)
         backbone = get_backbone(settings.model.backbone)
-        return sum(term.state_bytes(backbone, content, styles) for term in loss_terms(settings))
+        term_bytes = sum(term.state_bytes(backbone, content, styles)
+                         for term in loss_terms(settings))
+        return Parts.of(settings.optimizer.name, getattr(settings.optimizer, "history_size", 0),
+                        settings.model.backbone, term_bytes)
 
     def at_size(self, size: int, colors: str) -> "Scaled":
         """Everything one scale optimises against, `size` px on the content's long side."""

@@ -143,12 +143,9 @@ def _batch_size(members: Sequence[Prepared], batch_size: int | str) -> int:
     wanted = min(AUTO_BATCH_CAP if batch_size == "auto" else int(batch_size), jobs)
     largest = max(lead.course.stages, key=lambda stage: stage.size).size
     content, styles = lead.pictures.plan(largest)
-    history = getattr(settings.optimizer, "history_size", 0)
     # One more than asked: auto's probe holds one image's step beside a batch's.
     room = largest_batch(content[0] * content[1], max(w * h for w, h in styles),
-                         settings.optimizer.name, history, wanted + 1,
-                         backbone=settings.model.backbone,
-                         term_bytes=lead.pictures.term_bytes(settings, largest))
+                         lead.pictures.parts(settings, largest), wanted + 1)
     if batch_size != "auto":
         fits = min(room, wanted)
         if fits < wanted:

@@ -89,14 +89,14 @@ def main() -> None:
         print(json.dumps(probe(size, tile or None, args.steps, args.history, args.precision)))
         return
 
-    from nst_tf.memory import available_bytes, estimate_peak, tiled_peak
+    from nst_tf.memory import Parts, available_bytes, estimate_peak, tiled_peak
 
     started, points = time.perf_counter(), []
-    available = available_bytes()
+    available, parts = available_bytes(), Parts.of("lbfgs", args.history)
     for size in args.sizes:
         width, height = size, size * 3 // 4
-        whole = estimate_peak(width * height, width * height, "lbfgs", args.history)
-        tiled = tiled_peak((width, height), args.tile, "lbfgs", args.history)
+        whole = estimate_peak(width * height, width * height, parts)
+        tiled = tiled_peak((width, height), args.tile, parts)
         for tile, estimate in ((0, whole), (args.tile, tiled)):
             if (tile and args.tile >= size) or (available and estimate > available):
                 points.append({"size": size, "tile": tile or None, "estimate": estimate,

@@ -15,7 +15,7 @@ from nst_tf.backbones.vgg import VGG16
 from nst_tf.compose import attempt, validate
 from nst_tf.errors import UserError
 from nst_tf.losses import EXTRA_TERMS, LossTerm, Targets
-from nst_tf.memory import GIB, tiled_peak
+from nst_tf.memory import GIB, Parts, tiled_peak
 from nst_tf.optimizer_config import LbfgsConfig
 from nst_tf.pictures import initial_image
 from nst_tf.plugins import load_plugins
@@ -111,7 +111,7 @@ def test_recipe_add_a_backbone(monkeypatch, install_plugin, vgg16_file, tmp_path
     # Planned with the plug-in's footprint, whose weights alone are 1 GiB (VGG19's run: 0.8).
     content = Image.open(out / "result.png").size
     assert summary["tiling"][0]["estimate_gib"] == round(
-        tiled_peak(content, 64, "lbfgs", LbfgsConfig().history_size, backbone="mine") / GIB, 2)
+        tiled_peak(content, 64, Parts.of("lbfgs", LbfgsConfig().history_size, "mine")) / GIB, 2)
     assert summary["tiling"][0]["estimate_gib"] > 1
     rows = read_csv(out / "losses.csv")
     assert rows[-1]["total"] < rows[0]["total"]

@@ -274,10 +274,10 @@ def test_auto_batch_size_runs_every_job_and_probes_no_short_sweep(tmp_path):
 
 
 def test_auto_batch_size_is_what_the_memory_check_lets_fit():
-    from nst_tf.memory import GIB, estimate_peak, largest_batch
+    from nst_tf.memory import GIB, Parts, estimate_peak, largest_batch
 
-    pixels, style = 256 * 192, 256 * 203
-    available = estimate_peak(pixels, style, "lbfgs", 50, batch=5) + 0.01 * GIB
-    assert largest_batch(pixels, style, "lbfgs", 50, 16, available=available) == 5
-    assert largest_batch(pixels, style, "lbfgs", 50, 3, available=available) == 3  # the cap
-    assert largest_batch(pixels, style, "lbfgs", 50, 16, available=0.1 * GIB) == 1  # never 0
+    pixels, style, lbfgs = 256 * 192, 256 * 203, Parts.of("lbfgs", 50)
+    available = estimate_peak(pixels, style, lbfgs, batch=5) + 0.01 * GIB
+    assert largest_batch(pixels, style, lbfgs, 16, available=available) == 5
+    assert largest_batch(pixels, style, lbfgs, 3, available=available) == 3  # the cap
+    assert largest_batch(pixels, style, lbfgs, 16, available=0.1 * GIB) == 1  # never 0

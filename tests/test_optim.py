@@ -706,7 +706,7 @@ OPTIMIZER_SCHEMAS["momentum"] = MomentumConfig
 def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path):
     """The plug-in's optimiser in this process (make_optimizer, the memory check) and in a run
     of the command, planned in tiles: the memory check counts what the optimiser declares."""
-    from nst_tf.memory import AUTO_TILE_HEADROOM, GIB, estimate_peak, plan_tiling, tiled_peak
+    from nst_tf.memory import AUTO_TILE_HEADROOM, GIB, Parts, estimate_peak, plan_tiling, tiled_peak
     from nst_tf.plugins import load_plugins
     from tests.helpers import FAST, read_csv, run_nst
 
@@ -722,12 +722,14 @@ def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path
     assert float(tf.reduce_max(x)) == 100.0 - 2.0 - 3.0 - 3.5  # learning_rate 2, momentum 0.5
     pixels = 4096 * 3072
     # One image-sized buffer, where Adam keeps two.
-    assert estimate_peak(pixels, 0, "adam") - estimate_peak(pixels, 0, "momentum") == pixels * 12
-    whole = estimate_peak(pixels, pixels, "momentum")
-    chosen = plan_tiling("auto", "size", 4096, (4096, 3072), pixels, "momentum", 0,
+    momentum = Parts.of("momentum")
+    assert estimate_peak(pixels, 0, Parts.of("adam")) - estimate_peak(pixels, 0, momentum) == (
+        pixels * 12)
+    whole = estimate_peak(pixels, pixels, momentum)
+    chosen = plan_tiling("auto", "size", 4096, (4096, 3072), pixels, momentum,
                          available=0.75 * whole)
     assert chosen.tile and chosen.estimate <= AUTO_TILE_HEADROOM * 0.75 * whole < tiled_peak(
-        (4096, 3072), chosen.tile + 64, "momentum")
+        (4096, 3072), chosen.tile + 64, momentum)
 
     out = tmp_path / "run"
     result = run_nst("optimizer=momentum", "optimizer.learning_rate=4", "size=128", "tile=64",
@@ -740,7 +742,7 @@ def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path
     assert summary["stages"][0]["tile"] == 64
     content = Image.open(out / "result.png").size
     assert summary["tiling"][0]["estimate_gib"] == round(
-        tiled_peak(content, 64, "momentum") / GIB, 2)
+        tiled_peak(content, 64, momentum) / GIB, 2)
     rows = read_csv(out / "losses.csv")
     assert rows[-1]["total"] < rows[0]["total"]
 

@@ -19,7 +19,7 @@ from nst_tf.ending import failure_message
 from nst_tf.errors import Stopped, StopRequest, UserError, WriteError, handling_signals
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms
-from nst_tf.memory import GIB, check_memory, estimate_peak
+from nst_tf.memory import GIB, Parts, check_memory, estimate_peak
 from nst_tf.model import FeatureExtractor
 from nst_tf.pictures import initial_image
 from nst_tf.pipeline import Where
@@ -87,23 +87,25 @@ def test_seed_range_ends_are_accepted(seed):
 # --- memory ----------------------------------------------------------------------------------
 
 def test_memory_check_refuses_what_does_not_fit_and_names_the_fix():
+    lbfgs = Parts.of("lbfgs", 50)
     with pytest.raises(UserError) as caught:
-        check_memory("size", 4000, (4000, 3000), 4000 * 3000, "lbfgs", 50, available=20 * GIB)
+        check_memory("size", 4000, (4000, 3000), 4000 * 3000, lbfgs, available=20 * GIB)
     message = str(caught.value)
     assert "size=4000 (4000x3000 px) needs about" in message and "20.0 GiB is available" in message
     fits = int(message.split("use size=")[1].split(" ")[0])
     # The size it proposes does fit, and a size 5% larger would not.
-    assert estimate_peak(fits * fits * 3 // 4, fits * fits * 3 // 4, "lbfgs", 50) < 20 * GIB
+    assert estimate_peak(fits * fits * 3 // 4, fits * fits * 3 // 4, lbfgs) < 20 * GIB
     big = int(fits * 1.05)
-    assert estimate_peak(big * big * 3 // 4, big * big * 3 // 4, "lbfgs", 50) > 20 * GIB
+    assert estimate_peak(big * big * 3 // 4, big * big * 3 // 4, lbfgs) > 20 * GIB
     assert "optimizer.history_size" in message and "scales=" in message
 
 
 def test_memory_estimate_grows_with_pixels_and_history():
-    assert check_memory("size", 512, (512, 384), 512 * 384, "lbfgs", 50, available=20 * GIB) > 0
-    assert estimate_peak(2_000_000, 0, "lbfgs", 100) > estimate_peak(2_000_000, 0, "lbfgs", 50)
-    assert estimate_peak(2_000_000, 0, "adam") < estimate_peak(2_000_000, 0, "lbfgs", 2)
-    assert estimate_peak(1, 4_000_000, "adam") > estimate_peak(1, 1, "adam")
+    lbfgs, adam = Parts.of("lbfgs", 50), Parts.of("adam")
+    assert check_memory("size", 512, (512, 384), 512 * 384, lbfgs, available=20 * GIB) > 0
+    assert estimate_peak(2_000_000, 0, Parts.of("lbfgs", 100)) > estimate_peak(2_000_000, 0, lbfgs)
+    assert estimate_peak(2_000_000, 0, adam) < estimate_peak(2_000_000, 0, Parts.of("lbfgs", 2))
+    assert estimate_peak(1, 4_000_000, adam) > estimate_peak(1, 1, adam)
 
 
 # --- run dirs: no run changes a byte of another's ----------------------------------------------

@@ -386,7 +386,7 @@ def test_the_memory_plan_counts_the_terms_state():
     and MRF runs' state does not: refused in one line with a size that fits, whole or tiled."""
     from nst_tf.backbones.vgg import VGG19
     from nst_tf.errors import UserError
-    from nst_tf.memory import estimate_peak, plan_tiling
+    from nst_tf.memory import Parts, estimate_peak, plan_tiling
     from nst_tf.objective import loss_terms
 
     content = (1024, 768)
@@ -396,17 +396,17 @@ def test_the_memory_plan_counts_the_terms_state():
         ("gram", None), ("sliced_wasserstein", ["conv1_1", "conv2_1", "conv3_1", "conv4_1"]),
         ("mrf", ["conv3_1", "conv4_1"])]}
     assert extra["gram"] == 0 and extra["sliced_wasserstein"] > 0 and extra["mrf"] > 0
-    gram = estimate_peak(pixels, pixels, "lbfgs", 50)
+    gram = estimate_peak(pixels, pixels, Parts.of("lbfgs", 50))
     available = gram + 1e6
     for kind in ("sliced_wasserstein", "mrf"):
-        assert estimate_peak(pixels, pixels, "lbfgs", 50, term_bytes=extra[kind]) > available
-        plan = {"available": available, "term_bytes": extra[kind]}
+        parts = Parts.of("lbfgs", 50, term_bytes=extra[kind])
+        assert estimate_peak(pixels, pixels, parts) > available
         with pytest.raises(UserError, match=r"^size=1024 \(1024x768 px\) needs about .* GiB"):
-            plan_tiling("none", "size", 1024, content, pixels, "lbfgs", 50, **plan)
+            plan_tiling("none", "size", 1024, content, pixels, parts, available)
         # in tiles too: the term keeps the whole image's state (and is not tiled)
         with pytest.raises(UserError, match=r"; use size=[1-9]\d\d or less"):
-            plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, **plan)
-    whole = plan_tiling("auto", "size", 1024, content, pixels, "lbfgs", 50, available=available)
+            plan_tiling("auto", "size", 1024, content, pixels, parts, available)
+    whole = plan_tiling("auto", "size", 1024, content, pixels, Parts.of("lbfgs", 50), available)
     assert whole.tile is None and whole.estimate == gram
 
 

@@ -16,6 +16,7 @@ from nst_tf.memory import (
     AUTO_TILE_HEADROOM,
     GIB,
     SMALLEST_AUTO_TILE,
+    Parts,
     estimate_peak,
     plan_tiling,
     tiled_peak,
@@ -27,6 +28,7 @@ from tests.helpers import ROOT, cli_outcome, compose_config, run_here
 
 STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 TILE = 64  # px: at 112x150, 2 x 3 tiles, each crop mostly margin
+LBFGS_20, LBFGS_50 = Parts.of("lbfgs", 20), Parts.of("lbfgs", 50)
 
 
 @pytest.fixture(scope="module")
@@ -124,39 +126,39 @@ def test_margin_too_small_would_show(extractor, pictures, monkeypatch):
 
 def test_auto_tiles_only_what_does_not_fit_and_picks_the_largest_tile_that_fits():
     content = (4096, 3072)
-    whole = estimate_peak(4096 * 3072, 4096 * 3072, "lbfgs", 20)
-    assert plan_tiling("auto", "size", 4096, content, 4096 * 3072, "lbfgs", 20,
+    whole = estimate_peak(4096 * 3072, 4096 * 3072, LBFGS_20)
+    assert plan_tiling("auto", "size", 4096, content, 4096 * 3072, LBFGS_20,
                        available=whole + GIB).tile is None
     available = whole * 0.75
-    chosen = plan_tiling("auto", "size", 4096, content, 4096 * 3072, "lbfgs", 20,
+    chosen = plan_tiling("auto", "size", 4096, content, 4096 * 3072, LBFGS_20,
                          available=available)
     budget = AUTO_TILE_HEADROOM * available  # the estimate is fitted: room for its error
     assert chosen.tile and chosen.tile % 64 == 0 and chosen.estimate <= budget
-    assert tiled_peak(content, chosen.tile + 64, "lbfgs", 20) > budget  # the largest
+    assert tiled_peak(content, chosen.tile + 64, LBFGS_20) > budget  # the largest
     assert "needs about" in chosen.why and "available" in chosen.why
-    forced = plan_tiling("256", "size", 4096, content, 4096 * 3072, "lbfgs", 20,
+    forced = plan_tiling("256", "size", 4096, content, 4096 * 3072, LBFGS_20,
                          available=whole + GIB)
     assert forced.tile == 256 and forced.estimate < whole
 
 
 def test_tile_none_refuses_and_names_tiling_as_a_fix():
     with pytest.raises(UserError) as caught:
-        plan_tiling("none", "size", 4096, (4096, 3072), 4096 * 3072, "lbfgs", 20,
+        plan_tiling("none", "size", 4096, (4096, 3072), 4096 * 3072, LBFGS_20,
                     available=8 * GIB)
     assert "tile=auto" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_what_does_not_fit_even_tiled_is_refused_with_a_size_that_does():
     with pytest.raises(UserError) as caught:
-        plan_tiling("auto", "size", 16384, (16384, 12288), 16384 * 12288, "lbfgs", 50,
+        plan_tiling("auto", "size", 16384, (16384, 12288), 16384 * 12288, LBFGS_50,
                     available=8 * GIB)
     message = str(caught.value)
     assert "size=16384" in message and "tile=auto" not in message
     assert "to plan tiles with (80% of the 8.0 GiB free)" in message
     fits = int(message.split("use size=")[1].split(" ")[0])
     budget, smallest = AUTO_TILE_HEADROOM * 8 * GIB, SMALLEST_AUTO_TILE
-    assert tiled_peak((fits, fits * 3 // 4), smallest, "lbfgs", 50) <= budget < tiled_peak(
-        (int(fits * 1.05), int(fits * 1.05) * 3 // 4), smallest, "lbfgs", 50)
+    assert tiled_peak((fits, fits * 3 // 4), smallest, LBFGS_50) <= budget < tiled_peak(
+        (int(fits * 1.05), int(fits * 1.05) * 3 // 4), smallest, LBFGS_50)
 
 
 # --- a run -------------------------------------------------------------------------------------
@@ -234,6 +236,6 @@ def test_each_scale_is_planned_on_its_own(monkeypatch, images_dir, tmp_path):
     small, large = tilings
     assert small.tile is None and small.why == "the whole image fits"
     assert large.tile and large.estimate <= 0.8 * 16 * GIB < estimate_peak(
-        4096 * 3072, 4096 * 3072, "lbfgs", 5)
+        4096 * 3072, 4096 * 3072, Parts.of("lbfgs", 5))
     stages = Course.of(settings, None, [t.tile for t in tilings]).stages
     assert [(s.size, s.tile) for s in stages] == [(512, None), (4096, large.tile)]

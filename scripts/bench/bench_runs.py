@@ -19,12 +19,12 @@ from .harness import first_reaching, read_run, run_cli, settings_for
 
 def test_batch(benchmark, plan, builder, auto_precision: str, batch_size: int,
                members: int) -> None:
-    from nst_tf.memory import available_bytes, estimate_peak
+    from nst_tf.memory import Parts, available_bytes, estimate_peak
 
     overrides = [f"precision={auto_precision}", "optimizer.line_search=none"]
     optimizer = settings_for(overrides).optimizer
-    need = estimate_peak(batch_size**2, batch_size**2, optimizer.name,
-                         getattr(optimizer, "history_size", 0), members)
+    parts = Parts.of(optimizer.name, getattr(optimizer, "history_size", 0))
+    need = estimate_peak(batch_size**2, batch_size**2, parts, members)
     if (available := available_bytes()) is not None and need > available:
         pytest.skip(f"B = {members} at {batch_size} px needs about {need / 2**30:.1f} GiB")
     benchmark.group = "batch"
