@@ -3,7 +3,9 @@ settings, and scripts/image_stats.py's measures against independent formulas."""
 
 import colorsys
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from nst_tf.compose import validate
 from nst_tf.images import fit_long_side, read_rgb
+from nst_tf.sweep import sweep_grid
 from tests.helpers import FAST, ROOT, compose_config, run_here, run_script
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -131,11 +134,33 @@ def test_patch_distance_is_the_brute_force_nearest_patch():
     assert image_stats.patch_distance(style[1:6, 2:9], style, k, 1) == pytest.approx(0, abs=1e-4)
 
 
-def test_image_stats_measures_each_job_of_a_real_sweep(tmp_path, images_dir):
-    sweep = tmp_path / "sweep"
+@pytest.fixture(scope="module")
+def histogram_sweep(tmp_path_factory, images_dir) -> Path:
+    sweep = tmp_path_factory.mktemp("weakness") / "sweep"
     ran = run_script("run.py", "-m", "+experiment=weakness_histogram", "+debug=tiny",
                      f"hydra.sweep.dir={sweep}")
     assert ran.returncode == 0, ran.stderr[-2000:]
+    return sweep
+
+
+def test_a_panel_axis_does_not_restate_the_preset_its_option_names(histogram_sweep, tmp_path):
+    # As style_losses lays out: +panel/style_losses=gram,histogram each pick a style_loss preset
+    # (whose layers and weight the option's name says) and may set more (init, scales).
+    sweep = tmp_path / "panels"
+    for job, panel in enumerate(["gram", "histogram"]):
+        shutil.copytree(histogram_sweep / str(job), sweep / str(job))
+        overrides = sweep / str(job) / ".hydra" / "overrides.yaml"
+        lines = [line for line in overrides.read_text().splitlines() if "style_loss=" not in line]
+        overrides.write_text("\n".join([f"- +panel/style_losses={panel}", *lines]) + "\n")
+    summary_path = sweep / "1" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["config"]["init"] = "content"  # a setting the panel adds, which its label says
+    summary_path.write_text(json.dumps(summary))
+    assert sweep_grid(sweep).columns.labels == ["gram\ninit noise", "histogram\ninit content"]
+
+
+def test_image_stats_measures_each_job_of_a_real_sweep(histogram_sweep, images_dir):
+    sweep = histogram_sweep
     result = run_script("image_stats.py", str(sweep), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)
