@@ -20,7 +20,7 @@ from nst_tf.plugins import load_plugins
 from nst_tf.rundir import check_run_dir, check_sweep_dir, claim_dir
 
 # Files in conf/ that other configs include, not options to choose.
-_INCLUDED_ONLY = {"experiment": {"common"}}
+_INCLUDED_ONLY = {"experiment": {"common", "common_texture"}}
 
 
 def presets(group: str) -> list[str]:
@@ -35,6 +35,11 @@ def presets(group: str) -> list[str]:
 # resolve it.
 OmegaConf.register_new_resolver("nst_presets", lambda group: ", ".join(presets(group)),
                                 replace=True)
+# Coarse to fine by halving, as Li & Wand's pyramid: scales=${nst_pyramid:${size},3} is
+# [size/4, size/2, size], so a recipe's course follows `size` from the command line.
+OmegaConf.register_new_resolver(
+    "nst_pyramid", lambda size, levels: [int(size) // 2**k for k in reversed(range(int(levels)))],
+    replace=True)
 
 
 def register_configs() -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
+from nst_tf.errors import UserError
 from nst_tf.losses import LayerTerm, Targets
 
 if TYPE_CHECKING:
@@ -229,11 +230,23 @@ class MrfLoss(_WholeImageTerm):
 
     def build(self, extractor: "FeatureExtractor", shape: tuple[int, int], batch: int) -> None:
         super().build(extractor, shape, batch)
+        for name in self.layers:
+            self._check_grid("the image", name, self.shapes[name][1:3], shape)
         self.patches = {name: Padded(batch, [self.k * self.k * self.shapes[name][3]],
                                       f"mrf_{name}") for name in self.layers}
         # (B, K, Q): each style's weight at each of the result's patches
         self.patch_weights = {name: Padded(batch, [], f"mrf_weights_{name}")
                               for name in self.layers}
+
+    def _check_grid(self, what: str, name: str, grid: Sequence[int],
+                    pixels: Sequence[int]) -> None:
+        """Refuse a layer's grid smaller than a patch: no patch to match (Li & Wand's code
+        stops there too)."""
+        if min(grid) < self.k:
+            raise UserError(
+                f"style_loss=mrf: {what} of {pixels[1]}x{pixels[0]} px gives {name} only "
+                f"{grid[1]}x{grid[0]} positions, fewer than its {self.k}x{self.k} patches; use a "
+                f"larger size (or smallest of scales), or style_loss.patch_size={min(grid)}")
 
     def _patch_count(self, name: str) -> int:
         _, height, width, _ = self.shapes[name]
@@ -246,6 +259,8 @@ class MrfLoss(_WholeImageTerm):
         pooled = [self.extractor.downsample(mask) for mask in targets.masks]
         r = self.k // 2
         for name in self.layers:
+            for f, (image, _) in zip(features, styles, strict=True):
+                self._check_grid("a style", name, f[name].shape[:2], image.shape[:2])
             self.patches[name].put(member, [
                 patches(f[name][None], self.k, self.stride).numpy()[0] for f in features])
             _, height, width, _ = self.shapes[name]

@@ -313,7 +313,11 @@ def _axis(
         said = []
         for k in bundled:
             text, leaf = format_value(settings.get(k)), k.rsplit(".", 1)[-1]
-            if text not in (*tokens, option) and f"{leaf}{text}" not in tokens:  # said already
+            # a preset's own keys (style_loss.layers) where the option names the preset (mrf)
+            preset = k.rpartition(".")[0]
+            if preset and format_value(settings.get(f"{preset}.name")) in (*tokens, option):
+                continue
+            if text and text not in (*tokens, option) and f"{leaf}{text}" not in tokens:
                 said.append(text if leaf == "name" else f"{_display_name(k, flat)} {text}")
         labels.append(f"{option}\n{', '.join(said)}" if said else option)
     return Axis(key, "", labels)
