@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 _EACH = [1, 2, 3]  # every axis but the batch's
 
 
+@tf.custom_gradient
+def _gram(flat: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+    """FᵀF over the last two axes; its gradient F (dG + dGᵀ) in one matmul (autodiff's: two)."""
+    return tf.matmul(flat, flat, transpose_a=True), lambda up: tf.matmul(
+        flat, up + tf.linalg.matrix_transpose(up))
+
+
 def gram_matrix(features: tf.Tensor) -> tf.Tensor:
-    """G_ij = Σ_k F_ik F_jk per image, (B, N, N)."""
+    """G_ij = Σ_k F_ik F_jk over the positions k: (..., N, N) of features (..., H, W, N)."""
     shape = tf.shape(features)
-    flat = tf.reshape(features, [shape[0], -1, shape[-1]])
-    return tf.matmul(flat, flat, transpose_a=True)
+    return _gram(tf.reshape(features, tf.concat([shape[:-3], [-1, shape[-1]]], 0)))
 
 
 def content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
@@ -45,8 +51,6 @@ def style_layer_loss(features: tf.Tensor, target_gram: tf.Tensor) -> tf.Tensor:
 
 # The first author's code (leongatys/PytorchNeuralStyleTransfer), where the printed α/β balance
 # on the normalised net: Grams over M, mean squared errors, style layers 1/N² (1e3/N²: 1e-3).
-
-
 def reference_gram_loss(gram: tf.Tensor, target_gram: tf.Tensor, positions: tf.Tensor | float
                         ) -> tf.Tensor:
     """1/N² · mean over the N×N entries of (G/M − A/M_style)²; `target_gram` is A/M_style."""
@@ -63,10 +67,7 @@ def total_variation(image: tf.Tensor) -> tf.Tensor:
 
 def guided_grams(features: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     """Each region's Gram of the masked features, (B, R, N, N); masks (B, R, H, W)."""
-    shape = tf.shape(features)
-    guided = features[:, None] * masks[..., None]  # (B, R, H, W, N)
-    flat = tf.reshape(guided, [shape[0], tf.shape(masks)[1], -1, shape[-1]])
-    return tf.matmul(flat, flat, transpose_a=True)
+    return gram_matrix(features[:, None] * masks[..., None])  # of (B, R, H, W, N)
 
 
 def guided_gram_loss(grams: tf.Tensor, area: tf.Tensor, target_grams: tf.Tensor,

@@ -143,3 +143,75 @@ def test_reference_total_matches_numpy(pictures, extractor):
                           ADAM)
     paper.start(content, style, init, weights)
     assert paper.evaluate()["style"] != pytest.approx(got["style"], rel=0.5)
+
+
+# --- the Gram's gradient (by hand, one matmul) against its closed form in NumPy ----------------
+
+def _random(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _value_and_gradient(fn, features: np.ndarray, dtype=tf.float32):
+    x = tf.constant(features, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.cast(fn(x), tf.float32)
+        total = tf.reduce_sum(value)
+    return value.numpy(), tape.gradient(total, x).numpy().astype(np.float64)
+
+
+def _close(got: np.ndarray, want: np.ndarray, tol: float) -> None:
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype, tol", [(tf.float32, 1e-5), (tf.bfloat16, 2e-2)])
+def test_gram_and_its_gradient_match_numpy(dtype, tol):
+    """Against an upstream that is not symmetric: d/dF Σ U∘(FᵀF) = F (U + Uᵀ), per image."""
+    f = _random((2, 5, 7, 6), 0)
+    f = tf.cast(tf.cast(f, dtype), tf.float32).numpy()  # what the op sees, rounded to dtype
+    u = _random((2, 6, 6), 1)
+    grams, grad = _value_and_gradient(lambda x: losses.gram_matrix(x) * tf.cast(u, x.dtype),
+                                      f, dtype)
+    flat = f.reshape(2, -1, 6).astype(np.float64)
+    _close(grams, np.stack([flat[b].T @ flat[b] for b in range(2)]) * u, tol)
+    want = np.stack([flat[b] @ (u[b] + u[b].T) for b in range(2)]).reshape(f.shape)
+    _close(grad, want, tol)
+
+
+def test_style_layer_gradient_matches_closed_form():
+    """d/dF of 1/(4N²M²) Σ (FᵀF − A)² = F (G − A) / (N²M²), each image its own."""
+    f, s = _random((2, 6, 5, 4), 2), _random((2, 3, 8, 4), 3)
+    targets = np.stack([np_gram(s[b:b + 1]) for b in range(2)]).astype(np.float32)
+    value, grad = _value_and_gradient(
+        lambda x: losses.style_layer_loss(x, tf.constant(targets, tf.float32)), f)
+    n, m = 4, 30
+    for b in range(2):
+        assert value[b] == pytest.approx(np_style_layer(f[b:b + 1], s[b:b + 1]), rel=1e-5)
+        flat = f[b].reshape(m, n).astype(np.float64)
+        want = flat @ (flat.T @ flat - targets[b]) / (n**2 * m**2)
+        _close(grad[b], want.reshape(f.shape[1:]), 1e-5)
+
+
+def test_guided_style_gradient_matches_closed_form():
+    """Two regions (two styles) per image, two images, soft masks: Σ_r w_r E_r, where region r's
+    Gram is of F∘m_r over its mask's mean square a_r; its gradient Σ_r w_r m_r ∘ (F∘m_r) (G_r/a_r
+    − A_r) / (N²M² a_r)."""
+    f = _random((2, 6, 5, 4), 4)
+    masks = np.random.default_rng(5).uniform(0, 1, (2, 2, 6, 5)).astype(np.float32)
+    targets = np.stack([[np_gram(_random((1, 3, 3, 4), 6 + 2 * b + r)) for r in range(2)]
+                        for b in range(2)]).astype(np.float32)
+    weights = np.array([[0.3, 0.7], [1.0, 0.5]], np.float32)
+    value, grad = _value_and_gradient(lambda x: losses.guided_style_layer_loss(
+        x, tf.constant(masks), tf.constant(targets), tf.constant(weights)), f)
+    n, m = 4, 30
+    for b in range(2):
+        total, want = 0.0, np.zeros((m, n))
+        for r in range(2):
+            mask = masks[b, r].reshape(m, 1).astype(np.float64)
+            guided = f[b].reshape(m, n) * mask
+            area = np.mean(mask**2)
+            error = guided.T @ guided / area - targets[b, r]
+            total += weights[b, r] * np.sum(error**2) / (4 * n**2 * m**2)
+            want += weights[b, r] * mask * (guided @ error) / (n**2 * m**2 * area)
+        assert value[b] == pytest.approx(total, rel=1e-5)
+        _close(grad[b], want.reshape(f.shape[1:]), 1e-5)
