@@ -7,7 +7,9 @@ real compiled step times one image per step against 2, 4, ... images (in turn wi
 per step, so a machine's changing load falls on both; as many as the jobs and the memory check
 allow), once per machine and step (shape, precision, backbone, optimiser, style loss), kept
 in the cache (nst_tf.probes). A batch runs only where it beat one image per step by
-MARGIN, and the probe runs only where it costs a small share of the jobs' time.
+MARGIN, and the probe runs only where it costs a small share of the jobs' time; where the
+one-image build's first step already shows it would not, no step is timed, and the jobs run as
+under the plain launcher, on that one step.
 """
 
 from collections.abc import Callable, Mapping
