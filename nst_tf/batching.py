@@ -7,7 +7,9 @@ real compiled step times one image per step against 2, 4, ... images (in turn wi
 per step, so a machine's changing load falls on both; as many as the jobs and the memory check
 allow), once per machine and step (shape, precision, backbone, optimiser, style loss), kept
 in the cache (nst_tf.probes). A batch runs only where it beat one image per step by
-MARGIN, and the probe runs only where it costs a small share of the jobs' time.
+MARGIN, and the probe runs only where it costs a small share of the jobs' time; where the
+one-image build's first step already shows it would not, no step is timed, and the jobs run as
+under the plain launcher, on that one step.
 """
 
 from collections.abc import Callable, Mapping
@@ -67,29 +69,40 @@ def decide(speedups: Mapping[int, float], cap: int) -> int:
     return best if speedups[best] >= MARGIN else 1
 
 
-def choose(measure: Callable[[int], Timing], cap: int, steps: float, cache_dir: Path,
-           facts: Mapping[str, Any]) -> BatchChoice:
-    """The batch size for jobs that share a compiled step. `measure(b)` builds the real step
-    for b images and times it in turn with one image per step; `cap` (2 or more): the most that
-    may run at once; `steps`: the jobs' steps at one image per step (their iterations, weighted
-    by each stage's pixels); `facts`: what else than the machine the answer depends on."""
+def choose(built: Callable[[], Timing], measure: Callable[[int], Timing], cap: int,
+           steps: float, cache_dir: Path, facts: Mapping[str, Any]) -> BatchChoice:
+    """The batch size for jobs that share a compiled step. `built()` builds the one-image step
+    the jobs run if no batch pays (its `step`: its first step's seconds, at least a step's);
+    `measure(1)` times that step, `measure(b)` builds the real step for b images and times it
+    in turn with one image per step; `cap` (2 or more): the most that may run at once; `steps`:
+    the jobs' steps at one image per step (their iterations, weighted by each stage's pixels);
+    `facts`: what else than the machine the answer depends on."""
     skipped = []
 
+    def too_dear(one: Timing) -> bool:
+        """Whether probing 2 images per step would cost over PROBE_SHARE of the jobs' time
+        (noted in `skipped`); the slower `one.step`, the more the jobs leave room to probe."""
+        cost, jobs = _cost(2, one, one), steps * one.step
+        if cost <= PROBE_SHARE * jobs:
+            return False
+        skipped.append(f"probing 2 images per step would cost about {cost:.0f} s, over "
+                       f"{PROBE_SHARE:.0%} of these jobs' {jobs:.0f} s at one image per step")
+        return True
+
     def probe() -> dict[str, Any] | None:
-        one = measure(1)  # the step the jobs run if no batch pays: built now, reused then
+        # A sweep too short to probe at the bound times no step: the jobs run the step just
+        # built, as under the plain launcher. Else one image per step is timed, once per
+        # machine and step (kept even where no probe follows, so a later sweep times nothing).
+        bound = built()
+        if too_dear(bound):
+            return None
+        seconds = remembered(cache_dir, "step", facts, ("seconds",),
+                             lambda: {"seconds": measure(1).step}).answer["seconds"]
+        if too_dear(one := Timing(seconds, bound.build, seconds)):
+            return None
         budget, spent = PROBE_SHARE * steps * one.step, 0.0
         speedups, last, batch = {1: 1.0}, one, 2
-        while batch <= cap:
-            # Its build (about the last one's), its steps and one image's, and building it
-            # again if it wins.
-            cost = 2 * last.build + PROBE_STEPS * (batch + 1) * one.step
-            if spent + cost > budget:
-                if len(speedups) == 1:
-                    skipped.append(f"probing {batch} images per step would cost about "
-                                   f"{cost:.0f} s, over {PROBE_SHARE:.0%} of these jobs' "
-                                   f"{steps * one.step:.0f} s at one image per step")
-                    return None
-                break
+        while batch <= cap and spent + _cost(batch, last, one) <= budget:
             last = measure(batch)
             spent += last.build + PROBE_STEPS * (batch * last.step + last.one)
             speedups[batch] = batch * last.one / last.step
@@ -104,3 +117,9 @@ def choose(measure: Callable[[int], Timing], cap: int, steps: float, cache_dir: 
         return BatchChoice(1, {}, "not probed", why=skipped[0])
     speedups = {int(b): x for b, x in kept.answer["speedups"].items()}
     return BatchChoice(decide(speedups, cap), speedups, kept.source, kept.path)
+
+
+def _cost(batch: int, last: Timing, one: Timing) -> float:
+    """What probing `batch` images per step costs: its build (about the last one's), its steps
+    and one image's, and building it again if it wins."""
+    return 2 * last.build + PROBE_STEPS * (batch + 1) * one.step

@@ -76,15 +76,26 @@ class Session:
         """batch_size=auto for jobs that share the step of `settings` at `shape`: at most
         `cap` at once (besides one more for the probe), `steps` their steps at one image per
         step. The probe builds the steps the jobs would run (without masks); the one-image step
-        is kept, for the jobs if no batch pays."""
-        def measure(batch: int) -> batching.Timing:
+        is kept, for the jobs if no batch pays, and the batch's step if it won when timed last
+        (the jobs run it where they come in batches of that size)."""
+        built: dict[int, StyleTransfer] = {}
+
+        def first() -> batching.Timing:
             one, _ = self.transfer(settings, weights, shape)  # kept: the jobs' if none pays
+            built[1] = one
+            return batching.Timing(one.first_step_seconds, one.compile_seconds,
+                                   one.first_step_seconds)
+
+        def measure(batch: int) -> batching.Timing:
             if batch == 1:
-                [seconds] = probes.step_seconds([one], loss_weights(settings))
-                return batching.Timing(seconds, one.compile_seconds, seconds)
-            many = self.build(settings, weights, shape, batch=batch)  # beside it, not kept
-            alone, seconds = probes.step_seconds([one, many], loss_weights(settings))
-            return batching.Timing(seconds, many.compile_seconds, alone)
+                [seconds] = probes.step_seconds([built[1]], loss_weights(settings))
+                return batching.Timing(seconds, built[1].compile_seconds, seconds)
+            for older in [size for size in built if size > 1]:  # one batch's step at a time
+                del built[older]
+            built[batch] = self.build(settings, weights, shape, batch=batch)  # beside it
+            alone, seconds = probes.step_seconds([built[1], built[batch]],
+                                                 loss_weights(settings))
+            return batching.Timing(seconds, built[batch].compile_seconds, alone)
 
         model = settings.model
         facts = {"shape": list(shape), "precision": settings.precision.value,
@@ -92,7 +103,10 @@ class Session:
                  "optimizer": settings.optimizer.name,
                  "style_loss": settings.style_loss.name.value, "terms": sorted(settings.terms),
                  "jit_compile": settings.jit_compile, "winograd": model.winograd}
-        choice = batching.choose(measure, cap, steps, cache_dir, facts)
+        choice = batching.choose(first, measure, cap, steps, cache_dir, facts)
+        if choice.batch > 1 and choice.batch in built:  # built for the probe: not again
+            self._keep(self._key(settings, weights, 0, shape, choice.batch, None),
+                       built[choice.batch])
         log.info(choice.line())
         return choice
 
@@ -139,17 +153,24 @@ class Session:
                  ) -> tuple[StyleTransfer, bool]:
         """The compiled step for these settings, image shape, batch and tiles, and whether it
         was reused."""
-        key = (*self.step_key(settings, weights, regions), tuple(settings.content_layers),
-               tuple(settings.style_layers), shape, batch, tile)
+        key = self._key(settings, weights, regions, shape, batch, tile)
         if key in self._transfer:
             log.info("reusing the compiled step")
             return self._transfer[key], True
         started = time.perf_counter()
-        self._transfer.clear()  # one compiled step at a time: each holds image-sized state
-        self._transfer[key] = self.build(settings, weights, shape, regions, batch, tile)
+        self._keep(key, self.build(settings, weights, shape, regions, batch, tile))
         log.info("built the model and compiled the step%s in %.1f s",
                  f" for {batch} images" if batch > 1 else "", time.perf_counter() - started)
         return self._transfer[key], False
+
+    def _key(self, settings: RunConfig, weights: VGGWeights, regions: int,
+             shape: tuple[int, int], batch: int, tile: int | None) -> tuple:
+        return (*self.step_key(settings, weights, regions), tuple(settings.content_layers),
+                tuple(settings.style_layers), shape, batch, tile)
+
+    def _keep(self, key: tuple, transfer: StyleTransfer) -> None:
+        self._transfer.clear()  # one compiled step at a time: each holds image-sized state
+        self._transfer[key] = transfer
 
 
 SESSION = Session()  # the process's own
