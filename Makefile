@@ -20,9 +20,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python scripts/run.py size=384 iterations=200 save_every=50
 
+# The suite on TEST_WORKERS processes (pytest-xdist), each test file kept in one worker so that its
+# tests still share their compiled steps (nst_tf/session.py). `pytest tests/test_x.py -k name`
+# alone runs in one process, as before.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -63,14 +63,14 @@ def four(vgg_weights, images_dir):
 
 
 def test_a_member_runs_as_it_would_alone(four):
-    batch = four([0, 1, 2, 3], 100)
-    alone = four([1], 100)[:, 0]
+    batch = four([0, 1, 2, 3], 40)
+    alone = four([1], 40)[:, 0]
     early = np.abs(batch[:20, 1] - alone[:20]) / alone[:20]
     assert early.max() < 1e-3, early
-    # Measured at 100 iterations: 1.2-1.5% apart, from kernel round-off (a batch of 4 sums in
-    # another order); a 1e-4 px change of the start moves the same runs by up to 6%.
+    # Kernel round-off (a batch of 4 may sum in another order) was measured at 1.2-1.5% after 100
+    # iterations; a 1e-4 px change of the start moves the same runs by up to 6%.
     assert batch[-1, 1] == pytest.approx(alone[-1], rel=0.02)
-    assert batch[-1, 1] < 0.1 * batch[0, 1]  # and it did optimise
+    assert batch[-1, 1] < 0.1 * batch[0, 1]  # and it did optimise (to 0.05x by 40 on a Zen 3)
 
 
 def test_a_member_never_depends_on_its_batch_mates(four):

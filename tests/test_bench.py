@@ -166,6 +166,7 @@ def test_flops_grow_with_pixels_and_a_real_step_is_timed(benchmark, images_dir):
         4 * small)  # convs and Grams both linear in positions
     conv1_1 = 2 * (2 * 32 * 32 * 3 * 64 * 9)
     assert small > conv1_1 + 6 * 32 * 32 * 64 * 64  # conv1_1 and its Gram, and more
+    benchmark.disabled = False  # pytest-benchmark turns itself off under xdist (`make test`)
     timed_step(benchmark, builder, ["precision=fp32", "+debug=tiny"], 32, rounds=1)
     assert benchmark.extra_info["flops"] == pytest.approx(small)
     assert benchmark.stats.stats.median > 0

@@ -28,8 +28,9 @@ FIG3_COLUMNS = ["1e-5", "1e-4", "1e-3", "1e-2"]
 @pytest.fixture(scope="module")
 def fig3_sweep(tmp_path_factory, images_dir) -> Path:
     sweep = tmp_path_factory.mktemp("fig3") / "sweep"
+    # 20 jobs, not one run: 64 s alone on a Zen 3, past run_script's 600 s on a loaded machine
     result = run_script("run.py", "-m", "+experiment=fig3", "+debug=tiny",
-                        f"hydra.sweep.dir={sweep}")
+                        f"hydra.sweep.dir={sweep}", timeout=1800)
     assert result.returncode == 0, result.stderr
     return sweep
 

@@ -100,16 +100,11 @@ def test_installed_command_lists_the_presets(installed, tmp_path):
 
 
 def test_installed_wheel_runs(installed, tmp_path, images_dir):
-    run_dir = tmp_path / "run"
-    # A preset named in `styles` is read from the installed configs' folder (CONF_DIR).
-    _run([sys.executable, "-S", "-m", "nst_tf", "+debug=tiny", "styles=[{preset: starry}]",
-          f"hydra.run.dir={run_dir}"],
-         cwd=tmp_path, env=_installed_env(installed))
-    assert (run_dir / "result.png").is_file()
-    # Hydra finds the batching launcher in the installed hydra_plugins/.
+    # One sweep of two jobs: Hydra finds the batching launcher in the installed hydra_plugins/,
+    # and a preset named in `styles` is read from the installed configs' folder (CONF_DIR).
     sweep = tmp_path / "sweep"
     _run([sys.executable, "-S", "-m", "nst_tf", "-m", "hydra/launcher=nst_batched", "+debug=tiny",
-          "alpha=1e-3,1e-2", f"hydra.sweep.dir={sweep}"],
+          "styles=[{preset: starry}]", "alpha=1e-3,1e-2", f"hydra.sweep.dir={sweep}"],
          cwd=tmp_path, env=_installed_env(installed))
     assert all((sweep / job / "result.png").is_file() for job in ("0", "1"))
 
