@@ -313,8 +313,7 @@ def _axis(
         said = []
         for k in bundled:
             text, leaf = format_value(settings.get(k)), k.rsplit(".", 1)[-1]
-            # a preset's own keys (style_loss.layers) where the option names the preset (mrf)
-            preset = k.rpartition(".")[0]
+            preset = k.rpartition(".")[0]  # its keys (style_loss.layers) where option names it
             if preset and format_value(settings.get(f"{preset}.name")) in (*tokens, option):
                 continue
             if text and text not in (*tokens, option) and f"{leaf}{text}" not in tokens:
