@@ -19,8 +19,6 @@ style (what a transfer started from):
     python scripts/image_stats.py SWEEP_DIR --json
 """
 
-import argparse
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from nst_tf.cache import default_cache_dir
-from nst_tf.errors import UserError, fail
 from nst_tf.images import fit_long_side, read_rgb, resolve_image
-from nst_tf.sweep import SweepJob, format_value, read_sweep
+from nst_tf.sweep import SweepJob, format_value, print_job_table
 
 PATCH = 5  # px: a patch's side for the patch distance
 PATCH_STEP = 2  # the result's patches every this many px (the style's: every px)
@@ -132,30 +129,12 @@ def rows(jobs: list[SweepJob]) -> Iterator[dict[str, Any]]:
                **measures(photo, _pixels(_picture(done[0], "style"), long_side))}
 
 
-def print_markdown(table: Iterator[dict[str, Any]]) -> None:
-    print("| job | settings | contrast / style's | saturation / style's | colour W1 | "
-          "patch distance |")
-    print("|---|---|---|---|---|---|", flush=True)
-    for r in table:
-        print(f"| {r['job']} | {r['settings']} | {r['contrast']:.2f} | {r['saturation']:.2f} | "
-              f"{r['colour_w1']:.1f} | {r['patch_distance']:.1f} |", flush=True)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="scripts/image_stats.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="the dir a multirun wrote (hydra.sweep.dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of rows instead of the Markdown table")
-    args = parser.parse_args()
-    try:
-        jobs = read_sweep(args.sweep_dir)
-        if args.json:
-            print(json.dumps(list(rows(jobs)), indent=1))
-        else:
-            print_markdown(rows(jobs))
-    except UserError as error:
-        fail(str(error))
+    print_job_table("scripts/image_stats.py", __doc__, rows, [
+        ("contrast / style's", "contrast", ".2f"),
+        ("saturation / style's", "saturation", ".2f"),
+        ("colour W1", "colour_w1", ".1f"),
+        ("patch distance", "patch_distance", ".1f")])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@
     python scripts/loss_table.py SWEEP_DIR --json    # a list of {job, settings, content_rel, ...}
 """
 
-import argparse
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,11 +28,10 @@ from hydra import compose, initialize_config_dir
 from nst_tf.cache import default_cache_dir
 from nst_tf.compose import on_schema, read_settings, validate
 from nst_tf.config import CONF_DIR, RunConfig
-from nst_tf.errors import UserError, fail
 from nst_tf.hydra_setup import register_configs
 from nst_tf.images import read_rgb, to_array
 from nst_tf.report import read_losses
-from nst_tf.sweep import SweepJob, format_value, read_sweep
+from nst_tf.sweep import SweepJob, format_value, print_job_table
 
 DEEP_LAYERS = ["conv4_1", "conv5_1"]
 
@@ -121,33 +118,13 @@ def rows(jobs: Iterable[SweepJob]) -> Iterator[dict[str, Any]]:
         }
 
 
-def print_markdown(table: Iterable[dict[str, Any]]) -> None:
-    """The table, a row as soon as it is measured."""
-    print("| job | settings | content / noise start's | style / photo's own | "
-          f"deep style ({', '.join(DEEP_LAYERS)}) / photo's | likeness to photo | "
-          "likeness to painting |")
-    print("|---|---|---|---|---|---|---|", flush=True)
-    for r in table:
-        print(f"| {r['job']} | {r['settings']} | {r['content_rel']:.3f} | {r['style_rel']:.3g} | "
-              f"{r['deep_style_rel']:.3g} | {r['photo_likeness']:.3f} | "
-              f"{r['painting_likeness']:.3f} |", flush=True)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="scripts/loss_table.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="the dir a multirun wrote (hydra.sweep.dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of rows instead of the Markdown table")
-    args = parser.parse_args()
-    try:
-        jobs = read_sweep(args.sweep_dir)  # a wrong dir: one line before anything is printed
-        if args.json:
-            print(json.dumps(list(rows(jobs)), indent=1))
-        else:
-            print_markdown(rows(jobs))
-    except UserError as error:
-        fail(str(error))
+    print_job_table("scripts/loss_table.py", __doc__, rows, [
+        ("content / noise start's", "content_rel", ".3f"),
+        ("style / photo's own", "style_rel", ".3g"),
+        (f"deep style ({', '.join(DEEP_LAYERS)}) / photo's", "deep_style_rel", ".3g"),
+        ("likeness to photo", "photo_likeness", ".3f"),
+        ("likeness to painting", "painting_likeness", ".3f")])
 
 
 if __name__ == "__main__":
