@@ -25,10 +25,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from job_table import print_job_table  # scripts/, beside this one
 
 from nst_tf.cache import default_cache_dir
 from nst_tf.images import fit_long_side, read_rgb, resolve_image
-from nst_tf.sweep import SweepJob, format_value, print_job_table
+from nst_tf.sweep import SweepJob, format_value
 
 PATCH = 5  # px: a patch's side for the patch distance
 PATCH_STEP = 2  # the result's patches every this many px (the style's: every px)
@@ -116,17 +117,17 @@ def _picture(job: SweepJob, role: str) -> Path:
 def rows(jobs: list[SweepJob]) -> Iterator[dict[str, Any]]:
     """One row per finished job, then the content photo's where it is not the style."""
     done = [job for job in jobs if job.status == "ok" and job.result]
+    first = None  # the first job's long side and style: the photo's row is measured as it
     for job in done:
         result = _pixels(job.result)
         style = _pixels(_picture(job, "style"), max(result.shape[:2]))
+        first = first or (job, style)
         yield {"job": job.dir.name, "settings": " ".join(
             f"{key}={format_value(value)}" for key, value in job.overrides.items()),
             **measures(result, style)}
-    if done and _picture(done[0], "content") != _picture(done[0], "style"):
-        long_side = max(_pixels(done[0].result).shape[:2])
-        photo = _pixels(_picture(done[0], "content"), long_side)
-        yield {"job": "content", "settings": "the photo itself",
-               **measures(photo, _pixels(_picture(done[0], "style"), long_side))}
+    if first and (content := _picture(first[0], "content")) != _picture(first[0], "style"):
+        photo = _pixels(content, max(first[1].shape[:2]))
+        yield {"job": "content", "settings": "the photo itself", **measures(photo, first[1])}
 
 
 def main() -> None:

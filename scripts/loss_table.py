@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from job_table import print_job_table  # scripts/, beside this one
 
 from nst_tf.cache import default_cache_dir
 from nst_tf.compose import on_schema, read_settings, validate
@@ -31,7 +32,7 @@ from nst_tf.config import CONF_DIR, RunConfig
 from nst_tf.hydra_setup import register_configs
 from nst_tf.images import read_rgb, to_array
 from nst_tf.report import read_losses
-from nst_tf.sweep import SweepJob, format_value, print_job_table
+from nst_tf.sweep import SweepJob, format_value
 
 DEEP_LAYERS = ["conv4_1", "conv5_1"]
 

@@ -1,19 +1,18 @@
 """A sweep's records: each job's config, overrides and status as its files say, sweep.csv,
 and how the sweep ended (its tally and exit code)."""
 
-import argparse
 import csv
 import io
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nst_tf.errors import UserError, fail
+from nst_tf.errors import UserError
 from nst_tf.files import read_yaml, write_atomic
 from nst_tf.sweep.overrides import parse_override
 
@@ -72,31 +71,6 @@ def read_sweep(sweep_dir: Path) -> list[SweepJob]:
         )
     job_dirs.sort(key=lambda job_dir: (_job_number(job_dir), _natural_key(str(job_dir))))
     return [_read_job(job_dir) for job_dir in job_dirs]
-
-
-def print_job_table(prog: str, doc: str, rows: Callable[[list[SweepJob]], Iterable[dict]],
-                    columns: Sequence[tuple[str, str, str]]) -> None:
-    """A script's command line over one sweep dir: a row per job (`rows`), each printed as soon
-    as it is measured, as Markdown (`columns`: header, key, format) or, with --json, a list."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="the dir a multirun wrote (hydra.sweep.dir)")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of rows instead of the Markdown table")
-    args = parser.parse_args()
-    try:
-        jobs = read_sweep(args.sweep_dir)  # a wrong dir: one line before anything is printed
-        if args.json:
-            print(json.dumps(list(rows(jobs)), indent=1))
-            return
-        print("| job | settings | " + " | ".join(header for header, _, _ in columns) + " |")
-        print("|---|---|" + "---|" * len(columns), flush=True)
-        for row in rows(jobs):
-            print(f"| {row['job']} | {row['settings']} | "
-                  + " | ".join(format(row[key], spec) for _, key, spec in columns) + " |",
-                  flush=True)
-    except UserError as error:
-        fail(str(error))
 
 
 def write_sweep_table(sweep_dir: Path, jobs: Sequence[SweepJob]) -> Path:
