@@ -33,9 +33,10 @@ def test_batch(benchmark, plan, builder, auto_precision: str, batch_size: int,
 
 
 def test_sweep(benchmark, plan, runs: Path) -> None:
-    """`run.py -m seed=0,..` under the plain launcher and under nst_batched (`batch_size=auto`),
-    alternately (ABAB), each round's wall time in `extra_info`."""
-    base = [*plan.cli, f"size={plan.sweep_size}", f"iterations={plan.sweep_iterations}",
+    """`run.py -m init=noise seed=0,..` (seeds that differ) under the plain launcher and under
+    nst_batched (`batch_size=auto`), alternately (ABAB), each round's wall time in `extra_info`."""
+    base = [*plan.cli, "init=noise", f"size={plan.sweep_size}",
+            f"iterations={plan.sweep_iterations}",
             "seed=" + ",".join(str(seed) for seed in range(plan.sweep_jobs))]
     commands = {"plain": base, "nst_batched": [*base, "hydra/launcher=nst_batched"]}
     walls: dict[str, list[float]] = {name: [] for name in commands}

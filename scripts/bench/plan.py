@@ -31,7 +31,8 @@ class Plan:
     peer_iterations: int  # the peer's; its final loss is the bar
     peer_our_iterations: int  # ours, enough to pass the bar
     # `python scripts/run.py size=S` as it was at ce2e03a: 500 L-BFGS iterations, no stop.
-    baseline: tuple[str, ...] = ("iterations=500", "converge.tolerance=0", "converge.change=0")
+    baseline: tuple[str, ...] = ("init=noise", "iterations=500", "converge.tolerance=0",
+                                 "converge.change=0")
     # Overrides of every CLI run of the plan (QUICK: tiny runs, the offline weights).
     cli: tuple[str, ...] = ()
 
@@ -78,7 +79,7 @@ QUICK = Plan(
     peer_size=32,
     peer_iterations=3,
     peer_our_iterations=6,
-    baseline=("iterations=4", "converge.tolerance=0", "converge.change=0"),
+    baseline=("init=noise", "iterations=4", "converge.tolerance=0", "converge.change=0"),
     cli=("+debug=tiny",),
 )
 
