@@ -30,6 +30,8 @@ from tests.helpers import (
     ROOT,
     cli_outcome,
     compose_config,
+    figure_size,
+    pixels,
     read_csv,
     run_here,
     run_nst,
@@ -194,8 +196,10 @@ def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir):
     assert stderr.strip().splitlines() == [f"nst-tf: {summary['reason']}"]
     assert f"stopped by {signal.Signals(signum).name} at iteration {done}" in stderr
     assert f"resume={out} iterations=100000" in stderr
+    # The image of the last iteration done, as the result and as that iteration's snapshot.
     assert Image.open(out / "result.png").size == (32, 24)
-    assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
+    assert np.array_equal(pixels(out / "result.png"),
+                          pixels(out / "snapshots" / f"iter_{done:05d}.png"))
     assert read_csv(out / "losses.csv")[-1]["iteration"] == done
     again = tmp_path / "again"
     summary = run_here(again, f"resume={out}", f"iterations={done + 2}")
@@ -416,7 +420,7 @@ def test_a_sweep_runs_every_job_and_exits_non_zero(tmp_path, images_dir):
     assert failed["status"] == "failed" and "alpha=-1.0 is negative" in failed["reason"]
     rows = (sweep / "sweep.csv").read_text().splitlines()
     assert [row.split(",")[2] for row in rows[1:]] == ["ok", "failed", "ok"]
-    assert (sweep / "figure.png").exists()
+    assert figure_size(sweep / "figure.png")  # decoded whole, its PDF twin beside it
     assert "sweep: 3 jobs, 2 ok, 1 failed" in result.stdout + result.stderr
 
 
@@ -431,4 +435,9 @@ def test_sigterm_during_a_sweep_saves_the_job_and_skips_the_rest(tmp_path, image
     statuses = [json.loads((sweep / job / "summary.json").read_text())["status"]
                 for job in ("0", "1", "2")]
     assert statuses == ["interrupted", "skipped", "skipped"]
-    assert (sweep / "0" / "result.png").exists() and (sweep / "sweep.csv").exists()
+    # The stopped job saved the image it stopped at; the table records all three.
+    done = json.loads((sweep / "0" / "summary.json").read_text())["final"]["iteration"]
+    assert np.array_equal(pixels(sweep / "0" / "result.png"),
+                          pixels(sweep / "0" / "snapshots" / f"iter_{done:05d}.png"))
+    rows = (sweep / "sweep.csv").read_text().splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == statuses
