@@ -75,8 +75,10 @@ def test_a_pipe_given_as_an_image_is_one_line_not_a_hang(tmp_path):
 
 
 def test_save_every_0_still_keeps_the_final_image_and_it_resumes(images_dir, tmp_path):
-    nst_tf.stylize("tubingen", "starry", **TINY, save_every=0, output_dir=tmp_path / "a")
+    done = nst_tf.stylize("tubingen", "starry", **TINY, save_every=0, output_dir=tmp_path / "a")
     assert [p.name for p in (tmp_path / "a" / "snapshots").iterdir()] == ["iter_00004.png"]
+    assert np.array_equal(pixels(tmp_path / "a" / "snapshots" / "iter_00004.png"),
+                          pixels(done.image))  # the final image, not an earlier one
     again = nst_tf.stylize("tubingen", "starry", resume=str(tmp_path / "a"), iterations=6,
                            progress=False, output_dir=tmp_path / "b")
     assert again.losses["iteration"][-1] == 6
