@@ -30,14 +30,9 @@ def first_run(tmp_path_factory, images_dir, cache):
 def drawn_lines(plot: Path) -> int:
     """How many of matplotlib's colours, in its order, a plot shows (a line and its legend's
     sample each): the lines drawn."""
-    from matplotlib.colors import to_rgb
+    from tests.test_sweep_table import marked
 
-    pixels = np.asarray(Image.open(plot).convert("RGB"), np.int16)
-    for line in range(10):
-        colour = np.round(np.array(to_rgb(f"C{line}")) * 255)
-        if (np.abs(pixels - colour).max(axis=-1) <= 8).sum() < 20:
-            return line
-    return 10
+    return next((line for line in range(10) if marked(plot, f"C{line}") < 20), 10)
 
 
 def test_run_writes_every_output(first_run):
