@@ -120,13 +120,23 @@ def test_refusing_a_finished_run_leaves_it_byte_identical(images_dir, tmp_path):
     assert tree_bytes(tmp_path / "done") == before
 
 
-def test_two_threads_can_stylize_at_once(images_dir):
+def test_two_threads_can_stylize_at_once(images_dir, monkeypatch):
     """Composed in each thread at once (no lock: no Hydra state); the runs share the one
     compiled step in turn, and each ends exactly as it does alone."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from nst_tf import api
+
+    real, both_in = api._config, threading.Barrier(2, timeout=60)
+
+    def composing(*args):  # each thread waits here for the other: a lock would break it
+        both_in.wait()
+        return real(*args)
+
     styles = ("starry", "scream")
-    with ThreadPoolExecutor(2) as pool:
+    with monkeypatch.context() as patched, ThreadPoolExecutor(2) as pool:
+        patched.setattr(api, "_config", composing)
         runs = [pool.submit(nst_tf.stylize, "tubingen", style, **TINY) for style in styles]
         results = [run.result(timeout=300) for run in runs]
     alone = [nst_tf.stylize("tubingen", style, **TINY) for style in styles]

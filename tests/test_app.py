@@ -27,10 +27,20 @@ def first_run(tmp_path_factory, images_dir, cache):
     return out, result
 
 
+def drawn_lines(plot: Path) -> int:
+    """How many of matplotlib's colours, in its order, a plot shows (a line and its legend's
+    sample each): the lines drawn."""
+    from tests.test_sweep_table import marked
+
+    return next((line for line in range(10) if marked(plot, f"C{line}") < 20), 10)
+
+
 def test_run_writes_every_output(first_run):
     out, result = first_run
     assert Image.open(out / "result.png").size == (64, 48)
-    assert (out / "loss_curve.png").stat().st_size > 0
+    assert drawn_lines(out / "loss_curve.png") == len(
+        [name for name in ("total", "content", "style", "tv")
+         if any(row[name] > 0 for row in read_csv(out / "losses.csv"))])
     assert (out / ".hydra" / "config.yaml").exists()
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == [
         "iter_00020.png", "iter_00040.png"]

@@ -50,14 +50,31 @@ def test_auto_picks_the_faster_and_caches_it(tmp_path, fp32, bf16, used):
     assert probe.calls == ["fp32", "bf16"] * 2
 
 
-def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
-    # The pipeline's own probe, end to end, on this machine: whichever it picks is recorded.
+def test_the_probe_times_the_real_step(vgg_weights, tmp_path, monkeypatch):
+    # The pipeline's own probe, end to end, on this machine: the run's step is built at the
+    # probe's size in each precision and timed, and the record is what those times say.
+    from nst_tf import probes
+
+    timed, real = [], probes.step_seconds
+
+    def seen(transfers, weights):
+        seconds = real(transfers, weights)
+        timed.extend((t.shape, t.extractor.model.layers[-1].compute_dtype, s)
+                     for t, s in zip(transfers, seconds, strict=True))
+        return seconds
+
+    monkeypatch.setattr(probes, "step_seconds", seen)
     chosen, record = SESSION.precision(settings(), vgg_weights, tmp_path)
-    assert record["requested"] == "auto" and record["used"] in ("fp32", "bf16")
-    assert chosen.precision.value == record["used"] and record["bf16_speedup"] > 0
-    assert record["decided"] == "probed"
+    side = precision.PROBE_SIZE
+    assert [(shape, dtype) for shape, dtype, _ in timed] == [((side, side), "float32"),
+                                                             ((side, side), "bfloat16")]
+    speedup = timed[0][2] / timed[1][2]
+    assert record["bf16_speedup"] == pytest.approx(speedup)
+    assert record["used"] == ("bf16" if speedup >= precision.MARGIN else "fp32")
+    assert chosen.precision.value == record["used"]
+    assert record["requested"] == "auto" and record["decided"] == "probed"
     kept, again = SESSION.precision(settings(), vgg_weights, tmp_path)
-    assert again["decided"] == "cached" and again["used"] == record["used"]
+    assert again["decided"] == "cached" and again["used"] == record["used"] and len(timed) == 2
 
 
 def test_explicit_bf16_slower_here_gets_one_warning(vgg_weights, tmp_path, capsys, monkeypatch):

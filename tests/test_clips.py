@@ -2,7 +2,10 @@
 files in tmp_path, the bundled ffmpeg; the Tübingen test clip (tests/clips.py)."""
 
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -247,18 +250,38 @@ def test_a_folder_in_the_way_is_a_write_error_and_nothing_is_written(clip, tmp_p
     assert (tmp_path / "out").read_text().startswith("a file")
 
 
-@pytest.mark.skipif(getattr(os, "geteuid", lambda: 0)() == 0,
-                    reason="root writes into read-only folders; Windows has no chmod 555")
-def test_a_read_only_folder_is_a_write_error(clip, tmp_path):
-    (tmp_path / "locked").mkdir()
-    (tmp_path / "locked").chmod(0o555)
+@contextmanager
+def without_root():
+    """Root writes into any folder whatever its mode: as root, act as an ordinary user (the
+    effective uid only, put back after) so that the folder's mode is what decides."""
+    if os.geteuid() != 0:
+        yield
+        return
+    import imageio_ffmpeg  # imported (and its ffmpeg found) while this Python's files are ours
+
+    imageio_ffmpeg.get_ffmpeg_exe()
+    os.seteuid(65534)  # nobody
     try:
-        with pytest.raises(WriteError) as error:
-            write_video(clip.frames, tmp_path / "locked" / "result.mp4", 12)
-        one_line(error, "result.mp4", "ermission denied")
-        assert list((tmp_path / "locked").iterdir()) == []
+        yield
     finally:
-        (tmp_path / "locked").chmod(0o755)
+        os.seteuid(0)
+
+
+def test_a_read_only_folder_is_a_write_error(clip):
+    # Not in tmp_path: pytest's folders are closed to users other than their owner.
+    top = Path(tempfile.mkdtemp(prefix="nst-tf-locked-"))
+    locked = top / "locked"
+    locked.mkdir()
+    top.chmod(0o755)
+    locked.chmod(0o555)
+    try:
+        with without_root(), pytest.raises(WriteError) as error:
+            write_video(clip.frames, locked / "result.mp4", 12)
+        one_line(error, "result.mp4", "ermission denied")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(top)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")

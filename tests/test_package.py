@@ -1,6 +1,7 @@
 """The package as users install it: a wheel carrying the configs, its command, and no TensorFlow
 before a run starts."""
 
+import json
 import os
 import shutil
 import site
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from PIL import Image
 
 from tests.helpers import ROOT
 
@@ -102,11 +104,17 @@ def test_installed_command_lists_the_presets(installed, tmp_path):
 def test_installed_wheel_runs(installed, tmp_path, images_dir):
     # One sweep of two jobs: Hydra finds the batching launcher in the installed hydra_plugins/,
     # and a preset named in `styles` is read from the installed configs' folder (CONF_DIR).
+    # batch_size=2: the two jobs run as one batch, which only the batching launcher does.
     sweep = tmp_path / "sweep"
-    _run([sys.executable, "-S", "-m", "nst_tf", "-m", "hydra/launcher=nst_batched", "+debug=tiny",
-          "styles=[{preset: starry}]", "alpha=1e-3,1e-2", f"hydra.sweep.dir={sweep}"],
+    _run([sys.executable, "-S", "-m", "nst_tf", "-m", "hydra/launcher=nst_batched",
+          "hydra.launcher.batch_size=2", "+debug=tiny", "styles=[{preset: starry}]",
+          "alpha=1e-3,1e-2", f"hydra.sweep.dir={sweep}"],
          cwd=tmp_path, env=_installed_env(installed))
-    assert all((sweep / job / "result.png").is_file() for job in ("0", "1"))
+    summaries = [json.loads((sweep / job / "summary.json").read_text()) for job in ("0", "1")]
+    assert [(s["status"], s["config"]["alpha"]) for s in summaries] == [("ok", 1e-3), ("ok", 1e-2)]
+    assert [s["stages"][0]["batch"] for s in summaries] == [2, 2]
+    assert [Path(s["styles"][0]["path"]).name for s in summaries] == ["starry_night.jpg"] * 2
+    assert all(Image.open(sweep / job / "result.png").size == (32, 24) for job in ("0", "1"))
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["--cfg", "job"]], ids=["import", "help", "cfg"])

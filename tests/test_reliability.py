@@ -30,6 +30,8 @@ from tests.helpers import (
     ROOT,
     cli_outcome,
     compose_config,
+    figure_size,
+    pixels,
     read_csv,
     run_here,
     run_nst,
@@ -194,8 +196,10 @@ def test_a_stop_signal_saves_and_the_run_resumes(tmp_path, images_dir):
     assert stderr.strip().splitlines() == [f"nst-tf: {summary['reason']}"]
     assert f"stopped by {signal.Signals(signum).name} at iteration {done}" in stderr
     assert f"resume={out} iterations=100000" in stderr
+    # The image of the last iteration done, as the result and as that iteration's snapshot.
     assert Image.open(out / "result.png").size == (32, 24)
-    assert (out / "snapshots" / f"iter_{done:05d}.png").exists()
+    assert np.array_equal(pixels(out / "result.png"),
+                          pixels(out / "snapshots" / f"iter_{done:05d}.png"))
     assert read_csv(out / "losses.csv")[-1]["iteration"] == done
     again = tmp_path / "again"
     summary = run_here(again, f"resume={out}", f"iterations={done + 2}")
@@ -306,8 +310,10 @@ def test_divergence_keeps_the_last_finite_image(tiny, tmp_path):
     assert rows[-1]["iteration"] == last.iteration and np.isfinite(rows[-1]["total"])
     transfer_values = transfer.evaluate()
     assert transfer_values["total"] == pytest.approx(last.values["total"], rel=1e-5)
-    if last.iteration:
-        assert (tmp_path / "snapshots" / f"iter_{last.iteration:05d}.png").exists()
+    # Steps ran before it overflowed; the last finite one's image is the snapshot saved.
+    assert last.iteration > 0
+    snapshot = to_array(read_rgb(tmp_path / "snapshots" / f"iter_{last.iteration:05d}.png"))
+    np.testing.assert_allclose(snapshot, np.clip(transfer.result(), 0, 255), atol=0.5)
 
 
 def test_a_diverging_run_exits_3_without_a_result(tmp_path, images_dir):
@@ -341,7 +347,7 @@ def test_a_file_size_limit_gives_one_line_after_the_result(tmp_path, images_dir)
     assert result.stderr.strip().splitlines() == [
         f"nst-tf: error: cannot write {out / 'loss_curve.png'} (File too large); free some "
         f"space or choose another dir with hydra.run.dir=...; the result is in {out}/result.png"]
-    assert Image.open(out / "result.png").size == (32, 24)  # written first, and whole
+    assert pixels(out / "result.png").shape == (24, 32, 3)  # written first, and whole: decoded
     assert json.loads((out / "summary.json").read_text())["status"] == "failed"
 
 
@@ -414,7 +420,7 @@ def test_a_sweep_runs_every_job_and_exits_non_zero(tmp_path, images_dir):
     assert failed["status"] == "failed" and "alpha=-1.0 is negative" in failed["reason"]
     rows = (sweep / "sweep.csv").read_text().splitlines()
     assert [row.split(",")[2] for row in rows[1:]] == ["ok", "failed", "ok"]
-    assert (sweep / "figure.png").exists()
+    assert figure_size(sweep / "figure.png")  # decoded whole, its PDF twin beside it
     assert "sweep: 3 jobs, 2 ok, 1 failed" in result.stdout + result.stderr
 
 
@@ -429,4 +435,9 @@ def test_sigterm_during_a_sweep_saves_the_job_and_skips_the_rest(tmp_path, image
     statuses = [json.loads((sweep / job / "summary.json").read_text())["status"]
                 for job in ("0", "1", "2")]
     assert statuses == ["interrupted", "skipped", "skipped"]
-    assert (sweep / "0" / "result.png").exists() and (sweep / "sweep.csv").exists()
+    # The stopped job saved the image it stopped at; the table records all three.
+    done = json.loads((sweep / "0" / "summary.json").read_text())["final"]["iteration"]
+    assert np.array_equal(pixels(sweep / "0" / "result.png"),
+                          pixels(sweep / "0" / "snapshots" / f"iter_{done:05d}.png"))
+    rows = (sweep / "sweep.csv").read_text().splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == statuses

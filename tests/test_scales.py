@@ -10,7 +10,7 @@ from PIL import Image
 
 from nst_tf.errors import UserError
 from nst_tf.images import read_rgb, to_array
-from tests.helpers import FAST, read_csv, run_here, run_nst
+from tests.helpers import FAST, pixels, read_csv, run_here, run_nst
 
 
 def small(path, size) -> np.ndarray:
@@ -60,7 +60,12 @@ def test_a_coarse_to_fine_run_stopped_between_scales_resumes_with_the_rest(tmp_p
     assert [(r["iteration"], r["size"]) for r in rows] == [
         *((i, 32) for i in range(4)), *((i, 48) for i in range(4, 8))]
     assert Image.open(again / "result.png").size == (48, 36)
-    assert json.loads((again / "summary.json").read_text())["stages"][0]["size"] == 48
+    resumed = json.loads((again / "summary.json").read_text())
+    assert resumed["stages"][0]["size"] == 48
+    # It went on from the image the first scale saved, its snapshot at the stop.
+    assert resumed["resumed_from"] == str(out / "snapshots" / "iter_00004.png")
+    assert np.array_equal(pixels(out / "snapshots" / "iter_00004.png"),
+                          pixels(out / "scale_00032.png"))
 
 
 def test_a_resumed_course_picks_up_in_the_stage_it_stopped_in(tmp_path):

@@ -5,8 +5,10 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from matplotlib.colors import to_rgb
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -116,7 +118,7 @@ def test_a_killed_job_counts_as_failed(tmp_path):
                        "reason": NO_RECORD, "exit_code": "1", **dict.fromkeys(FINAL, "")}
 
 
-def test_the_figure_marks_failed_and_interrupted_cells(sweep):
+def test_the_figure_marks_failed_and_interrupted_cells(sweep, tmp_path):
     grid = sweep_grid(sweep)
     # The failed job has only Hydra's config (paths unresolved): the axis is still alpha alone.
     assert grid.rows is None and grid.columns.labels == ["1e-4", "1e-3", "1e-2"]
@@ -128,10 +130,20 @@ def test_the_figure_marks_failed_and_interrupted_cells(sweep):
     assert cell_caption(ok) == "content 2e0 · style 1e0"
     assert cell_caption(interrupted) == "content 2e0 · style 1e0 (stopped at 5)"
     assert cell_caption(failed) == ""
+    # Drawn: the failed cell framed in red, the interrupted one in orange; a sweep of ok jobs
+    # in neither.
     png, pdf = write_sweep_figure(sweep)
-    with Image.open(png) as image:
-        image.verify()
-    assert pdf.read_bytes().startswith(b"%PDF")
+    assert figure_size(png) and pdf.suffix == ".pdf"
+    assert marked(png, "tab:red") > 100 and marked(png, "tab:orange") > 100
+    fine, _ = write_sweep_figure(make_sweep(tmp_path / "fine", OK, OK))
+    assert marked(fine, "tab:red") == marked(fine, "tab:orange") == 0
+
+
+def marked(png: Path, colour: str) -> int:
+    """How many of the figure's pixels are `colour` (a frame, its caption)."""
+    pixels = np.asarray(Image.open(png).convert("RGB"), np.int16)
+    return int((np.abs(pixels - np.round(np.array(to_rgb(colour)) * 255)).max(axis=-1)
+                <= 8).sum())
 
 
 def test_a_config_group_label_ignores_a_failed_jobs_unresolved_paths(tmp_path):

@@ -15,7 +15,7 @@ from PIL import Image
 from nst_tf.compose import validate
 from nst_tf.images import fit_long_side, read_rgb
 from nst_tf.sweep import sweep_grid
-from tests.helpers import FAST, ROOT, compose_config, run_here, run_script
+from tests.helpers import FAST, ROOT, compose_config, read_csv, run_here, run_script
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import image_stats  # noqa: E402  (a script, found on the path above)
@@ -82,7 +82,14 @@ def test_each_weakness_experiment_runs_tiny(tmp_path, images_dir, experiment, te
     summary = run_here(tmp_path / term, f"+experiment={experiment}", f"style_loss={term}",
                        "+debug=tiny", size, *FAST)
     assert summary["status"] == "ok", summary.get("reason")
-    assert (tmp_path / term / "result.png").is_file()
+    # The run took the experiment's term (the histogram's beside Gram's, the others in its
+    # place as "style") on the term's own layers, and logged a loss for it at every step.
+    logged = "histogram" if term == "histogram" else "style"
+    assert summary["config"]["style_loss"]["name"] == term
+    assert list(summary["loss_weights"]["layers"][logged]) == summary["config"]["style_loss"][
+        "layers"]
+    values = [row[logged] for row in read_csv(tmp_path / term / "losses.csv")]
+    assert len(values) > 1 and all(np.isfinite(values)) and min(values) > 0, values
 
 
 def test_mrf_refuses_a_grid_smaller_than_its_patches_in_one_line(tmp_path, images_dir):
