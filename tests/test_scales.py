@@ -19,7 +19,8 @@ def small(path, size) -> np.ndarray:
 
 def test_two_scales_end_to_end(tmp_path, images_dir):
     out = tmp_path / "c2f"
-    summary = run_here(out, "scales=[32,64]", "scale_iterations=[10,15]", "save_every=10", *FAST)
+    summary = run_here(out, "scales=[32,64]", "scale_iterations=[10,15]", "save_every=10",
+                       "init=noise", *FAST)
     assert summary["status"] == "ok", summary["reason"]
     assert Image.open(out / "result.png").size == (64, 48)
     assert Image.open(out / "scale_00032.png").size == (32, 24)
@@ -31,7 +32,7 @@ def test_two_scales_end_to_end(tmp_path, images_dir):
 
     # The fine result keeps the coarse one's layout: closer to it than a run from noise is.
     plain = tmp_path / "plain"
-    assert run_here(plain, "size=64", "iterations=15", "seed=1", *FAST)["status"] == "ok"
+    assert run_here(plain, "size=64", "iterations=15", "init=noise", "seed=1", *FAST)["status"] == "ok"
     coarse = small(out / "scale_00032.png", (32, 24))
     fine = small(out / "result.png", (32, 24))
     other = small(plain / "result.png", (32, 24))
