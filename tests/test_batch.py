@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import nst_tf
+from nst_tf._tensorflow import _NOISE
 from nst_tf.errors import UserError, WriteError
 from nst_tf.images import fit_long_side, read_rgb, to_array
 from nst_tf.losses import paper_terms, weights_by_layer
@@ -271,6 +272,8 @@ def test_auto_batch_size_runs_every_job_and_probes_no_short_sweep(tmp_path):
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["stages"][0]["batch"] == 1 and summary["final"]["iteration"] == 2
     assert not (cache / "batch").exists()
+    # TensorFlow loaded as under the plain launcher: its start-up noise filtered.
+    assert not [line for line in result.stderr.splitlines() if _NOISE.match(line)], result.stderr
 
 
 def test_auto_batch_size_is_what_the_memory_check_lets_fit():

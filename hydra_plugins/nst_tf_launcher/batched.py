@@ -80,6 +80,9 @@ class BatchedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
                ) -> Sequence[JobReturn]:
+        # First, as the app's task imports it: TensorFlow loads with the plain sweep's settings
+        # and its start-up noise filtered (it printed seven lines of it here before).
+        import nst_tf._tensorflow  # noqa: F401, I001
         from nst_tf import pipeline
         from nst_tf.compose import job as make_job
         from nst_tf.errors import driver_stop
