@@ -93,11 +93,25 @@ def test_a_step_timed_for_a_probe_that_does_not_pay_is_timed_once(tmp_path):
     assert not (tmp_path / "batch").exists()
 
 
-def test_the_probe_times_the_real_step(vgg_weights, tmp_path):
+def test_the_probe_times_the_real_step(vgg_weights, tmp_path, monkeypatch):
+    # The jobs' own step is timed alone, then in turn with the batch's, at the jobs' shape; the
+    # choice is what those times say.
+    from nst_tf import batching, probes
+
+    timed, real = [], probes.step_seconds
+
+    def seen(transfers, weights):
+        seconds = real(transfers, weights)
+        timed.append(([(t.shape, t.batch) for t in transfers], seconds))
+        return seconds
+
+    monkeypatch.setattr(probes, "step_seconds", seen)
     choice = SESSION.batch_size(settings("precision=fp32"), vgg_weights, (24, 32), 2, 1e6,
                                 tmp_path)
-    assert choice.source == "probed" and set(choice.speedups) == {1, 2}
-    assert choice.speedups[2] > 0 and choice.batch in (1, 2)
+    assert [shapes for shapes, _ in timed] == [[((24, 32), 1)], [((24, 32), 1), ((24, 32), 2)]]
+    alone, seconds = timed[1][1]
+    assert choice.source == "probed" and choice.speedups[2] == pytest.approx(2 * alone / seconds)
+    assert choice.batch == batching.decide(choice.speedups, 2)
     assert choice.path.parent == tmp_path / "batch"
 
 

@@ -32,7 +32,8 @@ def test_two_scales_end_to_end(tmp_path, images_dir):
 
     # The fine result keeps the coarse one's layout: closer to it than a run from noise is.
     plain = tmp_path / "plain"
-    assert run_here(plain, "size=64", "iterations=15", "init=noise", "seed=1", *FAST)["status"] == "ok"
+    other_run = run_here(plain, "size=64", "iterations=15", "init=noise", "seed=1", *FAST)
+    assert other_run["status"] == "ok"
     coarse = small(out / "scale_00032.png", (32, 24))
     fine = small(out / "result.png", (32, 24))
     other = small(plain / "result.png", (32, 24))
