@@ -214,11 +214,11 @@ def test_optuna_trials_asked_for_together_run_as_one_batch(tmp_path):
     result = run_nst("-m", "hydra/sweeper=optuna", "hydra/launcher=nst_batched",
                      "hydra.launcher.batch_size=2",
                      "alpha=interval(0.0001, 0.01)",
-                     "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", *TINY,
-                     f"hydra.sweep.dir={sweep}")  # one ask of two trials: one batch
-    rows = assert_sweep_ended_well(result, sweep, 2)
+                     "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *TINY,
+                     f"hydra.sweep.dir={sweep}")
+    rows = assert_sweep_ended_well(result, sweep, 4)
     batches = [json.loads((sweep / row["job"] / "summary.json").read_text())["stages"][0]["batch"]
                for row in rows]
-    assert batches == [2, 2]
+    assert batches == [2, 2, 2, 2]
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == min(float(row["total"]) for row in rows)
