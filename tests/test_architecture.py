@@ -101,7 +101,7 @@ def test_recipe_add_a_backbone(monkeypatch, install_plugin, vgg16_file, tmp_path
         validate(compose_config("model.backbone=mine", "size=8"))
 
     out = tmp_path / "run"
-    result = run_nst("model.backbone=mine", f"model.weights={vgg16_file}", "size=128",
+    result = run_nst("model.backbone=mine", f"model.weights={vgg16_file}", "size=96",
                      "tile=64", "iterations=3", "precision=fp32", "progress=false",
                      "save_every=0", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -732,7 +732,7 @@ def test_recipe_add_an_optimizer(registry, monkeypatch, install_plugin, tmp_path
         (4096, 3072), chosen.tile + 64, momentum)
 
     out = tmp_path / "run"
-    result = run_nst("optimizer=momentum", "optimizer.learning_rate=4", "size=128", "tile=64",
+    result = run_nst("optimizer=momentum", "optimizer.learning_rate=4", "size=96", "tile=64",
                      "iterations=4", "precision=fp32", "save_every=0", *FAST,
                      f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -49,7 +49,7 @@ MIN_FEATURE_GAP = BF16_U / 8
 MIN_GRADIENT_COSINE = 0.95
 
 SIZE = 64
-ITERATIONS = 10  # enough to fill some L-BFGS history; reruns need no more
+ITERATIONS = 4  # 3 pairs of L-BFGS history, its two-loop recursion in use; reruns need no more
 CONTENT_LAYERS = ["conv4_2"]
 STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 LBFGS = {"history_size": 50, "line_search": "none", "learning_rate": 1.0,

