@@ -8,8 +8,11 @@ export NST_IMAGES ?= $(wildcard $(abspath ../shared/images))
 
 .PHONY: setup demo test lint
 
+# The offline weights, and scikit-image's sample pictures that model.normalize calibrates on
+# (tests/test_normalize.py runs on them instead of fetching them).
 setup: $(VENV)/.installed
 	$(BIN)/python -m nst_tf.weights
+	$(BIN)/python -c "from nst_tf.cache import default_cache_dir; from nst_tf.normalize import fetch_skimage; fetch_skimage(default_cache_dir())"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -111,6 +111,21 @@ def figure_size(png: Path) -> tuple[int, int]:
     return size
 
 
+def marked(png: Path, colour: str) -> int:
+    """How many of the figure's pixels are `colour` (a frame, its caption)."""
+    from matplotlib.colors import to_rgb
+
+    pixels = np.asarray(Image.open(png).convert("RGB"), np.int16)
+    return int((np.abs(pixels - np.round(np.array(to_rgb(colour)) * 255)).max(axis=-1)
+                <= 8).sum())
+
+
+def drawn_lines(plot: Path) -> int:
+    """How many of matplotlib's colours, in its order, a plot shows (a line and its legend's
+    sample each): the lines drawn."""
+    return next((line for line in range(10) if marked(plot, f"C{line}") < 20), 10)
+
+
 def two_from_noise(vgg_weights, images_dir: Path):  # -> StyleTransfer
     """A 32 px step of two members (the paper's terms, Tübingen after Starry Night) started from
     noise, seeds 0 and 1: the core's batch at its smallest."""

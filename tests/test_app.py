@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import cache_of_its_own, cli_outcome, read_csv, run_here, run_nst
+from tests.helpers import cache_of_its_own, cli_outcome, drawn_lines, read_csv, run_here, run_nst
 
 FIRST = ["size=64", "iterations=40", "save_every=20", "progress=false"]
 
@@ -25,14 +25,6 @@ def first_run(tmp_path_factory, images_dir, cache):
     result = run_nst(*FIRST, f"paths.cache={cache}", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     return out, result
-
-
-def drawn_lines(plot: Path) -> int:
-    """How many of matplotlib's colours, in its order, a plot shows (a line and its legend's
-    sample each): the lines drawn."""
-    from tests.test_sweep_table import marked
-
-    return next((line for line in range(10) if marked(plot, f"C{line}") < 20), 10)
 
 
 def test_run_writes_every_output(first_run):

@@ -21,6 +21,7 @@ from nst_tf.transfer import Member, StyleTransfer, Weights, optimise_batch
 from tests.helpers import (
     FAST,
     cache_of_its_own,
+    figure_size,
     pixels,
     read_csv,
     run_nst,
@@ -220,7 +221,7 @@ def test_a_batched_sweep_gives_each_job_a_solo_runs_files(tmp_path):
     # The diverged jobs kept no image and said why; the others went on to the end.
     assert not (sweep / "2" / "result.png").exists()
     assert json.loads((sweep / "2" / "summary.json").read_text())["exit_code"] == 3
-    assert (sweep / "figure.png").is_file()
+    figure_size(sweep / "figure.png")  # decoded whole, with its PDF
 
 
 def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
@@ -236,9 +237,11 @@ def test_a_stopped_batch_saves_every_job_and_each_resumes(tmp_path):
     for job in ("0", "1"):
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["status"] == "interrupted", summary
-        assert (sweep / job / "result.png").is_file()
+        done = summary["final"]["iteration"]  # the result is that iteration's image, saved
+        assert np.array_equal(pixels(sweep / job / "result.png"),
+                              pixels(sweep / job / "snapshots" / f"iter_{done:05d}.png"))
         assert f"resume={sweep / job}" in stderr
-        stopped.append(summary["final"]["iteration"])
+        stopped.append(done)
     assert stopped[0] == stopped[1] and 0 < stopped[0] < 400
     # The batch after them never ran: skipped, with the signal's code (not Ctrl-C's 130).
     skipped = _sweep_csv(sweep)[2]

@@ -20,7 +20,7 @@ from nst_tf.hydra_setup import register_configs
 from nst_tf.images import read_rgb, resolve_image
 from nst_tf.sweep import compact_layers, format_value, sweep_grid, write_sweep_figure
 from nst_tf.sweep_callback import SweepEnd
-from tests.helpers import ROOT, figure_size, run_script
+from tests.helpers import ROOT, figure_size, marked, run_script
 
 FIG3_ROWS = ["conv1_1", "conv1_1, conv2_1", "conv1_1 … conv3_1", "conv1_1 … conv4_1",
              "conv1_1 … conv5_1"]
@@ -108,8 +108,9 @@ def test_a_killed_job_leaves_a_marked_panel(fig3_sweep, tmp_path):
     grid = sweep_grid(sweep)
     assert grid.columns.labels == FIG3_COLUMNS and grid.cells[0][3].result is None
     assert grid.cells[0][3].status == "failed"
-    paths = write_sweep_figure(sweep)
-    assert all(path.stat().st_size > 0 for path in paths)
+    png = next(path for path in write_sweep_figure(sweep) if path.suffix == ".png")
+    figure_size(png)  # decoded whole, with its PDF
+    assert marked(png, "tab:red") > 100  # the failed cell's mark
 
 
 def test_three_swept_keys_are_refused(fig3_sweep, tmp_path):

@@ -99,7 +99,9 @@ def test_submitit_local_sweep_writes_the_table_and_figure(tmp_path):
     result = run_nst("-m", "hydra/launcher=submitit_local", "alpha=1e-3,1e-2", *TINY,
                      f"hydra.sweep.dir={sweep}")
     assert_sweep_ended_well(result, sweep, 2)
-    assert (sweep / ".submitit").is_dir()  # each job ran in a process of its own
+    # Each job ran in a process of its own: submitit's local job ids are their processes' ids.
+    jobs = [path.name for path in (sweep / ".submitit").iterdir() if path.is_dir()]
+    assert len(jobs) == 2 and all(job.isdigit() for job in jobs) and jobs[0] != jobs[1], jobs
 
 
 def test_usr1_to_a_submitit_job_saves_it_despite_submitits_own_handlers(tmp_path):

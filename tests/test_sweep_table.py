@@ -5,10 +5,8 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from matplotlib.colors import to_rgb
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -25,7 +23,7 @@ from nst_tf.sweep import (
 )
 from nst_tf.sweep.overrides import parse_override
 from nst_tf.sweep_callback import SweepEnd
-from tests.helpers import figure_size
+from tests.helpers import figure_size, marked
 
 FINAL = {"iteration": 10, "seconds": 1.5, "total": 3.0, "content": 2.0, "style": 1.0, "tv": 0.0}
 NEGATIVE = "alpha=-1 is negative; give a weight >= 0 (e.g. alpha=1e-3)"
@@ -137,13 +135,6 @@ def test_the_figure_marks_failed_and_interrupted_cells(sweep, tmp_path):
     assert marked(png, "tab:red") > 100 and marked(png, "tab:orange") > 100
     fine, _ = write_sweep_figure(make_sweep(tmp_path / "fine", OK, OK))
     assert marked(fine, "tab:red") == marked(fine, "tab:orange") == 0
-
-
-def marked(png: Path, colour: str) -> int:
-    """How many of the figure's pixels are `colour` (a frame, its caption)."""
-    pixels = np.asarray(Image.open(png).convert("RGB"), np.int16)
-    return int((np.abs(pixels - np.round(np.array(to_rgb(colour)) * 255)).max(axis=-1)
-                <= 8).sum())
 
 
 def test_a_config_group_label_ignores_a_failed_jobs_unresolved_paths(tmp_path):

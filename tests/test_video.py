@@ -12,7 +12,7 @@ import tensorflow as tf
 from nst_tf.clips import open_clip, write_video
 from nst_tf.errors import StopRequest, UserError
 from tests.clips import make_clip, write_frames
-from tests.helpers import cli_outcome, read_csv, run_here, run_nst
+from tests.helpers import cli_outcome, drawn_lines, read_csv, run_here, run_nst
 
 TINY = ["+debug=tiny", "size=40", "precision=fp32"]
 
@@ -49,7 +49,11 @@ def test_a_clip_gives_its_frames_an_mp4_at_its_rate_and_losses_per_frame(clip_fi
     assert summary["status"] == "ok" and summary["video"]["frames"] == 5
     assert [f["frame"] for f in summary["frames"]] == [0, 1, 2, 3, 4]
     assert summary["loss_weights"]["terms"]["temporal"] == pytest.approx(200 * 1e-3)
-    assert (out / "frame_losses.png").is_file() and not (out / "snapshots").exists()
+    ends = {row["frame"]: row for row in rows}.values()  # each frame's last row, as plotted
+    assert drawn_lines(out / "frame_losses.png") == len(
+        [name for name in ("total", "content", "style", "tv", "temporal")
+         if any(row[name] > 0 for row in ends)])
+    assert not (out / "snapshots").exists()
 
 
 @pytest.fixture
@@ -143,12 +147,9 @@ def test_stopped_in_a_later_pass_keeps_the_whole_pass_and_begins_it_again(clip, 
 
 
 def _rows_of(out, frame: int, pass_no: int = 1) -> list[int]:
-    """The iterations losses.csv holds for `frame` (none while it is being created)."""
-    try:
-        return [int(r["iteration"]) for r in read_csv(out / "losses.csv")
-                if r["frame"] == frame and r.get("pass", 1) == pass_no]
-    except (OSError, ValueError, KeyError):
-        return []
+    """The iterations losses.csv holds for `frame`."""
+    return [int(r["iteration"]) for r in read_csv(out / "losses.csv")
+            if r["frame"] == frame and r.get("pass", 1) == pass_no]
 
 
 def test_the_temporal_term_is_ruders_masked_mean_and_zero_without_a_previous_frame():
