@@ -19,8 +19,10 @@ from bench.harness import Builder, vgg_flops  # noqa: E402
 
 def bench(group: str, median: float, **extra) -> dict:
     """One benchmark as pytest-benchmark's JSON holds it."""
-    return {"group": group, "name": f"test_{group}", "stats": {"median": median, "min": median},
-            "extra_info": extra}
+    case = "-".join(str(value) for key, value in extra.items() if key in ("size", "precision",
+                                                                          "n", "launcher"))
+    return {"group": group, "name": f"test_{group}", "fullname": f"bench.py::test_{group}[{case}]",
+            "stats": {"median": median, "min": median}, "extra_info": extra}
 
 
 def run(*benchmarks: dict, plan: str = "full") -> dict:
@@ -61,8 +63,8 @@ def test_the_roofline_target_is_the_fp32_step_against_numpys_peak(step_gflops, p
 
 
 def picture(today_seconds: float, default_seconds: float, today_total: float,
-            default_total: float) -> dict:
-    return bench("picture", default_seconds, size=256, today_seconds=today_seconds,
+            default_total: float, size: int = 256) -> dict:
+    return bench("picture", default_seconds, size=size, today_seconds=today_seconds,
                  default_seconds=default_seconds, today_total=today_total,
                  default_total=default_total, today_iterations=500, default_iterations=150,
                  today_image="gone.png", default_image="gone.png",
@@ -160,6 +162,32 @@ def test_render_again_from_a_runs_json(tmp_path, capsys):
     assert not (tmp_path / "performance_history.json").exists()  # a re-render adds nothing
     with pytest.raises(SystemExit):
         cli.parse_args(["--render"])  # which run? --out names it
+
+
+def test_a_merged_run_keeps_only_what_it_did_not_measure_again(tmp_path):
+    earlier = run(gemm(100.0), step(512, "fp32", 50.0), picture(300.0, 90.0, 1e7, 1e7),
+                  *sweep(36.0, 28.0, 4))
+    earlier["machine_info"]["keyword"] = "gemm or step or picture or sweep"
+    earlier["datetime"] = "2031-01-01T00:00:00"
+    now = run(picture(1200.0, 500.0, 4e7, 4.04e7, size=512), gemm(200.0))
+    data = checks.merged(now, earlier)
+    # The steps go with the GEMM peak they are a share of: a new peak drops the old steps.
+    assert sorted(b["fullname"] for b in data["benchmarks"]) == sorted(
+        [b["fullname"] for b in now["benchmarks"]]
+        + [b["fullname"] for b in earlier["benchmarks"] if b["group"] in ("picture", "sweep")])
+    assert checks.step_rows(data) == [] and checks.gemm_peak(data) == pytest.approx(200.0)
+    assert [p["size"] for p in checks.picture_rows(data)] == [512, 256]
+    text = report.render(data, [], [])
+    assert 'from 2031-01-01T00:00:00 (`python scripts/bench.py -k "gemm or step or' in text
+    assert "test_picture[256]" in text and "every number in one run" not in text
+    assert "kept from earlier runs" in checks.headline(data)["note"]
+    assert "every number in one run" in report.render(now, [], [])
+    # A run measured by another CPU is refused before anything is measured.
+    earlier["machine_info"]["cpu"]["brand_raw"] = "Invented CPU 9000 (not this one)"
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit, match="measured on another CPU"):
+        cli.main(["--merge", str(tmp_path / "earlier.json"), "--out", str(tmp_path / "new")])
+    assert not (tmp_path / "new").exists()
 
 
 def test_flops_grow_with_pixels_and_a_real_step_is_timed(benchmark, images_dir):

@@ -18,6 +18,11 @@ PEER_SPEEDUP = {"fp32": 1.5, "bf16": 2.0}  # to the peer's final loss, sooner th
 SWEEP_NEVER_SLOWER = 1.0  # nst_batched against the plain sweep
 SWEEP_PAYS = 1.25  # ... where the probe chose to batch
 ROOFLINE_SHARE = 0.80  # the fp32 step's GFLOP/s against NumPy's GEMM peak
+# Groups whose every benchmark holds both sides of its ratios (the others are ratios between
+# benchmarks of one run: B against B = 1, a term against Gram, plain against batched), so one
+# of them can be kept from an earlier run alone; and the steps, shares of the GEMM peak.
+SELF_CONTAINED = ("picture", "peer")
+ONE_UNIT = {"gemm": "step"}
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,44 @@ def headline(data: Data) -> dict[str, Any]:
             "bf16_seconds": bf16.get("s/it"), "fp32_gflops": fp32.get("GFLOP/s"),
             "numpy_peak_gflops": gemm_peak(data), "peer_fp32": peer.get("fp32"),
             "peer_bf16": peer.get("bf16"), "batch4_256": batch4, "sweep_batched": speedup,
-            "note": f"python scripts/bench.py ({plan.name})"}
+            "note": f"{command(machine)} ({plan.name} plan"
+                    + (", the rest kept from earlier runs)" if data.get("kept") else ")")}
+
+
+def command(machine: Mapping[str, Any]) -> str:
+    """The command line that measured a run, as far as its JSON says."""
+    keyword = machine.get("keyword")
+    return "python scripts/bench.py" + (f' -k "{keyword}"' if keyword else "")
+
+
+def merged(data: Data, earlier: Data) -> dict[str, Any]:
+    """`data` with the benchmarks of `earlier` (a run on the same CPU) that it did not measure
+    again: whole groups, so that every ratio stays within one run, and single pictures and peer
+    runs. `kept` says which came from which run."""
+    def unit(group: str) -> str:
+        return ONE_UNIT.get(group, group)
+
+    units = {unit(b["group"]) for b in data["benchmarks"]}
+    names = {b["fullname"] for b in data["benchmarks"]}
+    kept = [b for b in earlier["benchmarks"] if unit(b["group"]) not in units
+            or (b["group"] in SELF_CONTAINED and b["fullname"] not in names)]
+    runs = {**{r["datetime"]: r for r in earlier.get("kept", [])},
+            earlier["datetime"]: {"datetime": earlier["datetime"],
+                                  "command": command(earlier["machine_info"]),
+                                  "source": (earlier.get("commit_info") or {}).get("id", "")}}
+    for b in kept:
+        b.setdefault("measured", earlier["datetime"])
+    used = {b["measured"] for b in kept}
+    return {**data, "benchmarks": [*data["benchmarks"], *kept],
+            "kept": [{**runs[d], "names": [b["fullname"] for b in kept if b["measured"] == d]}
+                     for d in sorted(used)]}
+
+
+def same_cpu(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two py-cpuinfo descriptions of one kind of CPU."""
+    keys = ("brand_raw", "family", "model", "count")
+    return all(a.get(k) == b.get(k) for k in keys) and isa(a.get("flags", [])) == isa(
+        b.get("flags", []))
 
 
 def isa(flags: list[str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import HERE, HISTORY, OUTPUTS, ROOT
-from .checks import checks, headline
+from .checks import checks, headline, merged, same_cpu
 from .report import load_history, write
 
 # Set in some environments to pin OpenBLAS to an older kernel: they slow NumPy's GEMM, the
@@ -36,7 +36,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: render OUT/benchmark.json again")
     parser.add_argument("-k", dest="keyword", help="only the benchmarks pytest's -k selects")
+    parser.add_argument("--merge", type=Path, metavar="JSON", help="an earlier run's "
+                        "benchmark.json on this CPU: the report keeps what this run does not "
+                        "measure again (whole groups, so each ratio stays within one run)")
     args = parser.parse_args(argv)
+    if args.merge and args.render:
+        parser.error("--merge adds to a new measurement; --render measures nothing")
     if args.out is None:
         if args.render:
             parser.error("--render renders an earlier run: name its folder with --out")
@@ -62,8 +67,26 @@ def measure(args: argparse.Namespace, runs: Path) -> int:
     return int(pytest.main(options))
 
 
+def earlier_run(path: Path) -> dict:
+    """The run --merge names, refused before measuring anything if another CPU measured it."""
+    import cpuinfo  # py-cpuinfo: pytest-benchmark's own machine description
+
+    try:
+        earlier = json.loads(path.read_text())
+        cpu = earlier["machine_info"]["cpu"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sys.exit(f"scripts/bench.py: error: --merge {path} is not a benchmark.json this tool "
+                 f"wrote ({error}); name an earlier run's OUT/benchmark.json")
+    if not same_cpu(cpu, cpuinfo.get_cpu_info()):
+        sys.exit(f"scripts/bench.py: error: --merge {path} was measured on another CPU "
+                 f"({cpu.get('brand_raw')}, family {cpu.get('family')} model "
+                 f"{cpu.get('model')}); merge only runs of this machine")
+    return earlier
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    earlier = earlier_run(args.merge) if args.merge else None
     saved = args.out / "benchmark.json"
     args.out.mkdir(parents=True, exist_ok=True)
     code = 0
@@ -74,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not saved.is_file():
             sys.exit(f"scripts/bench.py: error: no {saved}; --out names a folder a run wrote")
         data = json.loads(saved.read_text())
+        if earlier is not None:
+            data = merged(data, earlier)
+            saved.write_text(json.dumps(data, indent=4))
         history = load_history(args.history)
         if data["machine_info"]["plan"] == "full" and not args.render:
             # This run added, beside the report: docs/ changes only with --out docs.

@@ -29,6 +29,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["usable_cores"] = len(os.sched_getaffinity(0))
     machine_info["tensorflow"] = tf.__version__
     machine_info["plan"] = config.getoption("--plan")
+    machine_info["keyword"] = config.option.keyword  # -k: a part of the plan, or "" for all
     machine_info["unset"] = os.environ.get("NST_BENCH_UNSET", "")
 
 

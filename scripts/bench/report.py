@@ -113,8 +113,8 @@ def render(data: Data, history: Sequence[Mapping[str, Any]], figures: Sequence[s
         f"venv: `{TORCH_VENV}`; without `--peer` its rows are left out). `--quick` checks "
         "that every benchmark runs, at tiny sizes, in minutes.",
         ("**QUICK run: tiny sizes, not real numbers.** " if quick else "")
-        + f"Measured {data['datetime'][:19]} by `python scripts/bench.py` ({info['plan']} "
-        "plan), every number in one run on the machine below; the data is `benchmark.json` "
+        + f"Measured {data['datetime'][:19]} by `{checks.command(info)}` ({info['plan']} "
+        f"plan){_kept(data)}, on the machine below; the data is `benchmark.json` "
         "(pytest-benchmark's). Another machine gives other numbers: the history at the end "
         "shows how far apart.",
         machine(data),
@@ -154,6 +154,17 @@ def render(data: Data, history: Sequence[Mapping[str, Any]], figures: Sequence[s
         STATIC,
     ]
     return "\n\n".join(parts).rstrip() + "\n"
+
+
+def _kept(data: Data) -> str:
+    """Where the numbers come from: this run, or also earlier runs kept by --merge."""
+    if not data.get("kept"):
+        return ", every number in one run"
+    earlier = "; ".join(
+        f"{', '.join(name.split('::')[-1] for name in run['names'])} from {run['datetime'][:19]} "
+        f"(`{run['command']}`, source {run['source'][:12]})" for run in data["kept"])
+    return (f"; kept from earlier runs on this CPU (`--merge`): {earlier}. Every ratio is "
+            "within one run")
 
 
 def _percent(share: float | None) -> str | None:
