@@ -282,6 +282,13 @@ def test_auto_batch_size_runs_every_job_and_probes_no_short_sweep(tmp_path):
     assert not (cache / "batch").exists()
     # TensorFlow loaded as under the plain launcher: its start-up noise filtered.
     assert not [line for line in result.stderr.splitlines() if _NOISE.match(line)], result.stderr
+    # The console as a plain sweep's: the launcher's lines Hydra's, the jobs' their own.
+    console = (result.stdout + result.stderr).splitlines()
+    [launched] = [line.split("]", 1)[1] for line in console if "#1 :" in line]
+    assert launched.startswith(f"[HYDRA] \t#1 : size=32 iterations=2 alpha=0.01 "
+                               f"paths.cache={cache}")
+    ended = [line for line in console if "iterations in" in line]
+    assert len(ended) == 2 and all("][nst_tf][INFO] - 2 iterations in" in line for line in ended)
 
 
 def test_auto_batch_size_is_what_the_memory_check_lets_fit():

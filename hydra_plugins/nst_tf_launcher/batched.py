@@ -43,14 +43,21 @@ class _Deferred:
         self.ended.append(config)
 
 
+# Hydra's default job_logging format: the lines a plain sweep's jobs print.
+JOB_FORMAT = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+
 @contextmanager
 def _logging_to(files: Sequence[str]) -> Iterator[None]:
-    """Log into every job's log file while their batches run (each gets the whole sweep's)."""
+    """Log as a plain sweep's jobs do while their batches run: into every job's log file (each
+    gets the whole sweep's), and on the console in the jobs' format, not the launcher's."""
     handlers = [logging.FileHandler(name) for name in dict.fromkeys(files)]
     root = logging.getLogger()
+    consoles = [(h, h.formatter) for h in root.handlers if type(h) is logging.StreamHandler]
+    for handler, _ in consoles:
+        handler.setFormatter(JOB_FORMAT)
     for handler in handlers:
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - "
-                                               "%(message)s"))
+        handler.setFormatter(JOB_FORMAT)
         root.addHandler(handler)
     try:
         yield
@@ -58,6 +65,8 @@ def _logging_to(files: Sequence[str]) -> Iterator[None]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+        for handler, formatter in consoles:
+            handler.setFormatter(formatter)
 
 
 class BatchedLauncher(Launcher):
@@ -116,7 +125,8 @@ class BatchedLauncher(Launcher):
             returns.append(run_job(hydra_context=context, task_function=record, config=config,
                                    job_dir_key="hydra.sweep.dir",
                                    job_subdir_key="hydra.sweep.subdir"))
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            # run_job leaves the job's logging set up; back to the launcher's, as Hydra's does.
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         # A job Hydra could not set up (its dir, a callback) was never recorded.
         recorded = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
         with _logging_to(files):
