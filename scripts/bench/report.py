@@ -111,7 +111,9 @@ def render(data: Data, history: Sequence[Mapping[str, Any]], figures: Sequence[s
         "# Performance",
         f"Regenerate on an otherwise idle machine with one command: `{COMMAND}` (the peer's "
         f"venv: `{TORCH_VENV}`; without `--peer` its rows are left out). `--quick` checks "
-        "that every benchmark runs, at tiny sizes, in minutes.",
+        "that every benchmark runs, at tiny sizes, in minutes; `-k EXPR` measures a part (pytest's "
+        "-k), and `--merge docs/benchmark.json` keeps the earlier run's other benchmarks of this "
+        "CPU in the report (whole groups: a ratio never spans two runs).",
         ("**QUICK run: tiny sizes, not real numbers.** " if quick else "")
         + f"Measured {data['datetime'][:19]} by `{checks.command(info)}` ({info['plan']} "
         f"plan){_kept(data)}, on the machine below; the data is `benchmark.json` "
