@@ -181,6 +181,10 @@ def test_a_merged_run_keeps_only_what_it_did_not_measure_again(tmp_path):
     assert 'from 2031-01-01T00:00:00 (`python scripts/bench.py -k "gemm or step or' in text
     assert "test_picture[256]" in text and "every number in one run" not in text
     assert "kept from earlier runs" in checks.headline(data)["note"]
+    # Its row in the history replaces the kept run's, and no other.
+    rows = [checks.headline(earlier), {**checks.headline(earlier), "cpu": "Older CPU 1000"}]
+    assert checks.with_run(rows, data) == [rows[1], checks.headline(data)]
+    assert checks.with_run(rows, now) == [*rows, checks.headline(now)]
     assert "every number in one run" in report.render(now, [], [])
     # A run measured by another CPU is refused before anything is measured.
     earlier["machine_info"]["cpu"]["brand_raw"] = "Invented CPU 9000 (not this one)"

@@ -4,7 +4,7 @@ here, never timed again) and issue 33's targets, each passed or failed on its me
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +190,15 @@ def headline(data: Data) -> dict[str, Any]:
                     + (", the rest kept from earlier runs)" if data.get("kept") else ")")}
 
 
+def with_run(history: Sequence[Mapping[str, Any]], data: Data) -> list[Mapping[str, Any]]:
+    """The history of machines with this run's row; a merged run's row replaces those of the
+    runs it kept benchmarks from."""
+    this = headline(data)
+    merged_from = {run["source"][:12] for run in data.get("kept", [])}
+    return [*(h for h in history if h.get("cpu") != this["cpu"]
+              or h.get("source") not in merged_from), this]
+
+
 def command(machine: Mapping[str, Any]) -> str:
     """The command line that measured a run, as far as its JSON says."""
     keyword = machine.get("keyword")
@@ -205,14 +214,13 @@ def merged(data: Data, earlier: Data) -> dict[str, Any]:
 
     units = {unit(b["group"]) for b in data["benchmarks"]}
     names = {b["fullname"] for b in data["benchmarks"]}
-    kept = [b for b in earlier["benchmarks"] if unit(b["group"]) not in units
+    kept = [{"measured": earlier["datetime"], **b} for b in earlier["benchmarks"]
+            if unit(b["group"]) not in units
             or (b["group"] in SELF_CONTAINED and b["fullname"] not in names)]
     runs = {**{r["datetime"]: r for r in earlier.get("kept", [])},
             earlier["datetime"]: {"datetime": earlier["datetime"],
                                   "command": command(earlier["machine_info"]),
                                   "source": (earlier.get("commit_info") or {}).get("id", "")}}
-    for b in kept:
-        b.setdefault("measured", earlier["datetime"])
     used = {b["measured"] for b in kept}
     return {**data, "benchmarks": [*data["benchmarks"], *kept],
             "kept": [{**runs[d], "names": [b["fullname"] for b in kept if b["measured"] == d]}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import HERE, HISTORY, OUTPUTS, ROOT
-from .checks import checks, headline, merged, same_cpu
+from .checks import checks, merged, same_cpu, with_run
 from .report import load_history, write
 
 # Set in some environments to pin OpenBLAS to an older kernel: they slow NumPy's GEMM, the
@@ -103,8 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         history = load_history(args.history)
         if data["machine_info"]["plan"] == "full" and not args.render:
             # This run added, beside the report: docs/ changes only with --out docs.
-            kept = {"machines": [*history, headline(data)]}
-            (args.out / HISTORY.name).write_text(json.dumps(kept, indent=1) + "\n")
+            history = with_run(history, data)
+            (args.out / HISTORY.name).write_text(json.dumps({"machines": history}, indent=1)
+                                                 + "\n")
         write(data, args.out, history)
     print(f"targets: {sum(c.passed is True for c in checks(data))} passed, "
           f"{sum(c.passed is False for c in checks(data))} failed; {args.out / 'PERFORMANCE.md'}")
