@@ -67,7 +67,7 @@ def measure(args: argparse.Namespace, runs: Path) -> int:
     return int(pytest.main(options))
 
 
-def earlier_run(path: Path) -> dict:
+def earlier_run(path: Path, plan: str) -> dict:
     """The run --merge names, refused before measuring anything if another CPU measured it."""
     import cpuinfo  # py-cpuinfo: pytest-benchmark's own machine description
 
@@ -77,6 +77,9 @@ def earlier_run(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as error:
         sys.exit(f"scripts/bench.py: error: --merge {path} is not a benchmark.json this tool "
                  f"wrote ({error}); name an earlier run's OUT/benchmark.json")
+    if (its := earlier["machine_info"].get("plan")) != plan:
+        sys.exit(f"scripts/bench.py: error: --merge {path} is a {its} run and this one {plan}; "
+                 "merge runs of one plan")
     if not same_cpu(cpu, cpuinfo.get_cpu_info()):
         sys.exit(f"scripts/bench.py: error: --merge {path} was measured on another CPU "
                  f"({cpu.get('brand_raw')}, family {cpu.get('family')} model "
@@ -86,7 +89,7 @@ def earlier_run(path: Path) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    earlier = earlier_run(args.merge) if args.merge else None
+    earlier = earlier_run(args.merge, "quick" if args.quick else "full") if args.merge else None
     saved = args.out / "benchmark.json"
     args.out.mkdir(parents=True, exist_ok=True)
     code = 0
