@@ -61,7 +61,8 @@ def _log_plot(series: Mapping[str, list[tuple[float, float]]], x: str, y: str, p
     axes.set_yscale("log")
     axes.set_xlabel(x)
     axes.set_ylabel(y)
-    axes.legend()
+    if axes.lines:  # none when every value is non-finite or 0: the plot stays, empty
+        axes.legend()
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     _save_figure(figure, path)
