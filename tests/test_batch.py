@@ -205,8 +205,7 @@ def test_stylize_batch_returns_each_item_in_order(tmp_path, images_dir):
 
 def test_a_batched_sweep_gives_each_job_a_solo_runs_files(tmp_path):
     sweep = tmp_path / "sweep"
-    # From noise α = 1e38 overflows at once (from the photo, where the content loss is 0,
-    # L-BFGS's bounded first step is cut until the loss falls: it never leaves the photo).
+    # From noise α = 1e38 overflows at iteration 0: a loss plot with no finite value.
     result = run_nst("-m", "hydra/launcher=nst_batched", "hydra.launcher.batch_size=8",
                      "size=32", "iterations=4", "init=noise",
                      "alpha=1e-3,1e38,nan", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep}")

@@ -182,37 +182,6 @@ def test_lbfgs_max_step_bounds_every_step(quadratic):
     np.testing.assert_allclose(x.numpy()[0], x_star, atol=1e-4)
 
 
-def test_lbfgs_bounded_steps_near_a_minimum_are_cut_until_the_loss_falls(quadratic):
-    # A resumed run, the next scale or frame starts near a minimum, where a fresh step of
-    # max_step overshoots by far; each member's steps are cut on its own loss, its course the
-    # same as alone.
-    fn, x_star = quadratic
-    near = x_star + 0.01 * np.random.default_rng(1).standard_normal(x_star.shape)
-    starts = np.stack([near, np.zeros_like(x_star)]).astype(np.float32)
-
-    def each(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        pairs = [fn(x[i]) for i in range(x.shape[0])]
-        return tf.stack([v for v, _ in pairs]), tf.stack([g for _, g in pairs])
-
-    def course(members: np.ndarray) -> tuple[np.ndarray, np.ndarray, LBFGS]:
-        x = tf.Variable(members)
-        opt = LBFGS(each, x, 2, **{**TORCH_LBFGS, "max_step": 48.0, "max_step_pairs": 10})
-        step = tf.function(opt.step)
-        return np.array([step().numpy() for _ in range(25)]), x.numpy(), opt
-
-    values, x, opt = course(starts)
-    f = values[:, :, 0]
-    # While steps are bounded (the first 10 pairs) f falls; unguarded, the first step raised
-    # the near member's f 1e7-fold.
-    assert np.all(f[1:11] <= f[:10]), f
-    assert f[-1, 0] < 0.1 * f[0, 0] and f[-1, 1] < 1e-3 * f[0, 1]
-    assert opt.num_evals.numpy() > 25  # steps were cut: trials beyond one per step
-    for member in range(2):
-        alone_values, alone_x, _ = course(starts[member:member + 1])
-        np.testing.assert_array_equal(alone_values[:, 0], values[:, member])
-        np.testing.assert_array_equal(alone_x[0], x[member])
-
-
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_lbfgs_restarts_when_direction_is_not_downhill(quadratic, line_search):
     fn, x_star = quadratic

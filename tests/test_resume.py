@@ -30,10 +30,6 @@ def test_resume_continues_the_loss_curve(earlier, tmp_path):
     assert new[20]["style"] == pytest.approx(old[20]["style"], rel=0.2)
     assert new[20]["style"] < 0.5 * old[0]["style"]
     assert new[-1]["style"] < new[20]["style"]
-    # L-BFGS starts afresh there, near a minimum: its first, bounded steps are cut until the
-    # loss falls instead of jumping away from it.
-    assert [r["total"] for r in new[20:31]] == sorted((r["total"] for r in new[20:31]),
-                                                       reverse=True)
     assert new[20]["seconds"] >= old[19]["seconds"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from"].endswith("iter_00020.png")

@@ -16,8 +16,6 @@ from nst_tf.optim.registry import ValuesAndGrad, register
 
 _MIN_CURVATURE = 1e-10  # torch skips (s, y) pairs with y·s at or below this
 LINE_SEARCHES = ("none", "strong_wolfe")
-_ARMIJO = 1e-4  # sufficient decrease asked of a bounded step (as in line searches' first test)
-_CALM_CUTS = 8  # a bounded step cut by 4 at most this often: 48 px becomes 0.0007 px
 
 
 LINE_SEARCH_ALONE = ("optimizer.line_search=strong_wolfe runs one image at a time: its trial "
@@ -41,8 +39,7 @@ class LBFGS:
       with line_search="none" (at x_k) and a line search's accepted evaluation is reused;
     - `max_step` > 0 bounds a step while fewer than `max_step_pairs` curvature pairs are stored
       (0: always): no element moves by more than learning_rate·max_step (with a line search,
-      this bounds its first trial), and without a line search such a step must lower the loss
-      (Armijo) or is cut by 4 until it does; `max_step` = 0 gives torch's steps;
+      this bounds its first trial); `max_step` = 0 gives torch's steps;
     - a direction that is not downhill drops the history and restarts from steepest descent
       (with the first step's length) instead of stalling;
     - the stopping tests run at the start of a step, on f and g at x_k: max|g| <= tolerance_grad,
@@ -198,12 +195,10 @@ class LBFGS:
         fresh = self._fresh | restart
         t = self._step_length(g, d, fresh)
         x0 = self._flat_x()
-        if self._line_search != "none":
-            t = self._line_search_one(x0, d, t, values, g, gtd)
-        elif self._max_step > 0:
-            t = self._calm(x0, d, t, values, g, gtd, moving)
-        else:
+        if self._line_search == "none":
             self._cache_valid.assign(False)
+        else:
+            t = self._line_search_one(x0, d, t, values, g, gtd)
         # Same expression as in the line search's trials, so x is bit-for-bit the point the
         # cache describes.
         x1 = tf.where(moving[:, None], x0 + t[:, None] * d, x0)
@@ -213,49 +208,6 @@ class LBFGS:
         self._prev_f.assign(tf.where(moving, f, self._prev_f))
         self._has_prev.assign(self._has_prev | moving)
         self._fresh.assign(self._fresh & ~moving)
-
-    def _calm(self, x0: tf.Tensor, d: tf.Tensor, t: tf.Tensor, values: tf.Tensor, g: tf.Tensor,
-              gtd: tf.Tensor, moving: tf.Tensor) -> tf.Tensor:
-        """While a member's steps are bounded (fewer than `max_step_pairs` pairs), a step must
-        lower its loss by Armijo's sufficient decrease, else it is cut by 4; after `_CALM_CUTS`
-        cuts the member stays where it is (no step lowers its loss: the next step stops it).
-        From a start near a minimum (a resumed run, the next frame of a clip) the bounded
-        step, max_step px, overshoots: the loss jumped 6x at 128 px after a resume. The trial's
-        evaluation is the next step's, so a step taken at once costs nothing; from noise the
-        first steps nearly always are."""
-        guarded = moving & (self._count < self._max_step_pairs)
-        f = values[:, 0]
-
-        def trial(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            # The expression x1 is assigned with, so the cache describes x1 bit for bit.
-            trial_values, trial_g = self._evaluate(
-                tf.where(moving[:, None], x0 + t[:, None] * d, x0))
-            self.num_evals.assign_add(1)
-            return trial_values, trial_g
-
-        def too_far(t: tf.Tensor, trial_values: tf.Tensor) -> tf.Tensor:
-            return guarded & ~(trial_values[:, 0] <= f + _ARMIJO * t * gtd)  # NaN: too far
-
-        def cut(cuts, t, trial_values, trial_g):
-            t = tf.where(too_far(t, trial_values), t / 4, t)
-            return (cuts + 1, t, *trial(t))
-
-        def guard() -> tf.Tensor:
-            _, t_cut, trial_values, trial_g = tf.while_loop(
-                lambda cuts, t, trial_values, trial_g: (cuts < _CALM_CUTS)
-                & tf.reduce_any(too_far(t, trial_values)),
-                cut, (0, t, *trial(t)), maximum_iterations=_CALM_CUTS)
-            stay = too_far(t_cut, trial_values)
-            self._cache_values.assign(tf.where(stay[:, None], values, trial_values))
-            self._cache_g.assign(tf.where(stay[:, None], g, trial_g))
-            self._cache_valid.assign(True)
-            return tf.where(stay, 0.0, t_cut)
-
-        def unguarded() -> tf.Tensor:
-            self._cache_valid.assign(False)
-            return t
-
-        return tf.cond(tf.reduce_any(guarded), guard, unguarded)
 
     def _line_search_one(self, x0: tf.Tensor, d: tf.Tensor, t: tf.Tensor, values: tf.Tensor,
                          g: tf.Tensor, gtd: tf.Tensor) -> tf.Tensor:
