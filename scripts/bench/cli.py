@@ -40,6 +40,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "benchmark.json on this CPU: the report keeps what this run does not "
                         "measure again (whole groups, so each ratio stays within one run)")
     args = parser.parse_args(argv)
+    args.plan = "quick" if args.quick else "full"
     if args.merge and args.render:
         parser.error("--merge adds to a new measurement; --render measures nothing")
     if args.out is None:
@@ -56,7 +57,7 @@ def measure(args: argparse.Namespace, runs: Path) -> int:
     unset = [f"{key}={os.environ.pop(key)}" for key in OPENBLAS_PINS if key in os.environ]
     os.environ["NST_BENCH_UNSET"] = " ".join(unset)
     options = [str(HERE), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
-               f"--rootdir={ROOT}", f"--plan={'quick' if args.quick else 'full'}",
+               f"--rootdir={ROOT}", f"--plan={args.plan}",
                f"--runs={runs}", f"--benchmark-json={args.out / 'benchmark.json'}",
                f"--benchmark-storage={OUTPUTS / 'storage'}", "--benchmark-autosave",
                "--benchmark-sort=name", "--benchmark-columns=median,min,max,rounds"]
@@ -89,7 +90,7 @@ def earlier_run(path: Path, plan: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    earlier = earlier_run(args.merge, "quick" if args.quick else "full") if args.merge else None
+    earlier = earlier_run(args.merge, args.plan) if args.merge else None
     saved = args.out / "benchmark.json"
     args.out.mkdir(parents=True, exist_ok=True)
     code = 0
