@@ -38,7 +38,8 @@ class FeatureExtractor:
         self.model = self.backbone.build(arrays, pooling, self.layers, precision, winograd)
         # One trace for images of every size (targets, style images, tiles).
         self._forward = tf.function(
-            self.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+            self.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+            autograph=False)
 
     def __call__(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         features = self.model(self.backbone.preprocess(image))

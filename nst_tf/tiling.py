@@ -181,4 +181,5 @@ class TiledObjective:
 
 def _separate(fn: Callable[..., Any], tile: Tile) -> Callable[..., Any]:
     """`fn`(..., tile) for this tile, as a function the enclosing graph calls, not inlines."""
-    return tf.function(lambda *args: fn(*args, tile), experimental_attributes={"_noinline": True})
+    return tf.function(lambda *args: fn(*args, tile), autograph=False,
+                       experimental_attributes={"_noinline": True})

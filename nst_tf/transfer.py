@@ -91,8 +91,10 @@ class StyleTransfer:
         self.updates = tf.Variable(0, dtype=tf.int64, name="updates")
         # Each member's newest image whose losses were all finite: what a diverged run keeps.
         self.last_finite = tf.Variable(tf.zeros([batch, height, width, 3]), name="last_finite")
-        self._step = tf.function(self._step_and_count, jit_compile=jit_compile)
-        self._evaluate = tf.function(self._values, jit_compile=jit_compile)
+        # No autograph: the step's control flow is tf.cond and tf.while_loop already, and
+        # converting every function it calls took most of the trace.
+        self._step = tf.function(self._step_and_count, jit_compile=jit_compile, autograph=False)
+        self._evaluate = tf.function(self._values, jit_compile=jit_compile, autograph=False)
         started = time.perf_counter()
         self._step.get_concrete_function()  # traces
         traced = time.perf_counter()

@@ -4,6 +4,8 @@ They share one small interface (`registry.Optimizer`) over a batch: `x` is (B, .
 independent problems, and `step()` does one iteration of each and returns the (B, values) `fn`
 reported at the points *before* the update; `reset()` forgets all state so the
 same object, and the same compiled function around `step`, can start a new run from a new `x`.
+`step()` is traced with autograph off (nst_tf.transfer): control flow on tensors is `tf.cond`
+and `tf.while_loop`, as L-BFGS's.
 
 Adding an optimiser: its class, taking `(fn, x, num_values, *, <its parameters>)` with no
 defaults and declaring `image_buffers(history_size)` (what the memory check counts), decorated
